@@ -1,0 +1,204 @@
+"""The activities of ActionWorkflow: prepare (validate), execute (call the executor), emit.
+
+`execute_action` also publishes the transitions the workflow has recorded so far, while the
+executor runs, so a successful action needs no separate emission round trip before its
+terminal event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+
+from bridge.emit import TransitionPublisher
+from karma import names
+from karma.errors import (
+    ErrorInfo,
+    FieldError,
+    KarmaError,
+    TransientError,
+    UnknownActionError,
+    ValidationError,
+)
+from karma.executor import ActionContext
+from karma.meta import SUPPORTED_MODES
+from karma.params import redact_params, validate_params
+from karma.registry import ActionRegistry
+from karma.request import ActionRequest
+from karma.secrets import SecretSealer
+from karma.workflow_io import (
+    EmitInput,
+    EmitOutput,
+    ExecuteFailure,
+    ExecuteHeartbeat,
+    ExecuteInput,
+    ExecuteOutput,
+    ExecutionPlan,
+    PreparedAction,
+)
+
+log = logging.getLogger("karma.action")
+
+HEARTBEATS_PER_TIMEOUT = 3
+# Cancellation reaches an activity only through a heartbeat response, so heartbeats are
+# also how fast a cancelled executor stops (the worker throttles to the same interval).
+MAX_HEARTBEAT_INTERVAL = timedelta(seconds=2)
+
+
+class ActionActivities:
+    """Activities bound to one worker's registry and Kafka publisher."""
+
+    def __init__(
+        self,
+        registry: ActionRegistry,
+        publisher: TransitionPublisher,
+        sealer: SecretSealer,
+        *,
+        emit_timeout: float,
+    ) -> None:
+        self._registry = registry
+        self._publisher = publisher
+        self._sealer = sealer
+        self._emit_timeout = emit_timeout
+
+    @activity.defn(name=names.PREPARE_ACTION)
+    async def prepare_action(self, request: ActionRequest) -> PreparedAction:
+        """Validate a request against the worker's registry. Never raises for bad input:
+        the workflow records the validation failure as a transition."""
+        now = datetime.now(UTC)
+        try:
+            meta = self._registry.meta(request.action_type)
+        except UnknownActionError as exc:
+            return PreparedAction(
+                prepared_at=now,
+                requested_args=redact_params(None, request.params),
+                error=ErrorInfo.from_exception(exc),
+            )
+        requested_args = redact_params(meta, request.params)
+        if meta.mode not in SUPPORTED_MODES:
+            reason = f"execution mode {meta.mode.value!r} is not supported by this worker"
+            error = ValidationError([FieldError(field="action_type", reason=reason)])
+            return PreparedAction(
+                prepared_at=now,
+                requested_args=requested_args,
+                error=ErrorInfo.from_exception(error),
+            )
+        try:
+            params = validate_params(meta, self._sealer.unseal(request.params))
+        except KarmaError as exc:
+            return PreparedAction(
+                prepared_at=now, requested_args=requested_args, error=ErrorInfo.from_exception(exc)
+            )
+        return PreparedAction(
+            prepared_at=now,
+            params=self._sealer.seal(meta, params),
+            requested_args=requested_args,
+            accepted_args=redact_params(meta, params),
+            plan=ExecutionPlan(
+                mode=meta.mode,
+                meta_version=meta.version,
+                retry=meta.retry,
+                timeout=meta.timeout,
+                heartbeat_timeout=meta.heartbeat_timeout,
+                output_names=[o.name for o in meta.outputs],
+            ),
+        )
+
+    @activity.defn(name=names.EXECUTE_ACTION)
+    async def execute_action(self, inp: ExecuteInput) -> ExecuteOutput:
+        """Run one attempt of the executor; publish pending transitions meanwhile."""
+        request = inp.request
+        acked = ExecuteHeartbeat()
+        emission = asyncio.ensure_future(self._emit(inp, acked))
+        heartbeat = asyncio.ensure_future(_heartbeat_forever(acked))
+        try:
+            executor = self._registry.executor(request.action_type)
+            params = self._sealer.unseal(inp.params)
+            result = await executor.execute(_context(inp, params))
+        except Exception as exc:
+            error = ErrorInfo.from_exception(exc)
+            emitted = await _settle(emission)
+            raise ApplicationError(
+                error.message,
+                ExecuteFailure(error=error, emitted_seq=emitted),
+                type=error.type.value,
+                non_retryable=not error.retryable,
+                next_retry_delay=_delay(exc),
+                # A failure the executor raised on purpose is an expected outcome, not a
+                # worker problem: keep it out of the worker's warning log and metrics.
+                category=(
+                    ApplicationErrorCategory.BENIGN
+                    if isinstance(exc, KarmaError)
+                    else ApplicationErrorCategory.UNSPECIFIED
+                ),
+            ) from exc
+        except BaseException:
+            emission.cancel()
+            raise
+        finally:
+            heartbeat.cancel()
+        return ExecuteOutput(outputs=result.outputs, emitted_seq=await _settle(emission))
+
+    @activity.defn(name=names.EMIT_TRANSITIONS)
+    async def emit_transitions(self, inp: EmitInput) -> EmitOutput:
+        """Publish transitions; fails (and is retried) until Kafka acknowledged all of them."""
+        emitted = await self._publisher.publish(inp.events, timeout=self._emit_timeout)
+        last = inp.events[-1].seq if inp.events else 0
+        if emitted < last:
+            raise TransientError(
+                f"Kafka acknowledged transitions up to seq {emitted} of {last}; will retry"
+            )
+        return EmitOutput(emitted_seq=emitted)
+
+    async def _emit(self, inp: ExecuteInput, acked: ExecuteHeartbeat) -> int:
+        acked.emitted_seq = await self._publisher.publish(inp.pending, timeout=self._emit_timeout)
+        if acked.emitted_seq:
+            activity.heartbeat(acked)
+        return acked.emitted_seq
+
+
+def _context(inp: ExecuteInput, params: dict[str, Any]) -> ActionContext:
+    request = inp.request
+    return ActionContext(
+        action_id=request.action_id,
+        action_type=request.action_type,
+        params=params,
+        attempt=inp.attempt,
+        tags=request.event_tags,
+        entity_id=request.entity_id,
+        correlation_id=request.correlation_id,
+        idempotency_key=request.idempotency_key,
+        logger=logging.LoggerAdapter(
+            log, {"action_id": request.action_id, "action_type": request.action_type}
+        ),
+    )
+
+
+async def _settle(emission: Awaitable[int]) -> int:
+    """The seq Kafka acknowledged; a failed emission acknowledged nothing."""
+    with contextlib.suppress(Exception):
+        return await emission
+    return 0
+
+
+async def _heartbeat_forever(acked: ExecuteHeartbeat) -> None:
+    """Heartbeat so a lost worker is noticed within the heartbeat timeout and so
+    cancellation reaches the executor; the details say what Kafka acknowledged."""
+    timeout = activity.info().heartbeat_timeout or timedelta(seconds=30)
+    interval = min(timeout / HEARTBEATS_PER_TIMEOUT, MAX_HEARTBEAT_INTERVAL).total_seconds()
+    while True:
+        activity.heartbeat(acked)
+        await asyncio.sleep(interval)
+
+
+def _delay(exc: Exception) -> timedelta | None:
+    if isinstance(exc, TransientError) and exc.retry_after is not None:
+        return timedelta(seconds=exc.retry_after)
+    return None

@@ -1,0 +1,1 @@
+"""The bridge between Temporal, Kafka and ClickHouse: emission, the ledger sink, topics."""

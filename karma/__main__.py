@@ -1,0 +1,3 @@
+from karma.cli.main import main
+
+main()

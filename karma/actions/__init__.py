@@ -1,0 +1,1 @@
+"""Built-in actions, registered through the `karma.actions` entry-point group."""

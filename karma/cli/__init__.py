@@ -1,0 +1,1 @@
+"""The `karma` command line."""

@@ -1,0 +1,127 @@
+"""`karma request | status | cancel | actions | ledger`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from karma.cli.params import parse_params
+from karma.cli.render import (
+    action_text,
+    catalogue,
+    error_text,
+    event_detail,
+    status_text,
+    transition_line,
+)
+from karma.client import KarmaClient
+from karma.errors import FieldError, ValidationError
+from karma.lifecycle import ActionState
+from karma.params import params_json_schema, validate_params
+from karma.registry import default_registry
+from karma.request import ActionRequest
+from karma.settings import get_settings
+
+EXIT_OK = 0
+EXIT_ACTION_FAILED = 1
+
+
+async def request(args: argparse.Namespace) -> int:
+    registry = default_registry()
+    meta = registry.meta(args.type)  # unknown type: a ValidationError naming the choices
+    params = validate_params(meta, parse_params(meta, args.param, args.params_json))
+    tags = _tags(args.tag)
+    action = ActionRequest.new(
+        args.type,
+        params,
+        idempotency_key=args.idempotency_key or "",
+        entity_id=args.entity_id,
+        correlation_id=args.correlation_id,
+        tenant=args.tenant,
+        priority=args.priority,
+        tags=tags,
+    )
+    client = await KarmaClient.connect(get_settings())
+    handle = await client.submit(action, validate=False)
+    verb = "requested" if handle.created else "already requested (same idempotency key)"
+    print(f"action {handle.action_id} {verb}; workflow id {handle.workflow_id}")
+    if not args.wait:
+        return EXIT_OK
+    async for event in handle.watch():
+        print(transition_line(event), flush=True)
+    outcome = await handle.result()
+    print(f"{outcome.state} after {outcome.attempts} attempt(s)")
+    if outcome.error is not None:
+        print(f"error: {error_text(outcome.error)}")
+    return EXIT_OK if outcome.state is ActionState.SUCCEEDED else EXIT_ACTION_FAILED
+
+
+async def status(args: argparse.Namespace) -> int:
+    client = await KarmaClient.connect(get_settings())
+    current = await client.handle(args.action_id).status()
+    print(current.model_dump_json(indent=2) if args.json else status_text(current))
+    return EXIT_OK
+
+
+async def cancel(args: argparse.Namespace) -> int:
+    client = await KarmaClient.connect(get_settings())
+    await client.handle(args.action_id).cancel()
+    print(f"cancellation requested for {args.action_id}")
+    return EXIT_OK
+
+
+async def actions(args: argparse.Namespace) -> int:
+    registry = default_registry()
+    if args.type is None:
+        print(catalogue([a.meta for a in registry]))
+        return EXIT_OK
+    meta = registry.meta(args.type)
+    print(
+        json.dumps(params_json_schema(meta), indent=2)
+        if args.schema
+        else "\n".join(action_text(meta))
+    )
+    return EXIT_OK
+
+
+async def ledger(args: argparse.Namespace) -> int:
+    from bridge.ledger import Ledger  # the ledger client is only needed here
+
+    settings = get_settings()
+    try:
+        store = Ledger.open(settings.clickhouse_dsn, settings.clickhouse.database)
+    except Exception as exc:
+        raise ConnectionError(
+            f"cannot open the ledger ({exc}). With embedded chdb only one process may hold "
+            "the data path: stop `karma dev` first, or point KARMA_CLICKHOUSE__DSN at a server."
+        ) from exc
+    try:
+        events = store.transitions(args.action_id or None)
+    finally:
+        store.close()
+    if args.json:
+        for e in events:
+            print(json.dumps({**e.__dict__, "ts": e.ts.isoformat()}, default=str))
+        return EXIT_OK
+    current = None
+    for e in events:
+        if e.action_id != current:
+            current = e.action_id
+            print(f"{e.action_id}  {e.action_type}")
+        clock = e.ts.strftime("%H:%M:%S.") + f"{e.ts.microsecond // 1000:03d}"
+        detail = event_detail(e.event_type, e.attrs)
+        print(f"  #{e.seq:<3} {clock}  {e.event_type:<18} {detail}".rstrip())
+    return EXIT_OK
+
+
+def _tags(pairs: list[str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    errors = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            errors.append(FieldError(field=f"--tag {pair!r}", reason="expected KEY=VALUE"))
+        tags[key] = value
+    if errors:
+        raise ValidationError(errors)
+    return tags

@@ -1,0 +1,165 @@
+"""`karma`: run the embedded stack, workers and the bridge; request and follow actions."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from pydantic import ValidationError as SettingsError
+from temporalio.service import RPCError
+
+from karma.cli import action_commands, service_commands
+from karma.errors import KarmaError
+from karma.logs import configure_logging
+from karma.settings import get_settings
+
+EXIT_BAD_INPUT = 2
+EXIT_UNAVAILABLE = 3
+
+Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+
+DESCRIPTION = """\
+Karma runs operational actions as durable Temporal workflows and mirrors every state
+transition to Kafka and a ClickHouse ledger.
+
+Configuration comes from KARMA_* environment variables (nested with __), for example
+KARMA_TEMPORAL__ADDRESS=127.0.0.1:7233, KARMA_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092,
+KARMA_CLICKHOUSE__DSN=clickhouse://user:pass@host:8123 (default: embedded chdb under
+KARMA_DATA_DIR, which is .karma).
+"""
+
+EPILOG = """\
+examples:
+  karma dev                                   # embedded stack until Ctrl-C
+  karma actions                               # what can be requested
+  karma request delay --param seconds=5 --wait
+  karma request http_request --param url=https://example.com --idempotency-key ping-1
+  karma status act_…   |   karma cancel act_…
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="karma",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--log-level", help="override KARMA_LOG_LEVEL (DEBUG, INFO, ...)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = sub.add_parser(
+        "dev",
+        help="run the embedded stack (Temporal + Web UI, Kafka, worker, bridge) until Ctrl-C",
+        description="Start the Temporal dev server (SQLite in the data dir, Web UI on), the "
+        "tansu broker, and in this process a worker and the bridge writing to embedded "
+        "ClickHouse. Stops everything on Ctrl-C or SIGTERM.",
+    )
+    dev.add_argument("--in-memory", action="store_true", help="keep Temporal state in memory")
+    dev.set_defaults(run=service_commands.dev)
+
+    sub.add_parser(
+        "worker", help="run an ActionWorkflow worker against KARMA_TEMPORAL__ADDRESS"
+    ).set_defaults(run=service_commands.worker)
+    sub.add_parser(
+        "bridge", help="run the bridge: Kafka transitions -> ClickHouse ledger"
+    ).set_defaults(run=service_commands.bridge)
+
+    req = sub.add_parser(
+        "request",
+        help="request an action",
+        description="Validate and start an action. Nothing is started if the type or a "
+        "parameter is wrong.",
+    )
+    req.add_argument("type", help="action type (see `karma actions`)")
+    req.add_argument(
+        "--param",
+        "-p",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a parameter, typed by the action's metadata (repeatable)",
+    )
+    req.add_argument("--params-json", metavar="JSON", help="parameters as one JSON object")
+    req.add_argument("--idempotency-key", "-k", help="the same key never runs twice")
+    req.add_argument("--entity-id", default="", help="what the action acts on (job:abc123)")
+    req.add_argument("--correlation-id", default="", help="groups related actions")
+    req.add_argument("--tenant", default="")
+    req.add_argument("--priority", default="normal")
+    req.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    req.add_argument(
+        "--wait", "-w", action="store_true", help="follow the transitions until the action ends"
+    )
+    req.set_defaults(run=action_commands.request)
+
+    status = sub.add_parser("status", help="show an action's state and transitions")
+    status.add_argument("action_id")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=action_commands.status)
+
+    cancel = sub.add_parser("cancel", help="cancel an action")
+    cancel.add_argument("action_id")
+    cancel.set_defaults(run=action_commands.cancel)
+
+    actions = sub.add_parser("actions", help="list action types and their parameters")
+    actions.add_argument("type", nargs="?", help="show one action type")
+    actions.add_argument(
+        "--schema", action="store_true", help="print the JSON Schema of the type's parameters"
+    )
+    actions.set_defaults(run=action_commands.actions)
+
+    ledger = sub.add_parser("ledger", help="print transitions from the ClickHouse ledger")
+    ledger.add_argument("action_id", nargs="*", help="only these actions")
+    ledger.add_argument("--json", action="store_true", help="one JSON object per line")
+    ledger.set_defaults(run=action_commands.ledger)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the demo on a fresh embedded stack and print its ledger",
+        description="Start the embedded stack in a temporary directory on free ports, run "
+        "a success, a flaky action, a permanent failure, a validation failure and a "
+        "cancelled delay, then print each action's transitions as read from ClickHouse.",
+    )
+    demo.add_argument("--keep", action="store_true", help="keep the temporary data dir")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from karma.demo import run_demo
+
+    return await run_demo(keep=args.keep)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(_run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        print(f"karma: invalid configuration:\n{exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    # The demo speaks for itself; its servers' and worker's chatter would bury the ledger.
+    default_level = "WARNING" if args.command == "demo" else settings.log_level
+    configure_logging((args.log_level or default_level).upper())
+    command: Command = args.run
+    try:
+        return asyncio.run(command(args))
+    except KeyboardInterrupt:
+        return 130
+    except KarmaError as exc:
+        print(f"karma: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT if not exc.retryable else EXIT_UNAVAILABLE
+    except (RPCError, ConnectionError, OSError, TimeoutError) as exc:
+        print(f"karma: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except RuntimeError as exc:
+        # Temporal's client reports an unreachable server as a RuntimeError.
+        print(f"karma: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE

@@ -1,0 +1,105 @@
+"""Text rendering for the command line: transitions, statuses, the action catalogue."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from karma.errors import ErrorInfo
+from karma.events import ActionEvent
+from karma.meta import ActionMeta
+from karma.status import ActionStatus
+
+
+def event_detail(event_type: str, attrs: dict[str, Any]) -> str:
+    """The one-line gist of a transition's attrs."""
+    parts: list[str] = []
+    if "attempt" in attrs:
+        parts.append(f"attempt {attrs['attempt']}")
+    error = attrs.get("error")
+    if error:
+        parts.append(f"{error.get('type')}: {error.get('message')}")
+    if "retry_in_ms" in attrs:
+        parts.append(f"retry in {attrs['retry_in_ms'] / 1000:g}s")
+    if event_type.endswith("succeeded") and attrs.get("outputs"):
+        parts.append(f"outputs {_compact(attrs['outputs'])}")
+    if event_type.endswith(("requested", "accepted")) and "args" in attrs:
+        parts.append(f"args {_compact(attrs['args'])}")
+    if "duration_ms" in attrs:
+        parts.append(f"{attrs['duration_ms']} ms")
+    return ", ".join(parts)
+
+
+def transition_line(event: ActionEvent) -> str:
+    clock = event.ts.strftime("%H:%M:%S.") + f"{event.ts.microsecond // 1000:03d}"
+    detail = event_detail(event.event_type.value, event.attrs)
+    return f"  #{event.seq:<3} {clock}  {event.event_type.value:<18} {detail}".rstrip()
+
+
+def status_text(status: ActionStatus) -> str:
+    lines = [
+        f"action   {status.action_id}",
+        f"type     {status.action_type}",
+        f"state    {status.state}",
+        f"attempt  {status.attempt}",
+    ]
+    if status.outputs:
+        lines.append(f"outputs  {_compact(status.outputs)}")
+    if status.error is not None:
+        lines.append(f"error    {error_text(status.error)}")
+    lines.append(f"emitted  up to seq {status.emitted_seq} of {len(status.transitions)}")
+    lines.append("transitions:")
+    lines.extend(transition_line(e) for e in status.transitions)
+    return "\n".join(lines)
+
+
+def error_text(error: ErrorInfo) -> str:
+    return f"{error.type}: {error.message}"
+
+
+def catalogue(metas: list[ActionMeta]) -> str:
+    width = max((len(m.type) for m in metas), default=4)
+    lines = [f"{'TYPE':<{width}}  {'MODE':<13} {'CATEGORY':<12} NAME"]
+    lines += [f"{m.type:<{width}}  {m.mode.value:<13} {m.category:<12} {m.name}" for m in metas]
+    for meta in metas:
+        lines += ["", *action_text(meta)]
+    return "\n".join(lines)
+
+
+def action_text(meta: ActionMeta) -> list[str]:
+    retry = meta.retry
+    lines = [
+        f"{meta.type} (v{meta.version}): {meta.description or meta.name}",
+        f"  timeout {meta.timeout.total_seconds():g}s per attempt; up to {retry.max_attempts} "
+        f"attempts, backoff {retry.initial_interval.total_seconds():g}s x"
+        f"{retry.backoff_coefficient:g} (max {retry.maximum_interval.total_seconds():g}s)",
+    ]
+    if meta.params:
+        lines.append(f"  {'PARAM':<18} {'TYPE':<12} {'REQUIRED':<9} {'DEFAULT':<10} NOTES")
+    for p in meta.params:
+        notes = [p.description] if p.description else []
+        if p.options:
+            notes.append("one of " + "|".join(p.options))
+        if p.min is not None or p.max is not None:
+            notes.append(_range(p.min, p.max))
+        if p.secret:
+            notes.append("secret (redacted from events)")
+        default = "" if p.default is None else json.dumps(p.default)
+        lines.append(
+            f"  {p.name:<18} {p.type.value:<12} {'yes' if p.required else 'no':<9} "
+            f"{default:<10} {'; '.join(notes)}".rstrip()
+        )
+    if meta.outputs:
+        lines.append("  outputs: " + ", ".join(f"{o.name} ({o.type.value})" for o in meta.outputs))
+    return lines
+
+
+def _range(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f"{low:g} to {high:g}"
+    return f">= {low:g}" if low is not None else f"<= {high:g}"
+
+
+def _compact(value: Any, limit: int = 120) -> str:
+    text = json.dumps(value, separators=(",", ":"), default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,99 @@
+"""`karma dev | worker | bridge`: long-running processes, stopped by Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable
+
+from karma.settings import Settings, get_settings
+
+
+async def until_stopped(*running: Awaitable[None]) -> None:
+    """Wait for SIGINT/SIGTERM, or for a component to stop on its own (errors propagate)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waiters = [asyncio.ensure_future(r) for r in running]
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait([stopper, *waiters], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopper:
+                task.result()  # re-raise a component's failure
+                raise RuntimeError("a component stopped unexpectedly")
+    finally:
+        for task in [stopper, *waiters]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def dev(args: argparse.Namespace) -> int:
+    from workers.embedded import EmbeddedKarma
+
+    settings = get_settings()
+    async with EmbeddedKarma(settings, persistent=not args.in_memory) as karma:
+        print(_banner(settings, karma.servers.temporal.ui_url), flush=True)
+        await until_stopped(karma.wait())
+        print("stopping…", flush=True)
+    return 0
+
+
+async def worker(args: argparse.Namespace) -> int:
+    from karma.client import connect_temporal
+    from workers.telemetry import tracing_interceptors
+    from workers.worker import ActionWorker
+
+    settings = get_settings()
+    client = await connect_temporal(settings, interceptors=tracing_interceptors(settings.otel))
+    async with ActionWorker(client, settings) as running:
+        print(
+            f"worker on task queue {running.task_queue!r} at {settings.temporal.address}",
+            flush=True,
+        )
+        await until_stopped(running.wait())
+    return 0
+
+
+async def bridge(args: argparse.Namespace) -> int:
+    from bridge.service import Bridge
+
+    settings = get_settings()
+    async with Bridge(settings) as running:
+        print(
+            f"bridge: Kafka {settings.kafka.bootstrap_servers} -> ClickHouse "
+            f"{_dsn_for_display(settings)} (group {settings.bridge.consumer_group})",
+            flush=True,
+        )
+        await until_stopped(running.wait())
+    return 0
+
+
+def _banner(settings: Settings, ui_url: str) -> str:
+    topics = settings.kafka.topics
+    return "\n".join(
+        [
+            "Karma embedded stack is up",
+            f"  Temporal    {settings.temporal.address}  namespace {settings.temporal.namespace},"
+            f" task queue {settings.temporal.task_queue}",
+            f"  Web UI      {ui_url}",
+            f"  Kafka       {settings.kafka.bootstrap_servers}  topics {', '.join(topics.all())}",
+            f"  ClickHouse  {_dsn_for_display(settings)}  (owned by this process)",
+            f"  Data dir    {settings.data_dir.resolve()}  (server logs in logs/)",
+            "Worker and bridge run in this process. Press Ctrl-C to stop.",
+        ]
+    )
+
+
+def _dsn_for_display(settings: Settings) -> str:
+    dsn = settings.clickhouse_dsn
+    if "@" in dsn:  # hide credentials
+        scheme, _, rest = dsn.partition("://")
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return dsn

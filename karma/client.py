@@ -1,0 +1,215 @@
+"""The client SDK: request actions, follow them, cancel them.
+
+client = await KarmaClient.connect()
+handle = await client.request("http_request", {"url": "https://example.com"})
+outcome = await handle.result()
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from temporalio.client import Client, Interceptor, WorkflowFailureError, WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from karma import names, search_attributes
+from karma.errors import ActionNotFoundError
+from karma.events import ActionEvent
+from karma.ids import workflow_id_for
+from karma.params import validate_params
+from karma.registry import ActionRegistry, default_registry
+from karma.request import ActionRequest
+from karma.secrets import SecretSealer
+from karma.settings import Settings, get_settings
+from karma.status import ActionOutcome, ActionStatus
+
+
+async def connect_temporal(
+    settings: Settings, *, interceptors: Sequence[Interceptor] = ()
+) -> Client:
+    """A Temporal client with Karma's data converter (every payload is a pydantic model)."""
+    temporal = settings.temporal
+    return await Client.connect(
+        temporal.address,
+        namespace=temporal.namespace,
+        data_converter=pydantic_data_converter,
+        api_key=temporal.api_key.get_secret_value() if temporal.api_key else None,
+        tls=temporal.tls,
+        interceptors=interceptors,
+    )
+
+
+class ActionHandle:
+    """A reference to one action. `created` is False when the request matched an
+    existing action (same idempotency key)."""
+
+    def __init__(
+        self,
+        temporal: Client,
+        action_id: str,
+        *,
+        created: bool = True,
+        workflow_handle: WorkflowHandle[Any, Any] | None = None,
+    ) -> None:
+        self.action_id = action_id
+        self.workflow_id = workflow_id_for(action_id)
+        self.created = created
+        # Prefer the handle start_workflow returned: client interceptors may have adapted it.
+        self._handle = workflow_handle or temporal.get_workflow_handle(self.workflow_id)
+
+    async def status(self) -> ActionStatus:
+        try:
+            status: ActionStatus = await self._handle.query(
+                names.STATUS_QUERY, result_type=ActionStatus
+            )
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise ActionNotFoundError(self.action_id) from exc
+            raise
+        return status
+
+    async def result(self) -> ActionOutcome:
+        """Wait for the terminal state; failures and cancellations are outcomes, not errors."""
+        try:
+            return ActionOutcome.model_validate(await self._handle.result())
+        except WorkflowFailureError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.details:
+                return ActionOutcome.model_validate(cause.details[0])
+            if isinstance(cause, CancelledError):
+                status = await self.status()
+                return ActionOutcome(
+                    action_id=self.action_id,
+                    action_type=status.action_type,
+                    state=status.state,
+                    outputs=status.outputs,
+                    error=status.error,
+                    attempts=status.attempt,
+                )
+            raise
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise ActionNotFoundError(self.action_id) from exc
+            raise
+
+    async def cancel(self) -> None:
+        try:
+            await self._handle.cancel()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise ActionNotFoundError(self.action_id) from exc
+            raise
+
+    async def watch(self, *, poll_interval: float = 0.5) -> AsyncIterator[ActionEvent]:
+        """Yield transitions as they are recorded, until the terminal one."""
+        seen = 0
+        while True:
+            status = await self.status()
+            for event in status.transitions[seen:]:
+                yield event
+            seen = len(status.transitions)
+            if status.state.is_terminal:
+                return
+            await asyncio.sleep(poll_interval)
+
+
+class KarmaClient:
+    """Requests actions through Temporal; validates them locally first."""
+
+    def __init__(
+        self,
+        temporal: Client,
+        *,
+        task_queue: str = names.DEFAULT_TASK_QUEUE,
+        registry: ActionRegistry | None = None,
+        search_attributes: bool = True,
+        sealer: SecretSealer | None = None,
+    ) -> None:
+        self.temporal = temporal
+        self.task_queue = task_queue
+        self._registry = registry
+        self._index = search_attributes
+        self._sealer = sealer
+
+    @classmethod
+    async def connect(cls, settings: Settings | None = None) -> KarmaClient:
+        settings = settings or get_settings()
+        temporal = await connect_temporal(settings)
+        return cls(
+            temporal,
+            task_queue=settings.temporal.task_queue,
+            search_attributes=settings.temporal.search_attributes,
+            sealer=SecretSealer.from_settings(settings),
+        )
+
+    @property
+    def registry(self) -> ActionRegistry:
+        if self._registry is None:
+            self._registry = default_registry()
+        return self._registry
+
+    async def request(
+        self,
+        action_type: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str = "",
+        entity_id: str = "",
+        correlation_id: str = "",
+        tenant: str = "",
+        priority: str = "normal",
+        tags: Mapping[str, str] | None = None,
+        validate: bool = True,
+        task_queue: str | None = None,
+    ) -> ActionHandle:
+        """Start an action and return its handle at once.
+
+        Raises:
+            karma.errors.ValidationError: unknown type or bad parameters (nothing is started).
+        """
+        request = ActionRequest.new(
+            action_type,
+            params,
+            idempotency_key=idempotency_key,
+            entity_id=entity_id,
+            correlation_id=correlation_id,
+            tenant=tenant,
+            priority=priority,
+            tags=tags,
+        )
+        return await self.submit(request, validate=validate, task_queue=task_queue)
+
+    async def submit(
+        self, request: ActionRequest, *, validate: bool = True, task_queue: str | None = None
+    ) -> ActionHandle:
+        """Start a prepared request; a second request with the same action id returns the
+        existing action's handle (`created=False`), it never runs twice.
+
+        Secret parameters are sealed here, so only the executor ever sees them in clear.
+        """
+        if validate:
+            validate_params(self.registry.meta(request.action_type), request.params)
+        if self._sealer is not None and request.action_type in self.registry:
+            meta = self.registry.meta(request.action_type)
+            request = request.model_copy(update={"params": self._sealer.seal(meta, request.params)})
+        try:
+            started = await self.temporal.start_workflow(
+                names.ACTION_WORKFLOW,
+                request,
+                id=workflow_id_for(request.action_id),
+                task_queue=task_queue or self.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=search_attributes.initial(request) if self._index else None,
+                static_summary=f"{request.action_type} {request.entity_id}".strip(),
+            )
+        except WorkflowAlreadyStartedError:
+            return ActionHandle(self.temporal, request.action_id, created=False)
+        return ActionHandle(self.temporal, request.action_id, workflow_handle=started)
+
+    def handle(self, action_id: str) -> ActionHandle:
+        return ActionHandle(self.temporal, action_id)

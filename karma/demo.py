@@ -1,0 +1,201 @@
+"""`karma demo`: the basic outcomes of an action, read back from the ClickHouse ledger.
+
+Starts the embedded stack on free ports in a temporary directory, runs a success, a flaky
+action that succeeds after retries, a permanent failure, a validation failure and a
+cancelled delay, waits until the bridge has written every transition, prints the ledger
+and checks that each transition is there exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from karma.cli.render import event_detail
+from karma.client import ActionHandle, KarmaClient
+from karma.embedded.process import free_port
+from karma.embedded.stack import with_free_ports
+from karma.lifecycle import ActionState, EventType
+from karma.settings import get_settings
+from karma.status import ActionOutcome
+
+LEDGER_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    title: str
+    action_type: str
+    params: dict[str, Any]
+    expected: ActionState
+    validate: bool = True
+    cancel_once_started: bool = False
+
+
+@dataclass
+class Ran:
+    scenario: Scenario
+    handle: ActionHandle
+    outcome: ActionOutcome
+    event_ids: list[str] = field(default_factory=list)
+
+
+def scenarios(base_url: str) -> list[Scenario]:
+    return [
+        Scenario("success", "http_request", {"url": f"{base_url}/ok"}, ActionState.SUCCEEDED),
+        Scenario("flaky", "demo.flaky", {"failures": 2}, ActionState.SUCCEEDED),
+        Scenario("permanent", "http_request", {"url": f"{base_url}/missing"}, ActionState.FAILED),
+        # Sent without client-side validation, as a Kafka producer would: the worker rejects it.
+        Scenario(
+            "validation",
+            "delay",
+            {"seconds": -5, "speed": "fast"},
+            ActionState.FAILED,
+            validate=False,
+        ),
+        Scenario(
+            "cancelled", "delay", {"seconds": 300}, ActionState.CANCELLED, cancel_once_started=True
+        ),
+    ]
+
+
+async def run_demo(*, keep: bool = False) -> int:
+    data_dir = Path(tempfile.mkdtemp(prefix="karma-demo-"))
+    settings = with_free_ports(get_settings(), data_dir)
+    from workers.embedded import EmbeddedKarma  # worker code only when the demo runs
+
+    try:
+        with _local_http_service() as base_url:
+            async with EmbeddedKarma(settings) as karma:
+                print(
+                    f"Karma demo: embedded stack in {data_dir}\n"
+                    f"  Temporal {settings.temporal.address} "
+                    f"(Web UI {karma.servers.temporal.ui_url}), "
+                    f"Kafka {settings.kafka.bootstrap_servers}, "
+                    f"ClickHouse {settings.clickhouse_dsn}\n",
+                    flush=True,
+                )
+                ran = await _run_all(karma.client, scenarios(base_url))
+                await _wait_for_ledger(karma.ledger, ran)
+                return _report(karma.ledger, ran)
+    finally:
+        if keep:
+            print(f"\ndata kept in {data_dir}")
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def _run_all(client: KarmaClient, todo: list[Scenario]) -> list[Ran]:
+    print(f"Running {len(todo)} actions…", flush=True)
+    ran = await asyncio.gather(*(_run_one(client, s) for s in todo))
+    for r in ran:
+        error = f"{r.outcome.error.type}: {r.outcome.error.message}" if r.outcome.error else ""
+        attempts = f"{r.outcome.attempts} attempt(s)"
+        print(
+            f"  {r.scenario.title:<11} {r.scenario.action_type:<13} {r.outcome.state:<10} "
+            f"{attempts:<13} {error}".rstrip()
+        )
+    return ran
+
+
+async def _run_one(client: KarmaClient, scenario: Scenario) -> Ran:
+    handle = await client.request(
+        scenario.action_type,
+        scenario.params,
+        entity_id=f"demo:{scenario.title}",
+        correlation_id="karma-demo",
+        validate=scenario.validate,
+    )
+    if scenario.cancel_once_started:
+        async for event in handle.watch(poll_interval=0.2):
+            if event.event_type is EventType.STARTED:
+                await handle.cancel()
+                break
+    outcome = await handle.result()
+    status = await handle.status()
+    return Ran(scenario, handle, outcome, [e.event_id for e in status.transitions])
+
+
+async def _wait_for_ledger(ledger: Any, ran: list[Ran]) -> None:
+    """Poll ClickHouse until the bridge has written every transition of every action."""
+    ids = [r.handle.action_id for r in ran]
+    expected = sum(len(r.event_ids) for r in ran)
+    deadline = asyncio.get_running_loop().time() + LEDGER_TIMEOUT
+    while True:
+        stored = len(await asyncio.to_thread(ledger.transitions, ids))
+        if stored >= expected:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(
+                f"the ledger holds {stored} of {expected} transitions after {LEDGER_TIMEOUT:.0f}s"
+            )
+        await asyncio.sleep(0.2)
+
+
+def _report(ledger: Any, ran: list[Ran]) -> int:
+    ids = [r.handle.action_id for r in ran]
+    events = ledger.transitions(ids)
+    stored_rows = ledger.count_events(ids)
+    print("\nLedger (ClickHouse action_events, as written by the bridge):")
+    problems: list[str] = []
+    for r in ran:
+        mine = [e for e in events if e.action_id == r.handle.action_id]
+        print(f"\n{r.scenario.title}: {r.scenario.action_type} {r.handle.action_id}")
+        for e in mine:
+            clock = e.ts.strftime("%H:%M:%S.") + f"{e.ts.microsecond // 1000:03d}"
+            detail = event_detail(e.event_type, e.attrs)
+            print(f"  #{e.seq:<3} {clock}  {e.event_type:<18} {detail}".rstrip())
+        ledger_ids = [f"{e.action_id}:{e.seq}" for e in mine]
+        if ledger_ids != r.event_ids:
+            problems.append(f"{r.scenario.title}: ledger {ledger_ids} != workflow {r.event_ids}")
+        if r.outcome.state is not r.scenario.expected:
+            problems.append(
+                f"{r.scenario.title}: {r.outcome.state}, expected {r.scenario.expected}"
+            )
+    if stored_rows != len(events):
+        problems.append(f"{stored_rows} rows stored for {len(events)} distinct transitions")
+    print()
+    if problems:
+        print("Ledger check FAILED:\n  " + "\n  ".join(problems))
+        return 1
+    print(
+        f"Ledger check: {len(ran)} actions, {len(events)} transitions, each exactly once "
+        "and in seq order, matching every workflow's own history."
+    )
+    return 0
+
+
+@contextlib.contextmanager
+def _local_http_service() -> Iterator[str]:
+    """A tiny HTTP service for the http_request scenarios: /ok answers 200, the rest 404."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, body = (200, {"status": "ok"}) if self.path == "/ok" else (404, {})
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()

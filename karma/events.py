@@ -1,0 +1,83 @@
+"""The event envelope shared by observations and action transitions (ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Self
+
+from pydantic import BaseModel, Field, field_serializer, field_validator, model_validator
+
+from karma.errors import ErrorInfo
+from karma.ids import event_id_for
+from karma.lifecycle import EventType
+
+KARMA_SYSTEM = "karma"
+
+
+class EventSource(BaseModel):
+    """Who produced an event: a system and free-form namespace labels."""
+
+    system: str = KARMA_SYSTEM
+    ns: dict[str, str] = Field(default_factory=dict)
+
+
+class Envelope(BaseModel):
+    """The common envelope. Observations leave the action fields empty."""
+
+    event_id: str = ""
+    ts: datetime
+    event_type: str
+    action_id: str = ""
+    seq: int = Field(default=0, ge=0)
+    entity_id: str = ""
+    correlation_id: str = ""
+    idempotency_key: str = ""
+    source: EventSource = Field(default_factory=EventSource)
+    tags: dict[str, str] = Field(default_factory=dict)
+    attrs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("ts")
+    @classmethod
+    def _utc_millis(cls, ts: datetime) -> datetime:
+        if ts.tzinfo is None:
+            raise ValueError("ts must carry a timezone")
+        ts = ts.astimezone(UTC)
+        return ts.replace(microsecond=ts.microsecond // 1000 * 1000)
+
+    @field_serializer("ts")
+    def _iso_z(self, ts: datetime) -> str:
+        return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+class ActionEvent(Envelope):
+    """One transition of one action; `event_id == action_id:seq`."""
+
+    event_type: EventType
+    action_id: str = Field(min_length=1)
+    seq: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _event_id(self) -> Self:
+        expected = event_id_for(self.action_id, self.seq)
+        if not self.event_id:
+            self.event_id = expected
+        elif self.event_id != expected:
+            raise ValueError(f"event_id {self.event_id!r} must be {expected!r}")
+        return self
+
+
+class TransitionAttrs(BaseModel):
+    """The `attrs` Karma writes on transitions; absent fields are left out."""
+
+    command: str | None = None
+    args: dict[str, Any] | None = None
+    attempt: int | None = None
+    outputs: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+    retry_in_ms: int | None = None
+    duration_ms: int | None = None
+    percent: float | None = None
+    message: str | None = None
+
+    def as_attrs(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)

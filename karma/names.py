@@ -1,0 +1,28 @@
+"""Names shared by clients, workflows, activities and the bridge (safe to import anywhere)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Temporal
+ACTION_WORKFLOW: Final = "ActionWorkflow"
+DEFAULT_TASK_QUEUE: Final = "karma-actions"
+STATUS_QUERY: Final = "status"
+
+# Activities
+PREPARE_ACTION: Final = "prepare_action"
+EXECUTE_ACTION: Final = "execute_action"
+EMIT_TRANSITIONS: Final = "emit_transitions"
+
+# Kafka topics (defaults; configurable through KARMA_KAFKA__TOPICS__*)
+TOPIC_REQUESTED: Final = "actions.requested"
+TOPIC_PROGRESS: Final = "actions.progress"
+TOPIC_RESULT: Final = "actions.result"
+TOPIC_DLQ: Final = "actions.dlq"
+TOPIC_EVENTS: Final = "actions.events"
+LEDGER_CONSUMER_GROUP: Final = "karma-ledger"
+
+# ClickHouse
+LEDGER_DATABASE: Final = "karma"
+TABLE_ACTION_EVENTS: Final = "action_events"
+TABLE_ACTION_STATE_CURRENT: Final = "action_state_current"

@@ -1,0 +1,66 @@
+"""What a producer asks for: one action of one type with its parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from karma.events import EventSource
+from karma.ids import action_id_for_key, new_action_id
+
+
+class ActionRequest(BaseModel):
+    """The input of an ActionWorkflow.
+
+    `action_id` is derived from `idempotency_key` when one is given (see `ActionRequest.new`).
+    """
+
+    action_id: str = Field(min_length=1)
+    action_type: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str = ""
+    entity_id: str = ""
+    correlation_id: str = ""
+    tenant: str = ""
+    priority: str = "normal"
+    tags: dict[str, str] = Field(default_factory=dict)
+    source: EventSource = Field(default_factory=EventSource)
+
+    @classmethod
+    def new(
+        cls,
+        action_type: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str = "",
+        entity_id: str = "",
+        correlation_id: str = "",
+        tenant: str = "",
+        priority: str = "normal",
+        tags: Mapping[str, str] | None = None,
+        source: EventSource | None = None,
+    ) -> ActionRequest:
+        action_id = action_id_for_key(idempotency_key) if idempotency_key else new_action_id()
+        return cls(
+            action_id=action_id,
+            action_type=action_type,
+            params=dict(params or {}),
+            idempotency_key=idempotency_key,
+            entity_id=entity_id,
+            correlation_id=correlation_id,
+            tenant=tenant,
+            priority=priority,
+            tags=dict(tags or {}),
+            source=source or EventSource(),
+        )
+
+    @property
+    def event_tags(self) -> dict[str, str]:
+        """Tags stamped on every transition: the request's own plus action, priority, tenant."""
+        tags = dict(self.tags)
+        tags.update(action=self.action_type, priority=self.priority)
+        if self.tenant:
+            tags["tenant"] = self.tenant
+        return tags

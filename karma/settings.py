@@ -1,0 +1,112 @@
+"""Configuration from `KARMA_*` environment variables (nested with `__`).
+
+Examples: `KARMA_TEMPORAL__ADDRESS=temporal:7233`, `KARMA_KAFKA__BOOTSTRAP_SERVERS=kafka:9092`,
+`KARMA_CLICKHOUSE__DSN=clickhouse://default:pw@clickhouse:8123`. Read it through
+`get_settings()` inside functions, never at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from karma import names
+
+
+class TemporalSettings(BaseModel):
+    address: str = "127.0.0.1:7233"
+    namespace: str = "default"
+    task_queue: str = names.DEFAULT_TASK_QUEUE
+    ui_port: int = Field(default=8233, description="Web UI port of the embedded dev server")
+    api_key: SecretStr | None = None
+    tls: bool = False
+    search_attributes: bool = Field(
+        default=True,
+        description="index actions by KarmaActionType, KarmaState, ... (they must be registered)",
+    )
+
+
+class KafkaTopics(BaseModel):
+    requested: str = names.TOPIC_REQUESTED
+    progress: str = names.TOPIC_PROGRESS
+    result: str = names.TOPIC_RESULT
+    dlq: str = names.TOPIC_DLQ
+    events: str = names.TOPIC_EVENTS
+
+    def all(self) -> list[str]:
+        return [self.requested, self.progress, self.result, self.dlq, self.events]
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "karma"
+    topics: KafkaTopics = Field(default_factory=KafkaTopics)
+    topic_partitions: int = Field(default=3, ge=1)
+    topic_replication_factor: int = Field(default=1, ge=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    emit_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="how long an activity waits for Kafka before leaving transitions to the "
+        "durable emit path",
+    )
+
+
+class ClickHouseSettings(BaseModel):
+    dsn: SecretStr | None = Field(
+        default=None,
+        description="clickhouse-connect DSN; unset means embedded chdb under the data dir",
+    )
+    database: str = names.LEDGER_DATABASE
+
+
+class BridgeSettings(BaseModel):
+    consumer_group: str = names.LEDGER_CONSUMER_GROUP
+    batch_max_rows: int = Field(default=1000, ge=1)
+    batch_max_seconds: float = Field(default=1.0, gt=0)
+
+
+class OtelSettings(BaseModel):
+    exporter: Literal["none", "console"] = "none"
+    service_name: str = "karma"
+
+
+class Settings(BaseSettings):
+    """All of Karma's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KARMA_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Path(".karma")
+    secrets_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key sealing secret parameters; default: <data_dir>/secrets.key",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    bridge: BridgeSettings = Field(default_factory=BridgeSettings)
+    otel: OtelSettings = Field(default_factory=OtelSettings)
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        """The configured DSN, or embedded chdb under the data dir."""
+        if self.clickhouse.dsn is not None:
+            return self.clickhouse.dsn.get_secret_value()
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,48 @@
+"""One embedded stack per test session: Temporal dev server, tansu, chdb, worker, bridge.
+
+Only a missing binary skips the integration tests; CI installs every binary, and a service
+that misbehaves fails the tests.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from karma.embedded.binaries import tansu_binary, temporal_binary
+from karma.embedded.stack import with_free_ports
+from karma.registry import default_registry
+from karma.settings import BridgeSettings, Settings
+from tests.support.actions import TEST_EXECUTORS
+from workers.embedded import EmbeddedKarma
+
+
+def _binaries_missing() -> str | None:
+    try:
+        temporal_binary()
+        tansu_binary()
+    except FileNotFoundError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    base = Settings(bridge=BridgeSettings(batch_max_seconds=0.2))
+    return with_free_ports(base, tmp_path_factory.mktemp("karma"))
+
+
+@pytest.fixture(scope="session")
+async def karma(stack_settings: Settings) -> AsyncIterator[EmbeddedKarma]:
+    missing = _binaries_missing()
+    if missing:
+        pytest.skip(missing)
+    registry = default_registry().extended(TEST_EXECUTORS)
+    async with EmbeddedKarma(stack_settings, persistent=False, registry=registry) as running:
+        yield running
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,91 @@
+"""The CLI rejects bad input before it connects to anything."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from karma.cli.main import main
+from karma.cli.params import parse_params
+from karma.errors import ValidationError
+from karma.registry import default_registry
+from karma.settings import get_settings
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings() -> Iterator[None]:
+    """Settings are cached per process; these tests change the environment."""
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_params_are_typed_by_the_action_metadata() -> None:
+    meta = default_registry().meta("http_request")
+    params = parse_params(
+        meta,
+        ["url=http://x", "expected_status=201", "timeout_seconds=1.5", 'headers={"A": "b"}'],
+    )
+    assert params == {
+        "url": "http://x",
+        "expected_status": 201,
+        "timeout_seconds": 1.5,
+        "headers": {"A": "b"},
+    }
+
+
+def test_malformed_params_are_all_reported() -> None:
+    meta = default_registry().meta("http_request")
+    with pytest.raises(ValidationError) as caught:
+        parse_params(meta, ["url", "expected_status=many", "body={", "url=a", "url=b"])
+    assert [str(e) for e in caught.value.errors] == [
+        "--param 'url': expected NAME=VALUE",
+        "params.expected_status: must be a number, got 'many'",
+        "params.body: not valid JSON (Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1))",
+        "params.url: given more than once",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["request", "restart_everything"], "unknown action 'restart_everything'"),
+        (["request", "delay"], "params.seconds: required parameter is missing"),
+        (["request", "delay", "-p", "seconds=-1"], "params.seconds: must be >= 0"),
+        (["request", "delay", "-p", "seconds"], "--param 'seconds': expected NAME=VALUE"),
+        (["request", "log", "-p", "message=x", "-p", "colour=red"], "params.colour: unknown"),
+        (["request", "log", "--params-json", "[1]"], "--params-json: must be a JSON object"),
+    ],
+)
+def test_bad_requests_exit_2_naming_the_field_without_connecting(
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Nothing listens here: reaching Temporal would fail differently (exit 3).
+    monkeypatch.setenv("KARMA_TEMPORAL__ADDRESS", "127.0.0.1:1")
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unreachable_temporal_is_reported_as_unavailable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KARMA_TEMPORAL__ADDRESS", "127.0.0.1:1")
+    with pytest.raises(SystemExit) as exited:
+        main(["status", "act_x"])
+    assert exited.value.code == 3
+    assert "karma:" in capsys.readouterr().err
+
+
+def test_help_explains_configuration(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "KARMA_TEMPORAL__ADDRESS" in out
+    assert "karma request delay --param seconds=5 --wait" in out

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from karma.events import ActionEvent, TransitionAttrs
+from karma.ids import (
+    action_id_for_key,
+    action_id_from_workflow_id,
+    event_id_for,
+    new_action_id,
+    workflow_id_for,
+)
+from karma.lifecycle import ActionState, EventType, TopicKind
+from karma.request import ActionRequest
+from karma.transitions import TransitionLog
+
+T0 = datetime(2025, 8, 10, 16, 42, 0, 123456, tzinfo=UTC)
+
+
+def test_action_id_is_derived_from_the_idempotency_key() -> None:
+    key = "act:restart:job:abc123:1691685720"
+    assert action_id_for_key(key) == action_id_for_key(key)
+    assert action_id_for_key(key) != action_id_for_key(key + "x")
+    assert ActionRequest.new("log", idempotency_key=key).action_id == action_id_for_key(key)
+    assert new_action_id() != new_action_id()
+    with pytest.raises(ValueError, match="must not be empty"):
+        action_id_for_key("")
+
+
+def test_workflow_and_event_ids() -> None:
+    assert action_id_from_workflow_id(workflow_id_for("act_1")) == "act_1"
+    assert event_id_for("act_1", 3) == "act_1:3"
+    with pytest.raises(ValueError, match="not a Karma action"):
+        action_id_from_workflow_id("other-1")
+
+
+def test_event_types_map_to_states_and_topics() -> None:
+    assert EventType.RETRYING.state is ActionState.RETRYING
+    assert EventType.PROGRESS.state is None
+    assert EventType.REQUESTED.topic_kind is TopicKind.REQUESTED
+    assert EventType.STARTED.topic_kind is TopicKind.PROGRESS
+    assert EventType.TIMED_OUT.topic_kind is TopicKind.RESULT
+
+
+def test_log_numbers_transitions_and_tracks_acknowledgements() -> None:
+    request = ActionRequest.new("log", {"message": "hi"}, tenant="foo", entity_id="job:1")
+    log = TransitionLog(request)
+    for i, event_type in enumerate([EventType.REQUESTED, EventType.ACCEPTED, EventType.STARTED]):
+        log.record(event_type, T0 + timedelta(seconds=i), TransitionAttrs())
+    assert [e.seq for e in log.events] == [1, 2, 3]
+    assert log.events[0].event_id == f"{request.action_id}:1"
+    assert log.events[0].tags == {"action": "log", "priority": "normal", "tenant": "foo"}
+    assert log.state is ActionState.STARTED
+    log.acknowledge(2)
+    assert [e.seq for e in log.pending()] == [3]
+    log.acknowledge(1)  # acknowledgements never go backwards
+    assert log.emitted_seq == 2
+    log.acknowledge(99)  # nor beyond what was recorded
+    assert log.emitted_seq == 3
+    log.record(EventType.SUCCEEDED, T0, TransitionAttrs(outputs={"logged": "hi"}))
+    with pytest.raises(RuntimeError, match="already SUCCEEDED"):
+        log.record(EventType.FAILED, T0, TransitionAttrs())
+
+
+def test_envelope_serialises_utc_milliseconds_and_checks_event_id() -> None:
+    event = ActionEvent(ts=T0, event_type=EventType.STARTED, action_id="act_1", seq=3)
+    data = event.model_dump(mode="json")
+    assert data["ts"] == "2025-08-10T16:42:00.123Z"
+    assert data["event_id"] == "act_1:3"
+    assert ActionEvent.model_validate_json(event.model_dump_json()) == event
+    with pytest.raises(ValueError, match="must be 'act_1:3'"):
+        ActionEvent(ts=T0, event_type="action.started", action_id="act_1", seq=3, event_id="x")
+    with pytest.raises(ValueError, match="timezone"):
+        ActionEvent(ts=datetime(2025, 1, 1), event_type="action.started", action_id="a", seq=1)  # noqa: DTZ001

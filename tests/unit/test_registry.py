@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+
+from karma.errors import DuplicateActionError, UnknownActionError
+from karma.executor import ActionContext, ActionResult, BaseActionExecutor
+from karma.meta import ActionMeta
+from karma.registry import ActionRegistry, register_action
+
+BUILT_INS = {"log", "delay", "http_request", "demo.flaky"}
+
+
+def _executor(action_type: str) -> type[BaseActionExecutor]:
+    class Executor(BaseActionExecutor):
+        async def execute(self, ctx: ActionContext) -> ActionResult:
+            return ActionResult()
+
+    Executor.meta = ActionMeta(type=action_type, name=action_type)
+    return Executor
+
+
+def test_built_ins_are_discovered_through_entry_points() -> None:
+    registry = ActionRegistry.discover()
+    assert set(registry.types) >= BUILT_INS
+    source = registry.get("log").source
+    assert source.startswith("entry point 'log' = karma.actions.log:LogExecutor")
+    assert "karma-actions" in source
+
+
+def test_a_type_claimed_twice_names_both_sources() -> None:
+    registry = ActionRegistry.discover()
+    impostor = _executor("log")
+    with pytest.raises(DuplicateActionError) as caught:
+        registry.add(impostor, "plugin acme-ops")
+    message = str(caught.value)
+    assert "'log' is registered twice" in message
+    assert "entry point 'log'" in message
+    assert "plugin acme-ops" in message
+
+
+def test_the_same_class_twice_is_harmless() -> None:
+    registry = ActionRegistry()
+    cls = _executor("x.one")
+    registry.add(cls)
+    registry.add(cls)
+    assert registry.types == ["x.one"]
+
+
+def test_unknown_type_lists_the_known_ones() -> None:
+    registry = ActionRegistry().extended([_executor("x.one")])
+    with pytest.raises(UnknownActionError) as caught:
+        registry.executor("x.two")
+    assert caught.value.errors[0].field == "action_type"
+    assert "unknown action 'x.two' (x.one)" in str(caught.value)
+
+
+def test_register_action_needs_an_executor_class() -> None:
+    with pytest.raises(TypeError, match="BaseActionExecutor subclass"):
+        register_action(ActionMeta(type="x", name="x"))(object)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="has no ActionMeta"):
+        ActionRegistry().add(BaseActionExecutor)  # type: ignore[type-abstract]
+
+
+def test_executors_are_created_once() -> None:
+    registry = ActionRegistry().extended([_executor("x.one")])
+    assert registry.executor("x.one") is registry.executor("x.one")

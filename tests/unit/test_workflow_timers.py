@@ -1,0 +1,122 @@
+"""Timers and timeouts of ActionWorkflow on Temporal's time-skipping test server.
+
+Transitions still go to a real (tansu) broker: only Temporal's clock is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from karma.client import KarmaClient
+from karma.embedded.binaries import tansu_binary, temporal_test_server_binary
+from karma.embedded.kafka_broker import TansuBroker
+from karma.embedded.process import free_port
+from karma.errors import ErrorType
+from karma.executor import ActionContext, ActionResult, BaseActionExecutor
+from karma.lifecycle import ActionState, EventType
+from karma.meta import ActionMeta, RetryPolicy
+from karma.registry import default_registry
+from karma.settings import KafkaSettings, Settings
+from workers.worker import ActionWorker
+
+
+class SlowExecutor(BaseActionExecutor):
+    meta = ActionMeta(
+        type="test.slow",
+        name="Slower than its timeout",
+        timeout=timedelta(seconds=1),
+        retry=RetryPolicy(
+            max_attempts=2,
+            initial_interval=timedelta(minutes=10),
+            maximum_interval=timedelta(hours=1),
+        ),
+    )
+
+    async def execute(self, ctx: ActionContext) -> ActionResult:
+        await asyncio.sleep(30)
+        return ActionResult()
+
+
+@pytest.fixture(scope="module")
+async def broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[TansuBroker]:
+    try:
+        tansu_binary()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    log = Path(tmp_path_factory.mktemp("tansu")) / "tansu.log"
+    broker = TansuBroker(host="127.0.0.1", port=free_port(), log_path=log)
+    await broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="module")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    try:
+        server = temporal_test_server_binary()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    async with await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=str(server)
+    ) as environment:
+        yield environment
+
+
+@pytest.fixture(scope="module")
+async def client(env: WorkflowEnvironment, broker: TansuBroker) -> AsyncIterator[KarmaClient]:
+    settings = Settings(kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
+    registry = default_registry().extended([SlowExecutor])
+    queue = f"timers-{uuid.uuid4().hex[:8]}"
+    async with ActionWorker(env.client, settings, registry=registry, task_queue=queue):
+        # The time-skipping server has no custom search attributes.
+        yield KarmaClient(env.client, task_queue=queue, registry=registry, search_attributes=False)
+
+
+async def test_retry_after_is_honoured_even_when_long(client: KarmaClient) -> None:
+    handle = await client.request("demo.flaky", {"failures": 2, "retry_after": 900})
+    outcome = await handle.result()
+    assert outcome.state is ActionState.SUCCEEDED
+    assert outcome.attempts == 3
+    events = (await handle.status()).transitions
+    retrying = [e for e in events if e.event_type is EventType.RETRYING]
+    assert [e.attrs["retry_in_ms"] for e in retrying] == [900_000, 900_000]
+    succeeded = events[-1]
+    assert succeeded.ts - retrying[0].ts >= timedelta(seconds=1800)
+
+
+async def test_backoff_follows_the_retry_policy(client: KarmaClient) -> None:
+    handle = await client.request("demo.flaky", {"failures": 3})
+    outcome = await handle.result()
+    assert outcome.attempts == 4
+    retrying = [
+        e for e in (await handle.status()).transitions if e.event_type is EventType.RETRYING
+    ]
+    # demo.flaky: 200 ms doubling, capped at 2 s
+    assert [e.attrs["retry_in_ms"] for e in retrying] == [200, 400, 800]
+    assert [e.attrs["attempt"] for e in retrying] == [1, 2, 3]
+
+
+async def test_an_attempt_past_its_timeout_is_retried_then_fails(client: KarmaClient) -> None:
+    handle = await client.request("test.slow")
+    outcome = await handle.result()
+    assert outcome.state is ActionState.FAILED
+    assert outcome.error is not None
+    assert outcome.error.type is ErrorType.TIMEOUT
+    events = (await handle.status()).transitions
+    assert [e.event_type for e in events] == [
+        EventType.REQUESTED,
+        EventType.ACCEPTED,
+        EventType.STARTED,
+        EventType.RETRYING,
+        EventType.FAILED,
+    ]
+    assert events[3].attrs["error"]["type"] == "timeout"
+    assert events[3].attrs["retry_in_ms"] == 600_000

@@ -1,0 +1,1 @@
+"""Worker assembly: task queues, data converter, interceptors, `karma worker`."""

@@ -1,0 +1,112 @@
+"""Karma on one machine: the embedded servers, plus a worker and the bridge in this process.
+
+`karma dev`, `karma demo`, the benchmark and the integration tests all start Karma this way.
+With embedded chdb this process owns the ClickHouse data path, so it is also the only one
+that can read the ledger while running (`EmbeddedKarma.ledger`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from types import TracebackType
+
+from temporalio.client import Client
+
+from bridge.ledger import Ledger
+from bridge.service import Bridge
+from karma.client import KarmaClient, connect_temporal
+from karma.embedded import EmbeddedServers
+from karma.registry import ActionRegistry
+from karma.secrets import SecretSealer
+from karma.settings import Settings
+from workers.telemetry import tracing_interceptors
+from workers.worker import ActionWorker
+
+
+class EmbeddedKarma:
+    """Starts servers, bridge and worker in order and stops them in reverse."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        persistent: bool = True,
+        registry: ActionRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.servers = EmbeddedServers(settings, persistent=persistent)
+        self._registry = registry
+        self._stack = contextlib.AsyncExitStack()
+        self._temporal: Client | None = None
+        self._ledger: Ledger | None = None
+        self.worker: ActionWorker | None = None
+        self.bridge: Bridge | None = None
+
+    @property
+    def temporal(self) -> Client:
+        if self._temporal is None:
+            raise RuntimeError("EmbeddedKarma is not started")
+        return self._temporal
+
+    @property
+    def client(self) -> KarmaClient:
+        return KarmaClient(
+            self.temporal,
+            task_queue=self.settings.temporal.task_queue,
+            registry=self._registry,
+            sealer=SecretSealer.from_settings(self.settings),
+        )
+
+    @property
+    def ledger(self) -> Ledger:
+        """A reading connection to the ledger (blocking calls)."""
+        if self._ledger is None:
+            self._ledger = Ledger.open(
+                self.settings.clickhouse_dsn, self.settings.clickhouse.database
+            )
+        return self._ledger
+
+    async def start(self) -> None:
+        try:
+            await self._stack.enter_async_context(self.servers)
+            self._temporal = await connect_temporal(
+                self.settings, interceptors=tracing_interceptors(self.settings.otel)
+            )
+            self.bridge = Bridge(self.settings)
+            await self._stack.enter_async_context(self.bridge)
+            self.worker = ActionWorker(self._temporal, self.settings, registry=self._registry)
+            await self._stack.enter_async_context(self.worker)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def wait(self) -> None:
+        """Return (or raise) when the worker or the bridge stops by itself."""
+        assert self.worker is not None and self.bridge is not None, "start() first"
+        tasks = [
+            asyncio.ensure_future(self.worker.wait()),
+            asyncio.ensure_future(self.bridge.wait()),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def stop(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+        await self._stack.aclose()
+
+    async def __aenter__(self) -> EmbeddedKarma:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,92 @@
+"""Assembling the worker that runs ActionWorkflow and its activities."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+from types import TracebackType
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.action import MAX_HEARTBEAT_INTERVAL, ActionActivities
+from bridge.emit import TransitionPublisher
+from karma.registry import ActionRegistry, default_registry
+from karma.secrets import SecretSealer
+from karma.settings import Settings
+from workers.telemetry import tracing_interceptors
+from workflows.action import ActionWorkflow
+
+# Our models are pure and deterministic; passing them through keeps the sandbox from
+# re-importing pydantic for every workflow run.
+PASSTHROUGH_MODULES = ("karma", "pydantic", "pydantic_core", "annotated_types")
+
+
+def sandboxed_runner() -> SandboxedWorkflowRunner:
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+    return SandboxedWorkflowRunner(restrictions=restrictions)
+
+
+class ActionWorker:
+    """A Temporal worker for ActionWorkflow plus the Kafka publisher its activities use."""
+
+    def __init__(
+        self,
+        client: Client,
+        settings: Settings,
+        *,
+        registry: ActionRegistry | None = None,
+        task_queue: str | None = None,
+    ) -> None:
+        self.task_queue = task_queue or settings.temporal.task_queue
+        self._publisher = TransitionPublisher(settings.kafka)
+        activities = ActionActivities(
+            registry or default_registry(),
+            self._publisher,
+            SecretSealer.from_settings(settings),
+            emit_timeout=settings.kafka.emit_timeout_s,
+        )
+        self._worker = Worker(
+            client,
+            task_queue=self.task_queue,
+            workflows=[ActionWorkflow],
+            activities=[
+                activities.prepare_action,
+                activities.execute_action,
+                activities.emit_transitions,
+            ],
+            workflow_runner=sandboxed_runner(),
+            interceptors=tracing_interceptors(settings.otel),
+            graceful_shutdown_timeout=timedelta(seconds=5),
+            max_heartbeat_throttle_interval=MAX_HEARTBEAT_INTERVAL,
+            default_heartbeat_throttle_interval=MAX_HEARTBEAT_INTERVAL,
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._publisher.start()
+        self._task = asyncio.create_task(self._worker.run(), name=f"worker:{self.task_queue}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await self._worker.shutdown()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._publisher.stop()
+
+    async def wait(self) -> None:
+        """Return when the worker stops by itself (a fatal error is raised here)."""
+        if self._task is not None:
+            await self._task
+
+    async def __aenter__(self) -> ActionWorker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
