@@ -74,8 +74,9 @@ class LedgerSink:
         self._db.shutdown(wait=True)
 
     async def wait(self) -> None:
+        """Return when the sink stops by itself; cancelling the wait leaves it running."""
         if self._task is not None:
-            await self._task
+            await asyncio.shield(self._task)
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
@@ -126,8 +127,11 @@ class LedgerSink:
                 return False
         await self._commit(records)
         self.batches_written += 1
-        log.debug(
-            "ledger batch: %d records, %d new rows, %d dead", len(records), written, len(letters)
+        log.info(
+            "ledger batch committed: %d records, %d new rows, %d dead letters",
+            len(records),
+            written,
+            len(letters),
         )
         return True
 

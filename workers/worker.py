@@ -78,9 +78,10 @@ class ActionWorker:
         await self._publisher.stop()
 
     async def wait(self) -> None:
-        """Return when the worker stops by itself (a fatal error is raised here)."""
+        """Return when the worker stops by itself (a fatal error is raised here).
+        Cancelling the wait leaves the worker running."""
         if self._task is not None:
-            await self._task
+            await asyncio.shield(self._task)
 
     async def __aenter__(self) -> ActionWorker:
         await self.start()

@@ -12,6 +12,7 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
+    FailureError,
     TimeoutError,
     TimeoutType,
 )
@@ -271,7 +272,10 @@ class ActionWorkflow:
                     start_to_close_timeout=FAST_EMIT_TIMEOUT,
                     retry_policy=SINGLE_ATTEMPT,
                 )
-            except ActivityError:
+            except FailureError as failure:
+                # A local activity's failure may arrive unwrapped (not as an ActivityError).
+                if isinstance(failure, CancelledError) or isinstance(failure.cause, CancelledError):
+                    raise asyncio.CancelledError from failure
                 workflow.logger.warning("Kafka is slow or down; transitions wait in the outbox")
                 out = await workflow.execute_activity(
                     names.EMIT_TRANSITIONS,

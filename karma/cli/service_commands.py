@@ -6,41 +6,52 @@ import argparse
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 
 from karma.settings import Settings, get_settings
 
 
-async def until_stopped(*running: Awaitable[None]) -> None:
-    """Wait for SIGINT/SIGTERM, or for a component to stop on its own (errors propagate)."""
+@contextlib.asynccontextmanager
+async def stop_signals() -> AsyncIterator[asyncio.Event]:
+    """An event set by SIGINT/SIGTERM, installed before anything starts so that a signal
+    during start-up still stops the process cleanly."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    waiters = [asyncio.ensure_future(r) for r in running]
+    try:
+        yield stop
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def until_stopped(stop: asyncio.Event, running: Awaitable[None]) -> None:
+    """Wait for the stop signal, or for the component to stop on its own (errors propagate)."""
+    component = asyncio.ensure_future(running)
     stopper = asyncio.ensure_future(stop.wait())
     try:
-        done, _ = await asyncio.wait([stopper, *waiters], return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not stopper:
-                task.result()  # re-raise a component's failure
-                raise RuntimeError("a component stopped unexpectedly")
+        done, _ = await asyncio.wait([stopper, component], return_when=asyncio.FIRST_COMPLETED)
+        if component in done:
+            component.result()  # re-raise the component's failure
+            raise RuntimeError("a component stopped unexpectedly")
     finally:
-        for task in [stopper, *waiters]:
+        for task in (stopper, component):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 async def dev(args: argparse.Namespace) -> int:
     from workers.embedded import EmbeddedKarma
 
     settings = get_settings()
-    async with EmbeddedKarma(settings, persistent=not args.in_memory) as karma:
+    async with (
+        stop_signals() as stop,
+        EmbeddedKarma(settings, persistent=not args.in_memory) as karma,
+    ):
         print(_banner(settings, karma.servers.temporal.ui_url), flush=True)
-        await until_stopped(karma.wait())
+        await until_stopped(stop, karma.wait())
         print("stopping…", flush=True)
     return 0
 
@@ -51,13 +62,14 @@ async def worker(args: argparse.Namespace) -> int:
     from workers.worker import ActionWorker
 
     settings = get_settings()
-    client = await connect_temporal(settings, interceptors=tracing_interceptors(settings.otel))
-    async with ActionWorker(client, settings) as running:
-        print(
-            f"worker on task queue {running.task_queue!r} at {settings.temporal.address}",
-            flush=True,
-        )
-        await until_stopped(running.wait())
+    async with stop_signals() as stop:
+        client = await connect_temporal(settings, interceptors=tracing_interceptors(settings.otel))
+        async with ActionWorker(client, settings) as running:
+            print(
+                f"worker on task queue {running.task_queue!r} at {settings.temporal.address}",
+                flush=True,
+            )
+            await until_stopped(stop, running.wait())
     return 0
 
 
@@ -65,13 +77,13 @@ async def bridge(args: argparse.Namespace) -> int:
     from bridge.service import Bridge
 
     settings = get_settings()
-    async with Bridge(settings) as running:
+    async with stop_signals() as stop, Bridge(settings) as running:
         print(
             f"bridge: Kafka {settings.kafka.bootstrap_servers} -> ClickHouse "
             f"{_dsn_for_display(settings)} (group {settings.bridge.consumer_group})",
             flush=True,
         )
-        await until_stopped(running.wait())
+        await until_stopped(stop, running.wait())
     return 0
 
 

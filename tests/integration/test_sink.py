@@ -1,0 +1,89 @@
+"""The ledger sink: dead letters, duplicates, the current-state view."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+from bridge.ledger import KafkaPosition, ledger_row
+from karma.events import ActionEvent
+from karma.lifecycle import EventType
+from tests.conftest import unique
+from tests.support.checks import assert_mirrored
+from tests.support.kafka import produce, read_topics
+from workers.embedded import EmbeddedKarma
+
+
+async def test_unusable_messages_go_to_the_dlq_and_the_sink_keeps_going(
+    karma: EmbeddedKarma,
+) -> None:
+    kafka = karma.settings.kafka
+    marker = unique("bad")
+    bad = {
+        f"not json {marker}".encode(): "not JSON",
+        json.dumps([marker]).encode(): "expected a JSON object, got list",
+        json.dumps(
+            {
+                "ts": "2025-08-10T16:42:00Z",
+                "event_type": "action.started",
+                "action_id": marker,
+                "seq": "three",
+                "source": {"system": "karma"},
+            }
+        ).encode(): "seq: Input should be a valid integer",
+        json.dumps(
+            {
+                "ts": "yesterday",
+                "event_type": "action.started",
+                "action_id": marker,
+                "seq": 3,
+                "source": {"system": "karma"},
+            }
+        ).encode(): "ts: Input should be a valid datetime",
+    }
+    foreign_request = json.dumps(
+        {
+            "ts": "2025-08-10T16:42:00Z",
+            "event_type": "action.requested",
+            "entity_id": marker,
+            "source": {"system": "rules-fsm"},
+            "attrs": {"command": "log"},
+        }
+    ).encode()
+    await produce(kafka, kafka.topics.progress, [*bad, foreign_request])
+
+    handle = await karma.client.request("log", {"message": marker})
+    await asyncio.wait_for(handle.result(), 60)
+    await assert_mirrored(karma, [await handle.status()])  # the sink kept going
+
+    letters = [
+        m
+        for m in await read_topics(kafka, [kafka.topics.dlq])
+        if marker.encode() in (m.value or b"")
+    ]
+    assert {m.value for m in letters} == set(bad)  # original bytes, and only the bad ones
+    for letter in letters:
+        assert letter.key == b"test"
+        assert bad[letter.value or b""] in letter.headers["karma.dlq.reason"].decode()
+        assert letter.headers["karma.dlq.topic"] == kafka.topics.progress.encode()
+        assert letter.headers["karma.dlq.stage"] == b"ledger"
+        assert int(letter.headers["karma.dlq.offset"]) >= 0
+
+
+async def test_the_ledger_stores_a_transition_once_however_often_it_arrives(
+    karma: EmbeddedKarma,
+) -> None:
+    action_id = unique("act")
+    events = [
+        ActionEvent(
+            ts=datetime.now(UTC), event_type=t, action_id=action_id, seq=i, tags={"action": "log"}
+        )
+        for i, t in enumerate([EventType.REQUESTED, EventType.ACCEPTED, EventType.STARTED], start=1)
+    ]
+    rows = [ledger_row(e, KafkaPosition("actions.progress", 0, i)) for i, e in enumerate(events)]
+    ledger = karma.ledger
+    assert await asyncio.to_thread(ledger.write, rows[:2] + rows[:1]) == 2  # duplicate in a batch
+    assert await asyncio.to_thread(ledger.write, rows) == 1  # redelivered after a crash
+    assert await asyncio.to_thread(ledger.count_events, [action_id]) == 3
+    assert await asyncio.to_thread(ledger.current_states, [action_id]) == {action_id: "STARTED"}

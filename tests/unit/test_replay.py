@@ -1,0 +1,34 @@
+"""Stored histories must keep replaying: a behaviour change to ActionWorkflow goes behind
+`workflow.patched(...)` (see tests/histories/record.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workers.worker import sandboxed_runner
+from workflows.action import ActionWorkflow
+
+HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
+
+
+def test_histories_are_present() -> None:
+    assert {p.stem for p in HISTORIES} >= {"succeeded", "retried", "validation_failed", "cancelled"}
+
+
+@pytest.mark.parametrize(
+    ("name", "text"), [(p.stem, p.read_text()) for p in HISTORIES], ids=[p.stem for p in HISTORIES]
+)
+async def test_history_replays(name: str, text: str) -> None:
+    replayer = Replayer(
+        workflows=[ActionWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=sandboxed_runner(),
+    )
+    history = WorkflowHistory.from_json(f"replay-{name}", text)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure
