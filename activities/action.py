@@ -159,8 +159,6 @@ class ActionActivities:
 
     async def _emit(self, inp: ExecuteInput, acked: ExecuteHeartbeat) -> int:
         acked.emitted_seq = await self._publisher.publish(inp.pending, timeout=self._emit_timeout)
-        if acked.emitted_seq:
-            activity.heartbeat(acked)
         return acked.emitted_seq
 
 
@@ -193,9 +191,11 @@ async def _heartbeat_forever(acked: ExecuteHeartbeat) -> None:
     cancellation reaches the executor; the details say what Kafka acknowledged."""
     timeout = activity.info().heartbeat_timeout or timedelta(seconds=30)
     interval = min(timeout / HEARTBEATS_PER_TIMEOUT, MAX_HEARTBEAT_INTERVAL).total_seconds()
+    # Sleep first: an attempt that ends within one interval (most do) costs the server no
+    # heartbeat at all.
     while True:
-        activity.heartbeat(acked)
         await asyncio.sleep(interval)
+        activity.heartbeat(acked)
 
 
 def _delay(exc: Exception) -> timedelta | None:

@@ -1,13 +1,18 @@
 """Custom search attributes that make actions filterable in the Temporal Web UI.
 
-The embedded stack registers them at start; a production cluster needs them created once
-(`temporal operator search-attribute create`, see docker-compose.yml).
+The embedded stack registers them at start; on a cluster `karma setup` creates them.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 from karma.lifecycle import ActionState
@@ -36,3 +41,21 @@ def initial(request: ActionRequest) -> TypedSearchAttributes:
         if value:
             pairs.append(SearchAttributePair(key, value))
     return TypedSearchAttributes(pairs)
+
+
+async def register(client: Client) -> list[str]:
+    """Create the search attributes the namespace lacks; return the names created."""
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    missing = [key.name for key in ALL if key.name not in existing.custom_attributes]
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=client.namespace,
+                search_attributes=dict.fromkeys(
+                    missing, IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                ),
+            )
+        )
+    return missing

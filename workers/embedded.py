@@ -55,6 +55,7 @@ class EmbeddedKarma:
             self.temporal,
             task_queue=self.settings.temporal.task_queue,
             registry=self._registry,
+            search_attributes=self.settings.temporal.search_attributes,
             sealer=SecretSealer.from_settings(self.settings),
         )
 

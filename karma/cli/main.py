@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(run=service_commands.dev)
 
     sub.add_parser(
+        "setup",
+        help="provision a deployment: search attributes, Kafka topics, ClickHouse schema",
+        description="Idempotent: creates what is missing and leaves the rest alone.",
+    ).set_defaults(run=service_commands.setup)
+    sub.add_parser(
         "worker", help="run an ActionWorkflow worker against KARMA_TEMPORAL__ADDRESS"
     ).set_defaults(run=service_commands.worker)
     sub.add_parser(

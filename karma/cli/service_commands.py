@@ -87,6 +87,30 @@ async def bridge(args: argparse.Namespace) -> int:
     return 0
 
 
+async def setup(args: argparse.Namespace) -> int:
+    """Provision a deployment, idempotently: search attributes, topics, ledger schema."""
+    from bridge.ledger import Ledger
+    from bridge.topics import ensure_topics
+    from karma import search_attributes
+    from karma.client import connect_temporal
+
+    settings = get_settings()
+    client = await connect_temporal(settings)
+    created = await search_attributes.register(client)
+    print(f"Temporal search attributes: created {created or 'none (all present)'}")
+    topics = await ensure_topics(settings.kafka)
+    print(f"Kafka topics: created {topics or 'none (all present)'}")
+    ledger = await asyncio.to_thread(
+        Ledger.open, settings.clickhouse_dsn, settings.clickhouse.database
+    )
+    try:
+        await asyncio.to_thread(ledger.ensure_schema)
+    finally:
+        ledger.close()
+    print(f"ClickHouse ledger schema ready in database {settings.clickhouse.database!r}")
+    return 0
+
+
 def _banner(settings: Settings, ui_url: str) -> str:
     topics = settings.kafka.topics
     return "\n".join(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from karma.lifecycle import ActionState
 from tests.conftest import unique
@@ -68,3 +69,13 @@ async def test_status_of_an_unknown_action(karma: EmbeddedKarma) -> None:
     code, out = await run_karma(["status", "act_nope"], karma_env(karma.settings))
     assert code == 2
     assert "no action 'act_nope'" in out
+
+
+async def test_setup_is_idempotent(karma: EmbeddedKarma, tmp_path: Path) -> None:
+    env = karma_env(karma.settings, KARMA_DATA_DIR=tmp_path)
+    code, out = await run_karma(["setup"], env)
+    assert code == 0, out
+    assert "Temporal search attributes: created none (all present)" in out
+    assert "Kafka topics: created none (all present)" in out
+    assert "ClickHouse ledger schema ready" in out
+    assert (tmp_path / "clickhouse").is_dir()

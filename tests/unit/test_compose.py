@@ -1,0 +1,70 @@
+"""docker-compose.yml stays a valid, production-shaped description of the stack."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.fernet import Fernet
+
+from karma.settings import Settings
+
+COMPOSE = Path(__file__).parent.parent.parent / "docker-compose.yml"
+INFRA = {"postgresql", "temporal", "temporal-ui", "kafka", "clickhouse"}
+
+
+def load() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return data
+
+
+def test_every_service_has_a_pinned_image_or_is_built_here() -> None:
+    services = load()["services"]
+    assert INFRA | {"setup", "worker", "bridge"} <= set(services)
+    for name, service in services.items():
+        image = service.get("image", "")
+        assert image or service.get("build") == ".", name
+        if name in INFRA:
+            assert re.fullmatch(r"[a-z0-9./-]+:[0-9][\w.-]*", image), f"{name}: pin {image!r}"
+
+
+def test_infrastructure_has_healthchecks_and_karma_waits_for_them() -> None:
+    services = load()["services"]
+    for name in INFRA:
+        assert services[name]["healthcheck"]["test"], name
+    assert services["setup"]["depends_on"] == {
+        "temporal": {"condition": "service_healthy"},
+        "kafka": {"condition": "service_healthy"},
+        "clickhouse": {"condition": "service_healthy"},
+    }
+    for name in ("worker", "bridge"):
+        assert services[name]["depends_on"] == {
+            "setup": {"condition": "service_completed_successfully"}
+        }
+
+
+def test_karma_settings_are_real_settings(monkeypatch: Any) -> None:
+    services = load()["services"]
+    env = services["worker"]["environment"]
+    assert env == services["bridge"]["environment"] == services["setup"]["environment"]
+    for key, value in env.items():
+        value = re.sub(r"\$\{CLICKHOUSE_PASSWORD:-(\w+)\}", r"\1", str(value))
+        if key == "KARMA_SECRETS_KEY":
+            value = Fernet.generate_key().decode()
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert settings.temporal.address == "temporal:7233"
+    assert settings.kafka.bootstrap_servers == "kafka:9092"
+    assert settings.kafka.topic_partitions == 6
+    assert settings.clickhouse_dsn == "clickhouse://karma:karma@clickhouse:8123"
+    assert settings.secrets_key is not None
+    # Every KARMA_ variable names a real setting (a typo would be silently ignored).
+    fields = {
+        "KARMA_" + name.upper() + "__" + sub.upper()
+        for name, section in Settings.model_fields.items()
+        if hasattr(section.annotation, "model_fields")
+        for sub in section.annotation.model_fields  # type: ignore[union-attr]
+    } | {"KARMA_" + name.upper() for name in Settings.model_fields}
+    assert set(env) <= fields
