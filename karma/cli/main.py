@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -139,9 +141,21 @@ async def _demo(args: argparse.Namespace) -> int:
     return await run_demo(keep=args.keep)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    sys.exit(_run(args))
+def run(argv: Sequence[str] | None = None) -> int:
+    """Parse and run one command; return its exit code."""
+    return _run(build_parser().parse_args(argv))
+
+
+def main() -> None:
+    """The `karma` console script."""
+    code = run()
+    # Skip interpreter finalization: Temporal's Rust runtime threads may still touch Python
+    # while it is torn down and abort a process that already finished cleanly
+    # (temporalio/sdk-python#300). Everything was stopped and flushed by now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def _run(args: argparse.Namespace) -> int:

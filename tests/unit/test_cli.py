@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from karma.cli.main import main
+from karma.cli.main import run
 from karma.cli.params import parse_params
 from karma.errors import ValidationError
 from karma.registry import default_registry
@@ -67,9 +67,7 @@ def test_bad_requests_exit_2_naming_the_field_without_connecting(
 ) -> None:
     # Nothing listens here: reaching Temporal would fail differently (exit 3).
     monkeypatch.setenv("KARMA_TEMPORAL__ADDRESS", "127.0.0.1:1")
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    assert exited.value.code == 2
+    assert run(argv) == 2
     assert message in capsys.readouterr().err
 
 
@@ -77,15 +75,13 @@ def test_unreachable_temporal_is_reported_as_unavailable(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KARMA_TEMPORAL__ADDRESS", "127.0.0.1:1")
-    with pytest.raises(SystemExit) as exited:
-        main(["status", "act_x"])
-    assert exited.value.code == 3
+    assert run(["status", "act_x"]) == 3
     assert "karma:" in capsys.readouterr().err
 
 
 def test_help_explains_configuration(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        main(["--help"])
+        run(["--help"])
     out = capsys.readouterr().out
     assert "KARMA_TEMPORAL__ADDRESS" in out
     assert "karma request delay --param seconds=5 --wait" in out
