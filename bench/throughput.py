@@ -28,6 +28,7 @@ from pathlib import Path
 from temporalio.worker import Worker
 
 from bench.bare import BareWorkflow, NoopExecutor, bare_activity
+from karma.client import KarmaClient
 from karma.embedded.stack import with_free_ports
 from karma.lifecycle import ActionState
 from karma.registry import default_registry
@@ -37,6 +38,7 @@ from workers.worker import sandboxed_runner
 
 RESULTS = Path(__file__).parent / "results.md"
 BARE_QUEUE = "bench-bare"
+UNINDEXED = "karma, no search attributes"
 
 
 @dataclass
@@ -92,7 +94,7 @@ async def closed_loop(
     return Run(name, count, elapsed, latencies, cpu)
 
 
-async def bench(args: argparse.Namespace) -> list[tuple[Run, Run]]:
+async def bench(args: argparse.Namespace) -> list[tuple[Run, Run, Run]]:
     data_dir = Path(tempfile.mkdtemp(prefix="karma-bench-"))
     settings = with_free_ports(Settings(), data_dir)
     registry = default_registry().extended([NoopExecutor])
@@ -113,8 +115,19 @@ async def bench(args: argparse.Namespace) -> list[tuple[Run, Run]]:
                 BareWorkflow.run, "x", id=f"bare-{run_id}-{i}", task_queue=BARE_QUEUE
             )
 
+        unindexed = KarmaClient(
+            karma.temporal,
+            task_queue=settings.temporal.task_queue,
+            registry=registry,
+            search_attributes=False,
+        )
+
         async def action(i: int) -> None:
             outcome = await (await client.request("bench.noop")).result()
+            assert outcome.state is ActionState.SUCCEEDED
+
+        async def unindexed_action(i: int) -> None:
+            outcome = await (await unindexed.request("bench.noop")).result()
             assert outcome.state is ActionState.SUCCEEDED
 
         pids = karma.servers.pids()
@@ -124,25 +137,36 @@ async def bench(args: argparse.Namespace) -> list[tuple[Run, Run]]:
             rounds = []
             for r in range(args.rounds):
                 run_id = f"{uuid.uuid4().hex[:8]}-{r}"
-                b = await closed_loop("bare", args.actions, args.concurrency, bare, pids)
-                k = await closed_loop("karma", args.actions, args.concurrency, action, pids)
-                print(f"round {r + 1}: bare {b.throughput:.1f}/s, karma {k.throughput:.1f}/s")
-                rounds.append((b, k))
+                # Rotate who goes first: the SQLite file grows as the run goes on.
+                order = [("bare", bare), ("karma", action), (UNINDEXED, unindexed_action)]
+                order = order[r % 3 :] + order[: r % 3]
+                runs = {
+                    name: await closed_loop(name, args.actions, args.concurrency, one, pids)
+                    for name, one in order
+                }
+                b, k, u = runs["bare"], runs["karma"], runs[UNINDEXED]
+                print(
+                    f"round {r + 1}: bare {b.throughput:.1f}/s, karma {k.throughput:.1f}/s, "
+                    f"karma without search attributes {u.throughput:.1f}/s"
+                )
+                rounds.append((b, k, u))
         return rounds
 
 
-def report(rounds: list[tuple[Run, Run]], args: argparse.Namespace) -> str:
-    bare = Run("bare", 0, 0, [])
-    karma = Run("karma", 0, 0, [])
-    for b, k in rounds:
-        for total, one in ((bare, b), (karma, k)):
-            total.count += one.count
-            total.seconds += one.seconds
-            total.latencies += one.latencies
-            for process, seconds in one.cpu.items():
-                total.cpu[process] = total.cpu.get(process, 0.0) + seconds
-    ratio = karma.throughput / bare.throughput
-    per_round = ", ".join(f"{k.throughput / b.throughput:.2f}" for b, k in rounds)
+def _total(runs: list[Run]) -> Run:
+    total = Run(runs[0].name, 0, 0.0, [])
+    for run in runs:
+        total.count += run.count
+        total.seconds += run.seconds
+        total.latencies += run.latencies
+        for process, seconds in run.cpu.items():
+            total.cpu[process] = total.cpu.get(process, 0.0) + seconds
+    return total
+
+
+def report(rounds: list[tuple[Run, Run, Run]], args: argparse.Namespace) -> str:
+    systems = [_total([r[i] for r in rounds]) for i in range(3)]
+    bare, karma, unindexed = systems
     storage = "in memory" if args.in_memory else "SQLite file (WAL)"
     lines = [
         "# Karma vs bare Temporal: throughput benchmark",
@@ -152,45 +176,50 @@ def report(rounds: list[tuple[Run, Run]], args: argparse.Namespace) -> str:
         f"{' --in-memory' if args.in_memory else ''}` on {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, temporalio {version('temporalio')}.",
         "",
-        f"Embedded stack: Temporal dev server ({storage}), tansu broker, chdb. Closed loop of "
-        f"{args.concurrency} clients; {args.actions} workflows per system per round, rounds "
-        "alternating bare/Karma. Bare: one workflow, one activity returning its input. Karma: "
-        "ActionWorkflow running a no-op action with full mirroring (every transition "
-        "acknowledged by Kafka before the workflow ends; the bridge writes them to ClickHouse).",
+        f"Embedded stack: Temporal dev server ({storage}), tansu broker, chdb, all on this "
+        f"machine. Closed loop of {args.concurrency} clients; {args.actions} workflows per "
+        "system per round, the systems taking turns (each round another one first). Bare: one "
+        "workflow, one activity returning its input. Karma: ActionWorkflow running a no-op "
+        "action with full mirroring (every transition acknowledged by Kafka before the workflow ends; the "
+        "bridge writes them to ClickHouse), with and without its search attributes "
+        "(`KARMA_TEMPORAL__SEARCH_ATTRIBUTES=false`).",
         "",
-        "| system | workflows | throughput (/s) | p50 latency (ms) | p99 latency (ms) |",
-        "|---|---|---|---|---|",
+        "| system | workflows | throughput (/s) | ratio to bare | p50 latency (ms) "
+        "| p99 latency (ms) |",
+        "|---|---|---|---|---|---|",
     ]
-    for run in (bare, karma):
+    for run in systems:
         lines.append(
-            f"| {run.name} | {run.count} | {run.throughput:.1f} | {run.percentile(0.5):.0f} "
+            f"| {run.name} | {run.count} | {run.throughput:.1f} "
+            f"| {run.throughput / bare.throughput:.2f} | {run.percentile(0.5):.0f} "
             f"| {run.percentile(0.99):.0f} |"
         )
+    per_round = ", ".join(f"{k.throughput / b.throughput:.2f}" for b, k, _ in rounds)
     lines += [
         "",
-        f"**Ratio Karma/bare throughput: {ratio:.2f}** (per round: {per_round}; "
-        f"median {statistics.median(k.throughput / b.throughput for b, k in rounds):.2f}).",
+        f"**Ratio Karma/bare throughput: {karma.throughput / bare.throughput:.2f}** "
+        f"(per round: {per_round}; median "
+        f"{statistics.median(k.throughput / b.throughput for b, k, _ in rounds):.2f}); "
+        f"without search attributes {unindexed.throughput / bare.throughput:.2f}.",
         "",
-        "CPU per workflow (ms), where the difference goes (the Karma process runs the client, "
-        "the worker and the bridge):",
+        "CPU per workflow (ms), where the difference goes (the Karma process runs the clients, "
+        "the workers and the bridge):",
         "",
-        "| process | bare | karma |",
-        "|---|---|---|",
+        "| process | " + " | ".join(run.name for run in systems) + " |",
+        "|---|---|---|---|",
     ]
     for process in bare.cpu:
-        lines.append(
-            f"| {process} | {1000 * bare.cpu[process] / bare.count:.1f} "
-            f"| {1000 * karma.cpu[process] / karma.count:.1f} |"
-        )
+        cells = " | ".join(f"{1000 * run.cpu[process] / run.count:.1f}" for run in systems)
+        lines.append(f"| {process} | {cells} |")
     lines.append("")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--actions", type=int, default=500, help="workflows per system per round")
+    parser.add_argument("--actions", type=int, default=400, help="workflows per system per round")
     parser.add_argument("--concurrency", type=int, default=50, help="concurrent clients")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="each system leads once in 3")
     parser.add_argument("--in-memory", action="store_true", help="Temporal without SQLite")
     parser.add_argument("--no-write", action="store_true", help="do not update results.md")
     args = parser.parse_args()
