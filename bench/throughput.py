@@ -178,10 +178,11 @@ def report(rounds: list[tuple[Run, Run, Run]], args: argparse.Namespace) -> str:
         "",
         f"Embedded stack: Temporal dev server ({storage}), tansu broker, chdb, all on this "
         f"machine. Closed loop of {args.concurrency} clients; {args.actions} workflows per "
-        "system per round, the systems taking turns (each round another one first). Bare: one "
-        "workflow, one activity returning its input. Karma: ActionWorkflow running a no-op "
-        "action with full mirroring (every transition acknowledged by Kafka before the workflow ends; the "
-        "bridge writes them to ClickHouse), with and without its search attributes "
+        "system per round, the systems taking turns (each round another one first). "
+        "Bare: one workflow, one activity returning its input. "
+        "Karma: ActionWorkflow running a no-op action with full mirroring (every transition "
+        "acknowledged by Kafka before the workflow ends; the bridge writes them to "
+        "ClickHouse), with and without its search attributes "
         "(`KARMA_TEMPORAL__SEARCH_ATTRIBUTES=false`).",
         "",
         "| system | workflows | throughput (/s) | ratio to bare | p50 latency (ms) "
