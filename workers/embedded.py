@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from types import TracebackType
 
 from temporalio.client import Client
@@ -33,8 +34,10 @@ class EmbeddedKarma:
         *,
         persistent: bool = True,
         registry: ActionRegistry | None = None,
+        progress: Callable[[str], None] = lambda message: None,
     ) -> None:
         self.settings = settings
+        self._progress = progress
         self.servers = EmbeddedServers(settings, persistent=persistent)
         self._registry = registry
         self._stack = contextlib.AsyncExitStack()
@@ -70,12 +73,15 @@ class EmbeddedKarma:
 
     async def start(self) -> None:
         try:
+            self._progress("starting the Temporal dev server and the Kafka broker…")
             await self._stack.enter_async_context(self.servers)
             self._temporal = await connect_temporal(
                 self.settings, interceptors=tracing_interceptors(self.settings.otel)
             )
+            self._progress("starting the bridge (topics, ledger schema, consumer group)…")
             self.bridge = Bridge(self.settings)
             await self._stack.enter_async_context(self.bridge)
+            self._progress("starting the worker…")
             self.worker = ActionWorker(self._temporal, self.settings, registry=self._registry)
             await self._stack.enter_async_context(self.worker)
         except BaseException:

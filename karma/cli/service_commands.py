@@ -48,7 +48,9 @@ async def dev(args: argparse.Namespace) -> int:
     settings = get_settings()
     async with (
         stop_signals() as stop,
-        EmbeddedKarma(settings, persistent=not args.in_memory) as karma,
+        EmbeddedKarma(
+            settings, persistent=not args.in_memory, progress=lambda m: print(m, flush=True)
+        ) as karma,
     ):
         print(_banner(settings, karma.servers.temporal.ui_url), flush=True)
         await until_stopped(stop, karma.wait())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -85,3 +86,18 @@ def test_help_explains_configuration(capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     assert "KARMA_TEMPORAL__ADDRESS" in out
     assert "karma request delay --param seconds=5 --wait" in out
+
+
+def test_actions_lists_the_catalogue_and_exports_schemas(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run(["actions"]) == 0
+    out = capsys.readouterr().out
+    for action_type in ("delay", "demo.flaky", "http_request", "log"):
+        assert f"\n{action_type} " in out
+    assert "secret (redacted from events)" in out
+    assert run(["actions", "delay", "--schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["required"] == ["seconds"]
+    assert schema["properties"]["seconds"]["minimum"] == 0
+    assert run(["actions", "nope"]) == 2

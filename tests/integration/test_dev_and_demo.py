@@ -1,0 +1,96 @@
+"""`karma dev` and `karma demo` as a user runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from karma.embedded.binaries import tansu_binary, temporal_binary
+from karma.embedded.stack import with_free_ports
+from karma.settings import Settings
+from tests.support.processes import KarmaProcess, karma_env, run_karma
+
+
+@pytest.fixture(autouse=True)
+def binaries() -> None:
+    try:
+        temporal_binary()
+        tansu_binary()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def demo_dirs(tmp: Path) -> list[Path]:
+    return list(tmp.glob("karma-demo-*"))
+
+
+async def gone(pids: set[int], timeout: float = 20) -> bool:
+    for _ in range(int(timeout * 10)):
+        if not any(alive(p) for p in pids):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def start_dev(tmp_path: Path) -> tuple[KarmaProcess, dict[str, str], set[int]]:
+    settings = with_free_ports(Settings(), tmp_path)
+    env = karma_env(settings)
+    dev = KarmaProcess(["dev"], env, tmp_path / "dev.log")
+    await dev.wait_for_output("Press Ctrl-C to stop", timeout=120)
+    servers = children(dev.proc.pid)
+    assert len(servers) == 2, dev.output()  # the Temporal dev server and the broker
+    return dev, env, servers
+
+
+async def test_dev_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
+    dev, env, servers = await start_dev(tmp_path)
+    output = dev.output()
+    for line in ("starting the Temporal dev server", "Web UI      http://127.0.0.1:", "Kafka"):
+        assert line in output
+    assert (tmp_path / "temporal.db").exists()  # SQLite in the data dir
+    code, out = await run_karma(["request", "log", "-p", "message=hi", "--wait"], env)
+    assert code == 0, out
+    assert "SUCCEEDED after 1 attempt(s)" in out
+    assert dev.terminate() == 0, dev.output()
+    assert await gone(servers), "servers outlived `karma dev`"
+
+
+async def test_dev_killed_takes_its_servers_with_it(tmp_path: Path) -> None:
+    dev, _, servers = await start_dev(tmp_path)
+    dev.kill()
+    assert await gone(servers), "servers orphaned after SIGKILL of `karma dev`"
+
+
+async def test_demo_prints_the_ledger_exactly_once(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KARMA_")}
+    env["TMPDIR"] = str(tmp_path)
+    code, out = await run_karma(["demo"], env, timeout=300)
+    assert code == 0, out
+    for scenario in ("success", "flaky", "permanent", "validation", "cancelled"):
+        assert f"\n{scenario}: " in out
+    assert out.count("action.retrying") == 2
+    assert "Ledger check: 5 actions, 20 transitions, each exactly once" in out
+    assert not demo_dirs(tmp_path), "the demo left its data dir behind"
