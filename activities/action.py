@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,11 +23,20 @@ from karma.errors import (
     ErrorInfo,
     FieldError,
     KarmaError,
+    PermanentError,
     TransientError,
     UnknownActionError,
     ValidationError,
 )
-from karma.executor import ActionContext
+from karma.executor import (
+    ActionContext,
+    ActionResult,
+    AwaitEvent,
+    BaseActionExecutor,
+    EventContext,
+    EventDrivenActionExecutor,
+    EventResult,
+)
 from karma.meta import SUPPORTED_MODES
 from karma.params import redact_params, validate_params
 from karma.registry import ActionRegistry
@@ -41,6 +50,7 @@ from karma.workflow_io import (
     ExecuteInput,
     ExecuteOutput,
     ExecutionPlan,
+    HandleEventInput,
     PreparedAction,
 )
 
@@ -62,11 +72,15 @@ class ActionActivities:
         sealer: SecretSealer,
         *,
         emit_timeout: float,
+        callback_topic: str,
+        services: Mapping[str, str],
     ) -> None:
         self._registry = registry
         self._publisher = publisher
         self._sealer = sealer
         self._emit_timeout = emit_timeout
+        self._callback_topic = callback_topic
+        self._services = dict(services)
 
     @activity.defn(name=names.PREPARE_ACTION)
     async def prepare_action(self, request: ActionRequest) -> PreparedAction:
@@ -121,30 +135,43 @@ class ActionActivities:
         try:
             executor = self._registry.executor(request.action_type)
             params = self._sealer.unseal(inp.params)
-            result = await executor.execute(_context(inp, params))
+            result = await executor.execute(self._context(inp, params))
+            awaiting = _check_handoff(executor, result)
         except Exception as exc:
-            error = ErrorInfo.from_exception(exc)
-            emitted = await _settle(emission)
-            raise ApplicationError(
-                error.message,
-                ExecuteFailure(error=error, emitted_seq=emitted),
-                type=error.type.value,
-                non_retryable=not error.retryable,
-                next_retry_delay=_delay(exc),
-                # A failure the executor raised on purpose is an expected outcome, not a
-                # worker problem: keep it out of the worker's warning log and metrics.
-                category=(
-                    ApplicationErrorCategory.BENIGN
-                    if isinstance(exc, KarmaError)
-                    else ApplicationErrorCategory.UNSPECIFIED
-                ),
-            ) from exc
+            failure = ExecuteFailure(
+                error=ErrorInfo.from_exception(exc), emitted_seq=await _settle(emission)
+            )
+            raise _application_error(exc, failure) from exc
         except BaseException:
             emission.cancel()
             raise
         finally:
             heartbeat.cancel()
-        return ExecuteOutput(outputs=result.outputs, emitted_seq=await _settle(emission))
+        return ExecuteOutput(
+            outputs=result.outputs, emitted_seq=await _settle(emission), awaiting=awaiting
+        )
+
+    @activity.defn(name=names.HANDLE_EVENT)
+    async def handle_event(self, inp: HandleEventInput) -> EventResult:
+        """Let the executor judge one external event (retried under the action's policy)."""
+        executor = self._registry.executor(inp.request.action_type)
+        if not isinstance(executor, EventDrivenActionExecutor):
+            raise PermanentError(f"{inp.request.action_type} does not handle events")
+        ctx = EventContext(
+            action_id=inp.request.action_id,
+            action_type=inp.request.action_type,
+            params=self._sealer.unseal(inp.params),
+            external_workflow_id=inp.external_workflow_id,
+            event=inp.event,
+            outputs=inp.outputs,
+            logger=_logger(inp.request),
+        )
+        try:
+            return await executor.on_event(ctx)
+        except Exception as exc:
+            raise _application_error(
+                exc, ExecuteFailure(error=ErrorInfo.from_exception(exc))
+            ) from exc
 
     @activity.defn(name=names.EMIT_TRANSITIONS)
     async def emit_transitions(self, inp: EmitInput) -> EmitOutput:
@@ -157,24 +184,60 @@ class ActionActivities:
             )
         return EmitOutput(emitted_seq=emitted)
 
+    def _context(self, inp: ExecuteInput, params: dict[str, Any]) -> ActionContext:
+        request = inp.request
+        return ActionContext(
+            action_id=request.action_id,
+            action_type=request.action_type,
+            params=params,
+            attempt=inp.attempt,
+            tags=request.event_tags,
+            entity_id=request.entity_id,
+            correlation_id=request.correlation_id,
+            idempotency_key=request.idempotency_key,
+            callback_topic=self._callback_topic,
+            services=self._services,
+            logger=_logger(request),
+        )
+
     async def _emit(self, inp: ExecuteInput, acked: ExecuteHeartbeat) -> int:
         acked.emitted_seq = await self._publisher.publish(inp.pending, timeout=self._emit_timeout)
         return acked.emitted_seq
 
 
-def _context(inp: ExecuteInput, params: dict[str, Any]) -> ActionContext:
-    request = inp.request
-    return ActionContext(
-        action_id=request.action_id,
-        action_type=request.action_type,
-        params=params,
-        attempt=inp.attempt,
-        tags=request.event_tags,
-        entity_id=request.entity_id,
-        correlation_id=request.correlation_id,
-        idempotency_key=request.idempotency_key,
-        logger=logging.LoggerAdapter(
-            log, {"action_id": request.action_id, "action_type": request.action_type}
+def _logger(request: ActionRequest) -> logging.LoggerAdapter[logging.Logger]:
+    return logging.LoggerAdapter(
+        log, {"action_id": request.action_id, "action_type": request.action_type}
+    )
+
+
+def _check_handoff(
+    executor: BaseActionExecutor, result: ActionResult | AwaitEvent
+) -> AwaitEvent | None:
+    """An AwaitEvent is only meaningful from an executor that can judge events."""
+    if not isinstance(result, AwaitEvent):
+        return None
+    if not isinstance(executor, EventDrivenActionExecutor):
+        raise PermanentError(
+            f"{type(executor).__name__} returned AwaitEvent but is not an EventDrivenActionExecutor"
+        )
+    return result
+
+
+def _application_error(exc: Exception, failure: ExecuteFailure) -> ApplicationError:
+    error = failure.error
+    return ApplicationError(
+        error.message,
+        failure,
+        type=error.type.value,
+        non_retryable=not error.retryable,
+        next_retry_delay=_delay(exc),
+        # A failure the executor raised on purpose is an expected outcome, not a worker
+        # problem: keep it out of the worker's warning log and metrics.
+        category=(
+            ApplicationErrorCategory.BENIGN
+            if isinstance(exc, KarmaError)
+            else ApplicationErrorCategory.UNSPECIFIED
         ),
     )
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from bridge.kafka_config import producer_kwargs
+from karma.kafka_config import producer_kwargs
 from karma.settings import KafkaSettings
 
 

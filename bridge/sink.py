@@ -19,15 +19,16 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from bridge.decode import decode_transition
 from bridge.dlq import DeadLetter, DeadLetterPublisher
-from bridge.kafka_config import client_kwargs
 from bridge.ledger import KafkaPosition, Ledger, ledger_row
+from bridge.retrying import Stopped, until_stopped
 from karma.errors import ValidationError
+from karma.kafka_config import client_kwargs
 from karma.settings import Settings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-RETRY_MAX_SECONDS = 30.0
+RETRYABLE = (OSError, KafkaError, ClickHouseError)
 
 
 class LedgerSink:
@@ -118,12 +119,12 @@ class LedgerSink:
                 position = KafkaPosition(record.topic, record.partition, record.offset)
                 rows.append(ledger_row(event, position))
         written = await self._retry("write to ClickHouse", lambda: self._in_db(ledger.write, rows))
-        if isinstance(written, _Stopped):
+        if isinstance(written, Stopped):
             return False
         for letter in letters:
             log.warning("dead letter from %s@%d: %s", letter.topic, letter.offset, letter.reason)
             sent = await self._retry("publish a dead letter", lambda: self._dlq.send(letter))  # noqa: B023
-            if isinstance(sent, _Stopped):
+            if isinstance(sent, Stopped):
                 return False
         await self._commit(records)
         self.batches_written += 1
@@ -150,22 +151,5 @@ class LedgerSink:
     async def _in_db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
 
-    async def _retry(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T | _Stopped:
-        """Retry until it works or the sink is stopped: a batch is never skipped."""
-        delay = 0.5
-        while True:
-            try:
-                return await attempt()
-            except (OSError, KafkaError, ClickHouseError) as exc:
-                # One line per attempt, not a traceback: this may go on for a while.
-                log.error("failed to %s, retrying in %.1fs: %r", what, delay, exc)  # noqa: TRY400
-            try:
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            except TimeoutError:
-                delay = min(delay * 2, RETRY_MAX_SECONDS)
-                continue
-            return _Stopped()
-
-
-class _Stopped:
-    """The sink was asked to stop while an operation was still failing."""
+    async def _retry(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T | Stopped:
+        return await until_stopped(what, attempt, self._stopping, RETRYABLE)

@@ -6,7 +6,7 @@ import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bridge.kafka_config import client_kwargs
+from karma.kafka_config import client_kwargs
 from karma.settings import KafkaSettings
 
 log = logging.getLogger(__name__)

@@ -21,6 +21,7 @@ class ErrorType(StrEnum):
     PERMANENT = "permanent"
     TRANSIENT = "transient"
     TIMEOUT = "timeout"
+    EXTERNAL = "external"
     HEARTBEAT_TIMEOUT = "heartbeat_timeout"
     CANCELLED = "cancelled"
     INTERNAL = "internal"

@@ -78,6 +78,9 @@ class TransitionAttrs(BaseModel):
     duration_ms: int | None = None
     percent: float | None = None
     message: str | None = None
+    external_workflow_id: str | None = None
+    timeout_ms: int | None = None
+    event_id: str | None = Field(default=None, description="the external event behind this")
 
     def as_attrs(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)

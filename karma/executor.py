@@ -1,4 +1,9 @@
-"""What an action author writes: an executor class that turns a context into a result."""
+"""What an action author writes: an executor class that turns a context into a result.
+
+Sync executors return an `ActionResult`. Event-driven executors start work elsewhere and
+return `AwaitEvent`; Karma then hands every external event to their `on_event`, which
+answers with an `EventResult` (complete, update progress, or ignore).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,76 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, Field
 
+from karma.errors import PermanentError
+from karma.events import Envelope
+from karma.http_calls import body_of, check_status, send
 from karma.meta import ActionMeta
+
+ACTION_ID_HEADER = "X-Karma-Action-Id"
+CALLBACK_TOPIC_HEADER = "X-Karma-Callback-Topic"
 
 
 class ActionResult(BaseModel):
     """What a successful `execute` returns."""
 
     outputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class AwaitEvent(BaseModel):
+    """Returned by an event-driven `execute`: the work goes on elsewhere; wait for events
+    about `external_workflow_id` for at most `timeout`."""
+
+    external_workflow_id: str = Field(min_length=1)
+    timeout: timedelta
+    outputs: dict[str, Any] = Field(default_factory=dict, description="known so far")
+
+
+class EventDecision(StrEnum):
+    COMPLETE = "complete"
+    UPDATE_PROGRESS = "update_progress"
+    IGNORE = "ignore"
+
+
+class EventResult(BaseModel):
+    """What `on_event` decided about one external event."""
+
+    decision: EventDecision
+    succeeded: bool = True
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    error: str = ""
+    percent: float | None = Field(default=None, ge=0, le=100)
+    message: str = ""
+
+    @classmethod
+    def complete(cls, outputs: Mapping[str, Any] | None = None) -> Self:
+        return cls(decision=EventDecision.COMPLETE, outputs=dict(outputs or {}))
+
+    @classmethod
+    def fail(cls, error: str, outputs: Mapping[str, Any] | None = None) -> Self:
+        return cls(
+            decision=EventDecision.COMPLETE,
+            succeeded=False,
+            error=error,
+            outputs=dict(outputs or {}),
+        )
+
+    @classmethod
+    def progress(cls, percent: float | None, message: str = "") -> Self:
+        return cls(decision=EventDecision.UPDATE_PROGRESS, percent=percent, message=message)
+
+    @classmethod
+    def ignore(cls, message: str = "") -> Self:
+        return cls(decision=EventDecision.IGNORE, message=message)
+
+
+def _default_logger() -> logging.LoggerAdapter[logging.Logger]:
+    return logging.LoggerAdapter(logging.getLogger("karma.action"))
 
 
 @dataclass(frozen=True)
@@ -35,13 +99,58 @@ class ActionContext:
     entity_id: str = ""
     correlation_id: str = ""
     idempotency_key: str = ""
-    logger: logging.LoggerAdapter[logging.Logger] = field(
-        default_factory=lambda: logging.LoggerAdapter(logging.getLogger("karma.action"))
-    )
+    callback_topic: str = ""
+    services: Mapping[str, str] = field(default_factory=dict)
+    logger: logging.LoggerAdapter[logging.Logger] = field(default_factory=_default_logger)
+
+    async def invoke_service(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        query: Mapping[str, Any] | None = None,
+        timeout: float = 30.0,
+    ) -> Any:
+        """Call a configured service (`KARMA_SERVICES__<NAME>`) and return its JSON body.
+
+        The action id and the callback topic always travel along (`X-Karma-Action-Id`,
+        `X-Karma-Callback-Topic`) so the service's events can find their way back.
+        Failures are classified like `http_request`'s.
+        """
+        base = self.services.get(service)
+        if not base:
+            raise PermanentError(
+                f"service {service!r} has no URL: set KARMA_SERVICES__{service.upper()}"
+            )
+        response = await send(
+            method,
+            base.rstrip("/") + "/" + path.lstrip("/"),
+            timeout=timeout,
+            headers={ACTION_ID_HEADER: self.action_id, CALLBACK_TOPIC_HEADER: self.callback_topic},
+            json_body=json,
+            query=query,
+        )
+        check_status(response)
+        return body_of(response)
+
+
+@dataclass(frozen=True)
+class EventContext:
+    """One external event for an action that waits (`AwaitEvent`)."""
+
+    action_id: str
+    action_type: str
+    params: Mapping[str, Any]
+    external_workflow_id: str
+    event: Envelope
+    outputs: Mapping[str, Any]
+    logger: logging.LoggerAdapter[logging.Logger] = field(default_factory=_default_logger)
 
 
 class BaseActionExecutor(ABC):
-    """Base class of sync executors. One instance serves every attempt on a worker.
+    """Base class of executors. One instance serves every attempt on a worker.
 
     Raise `TransientError` to retry, `PermanentError` to fail at once, `ValidationError`
     for bad input; any other exception counts as transient.
@@ -50,5 +159,13 @@ class BaseActionExecutor(ABC):
     meta: ClassVar[ActionMeta]
 
     @abstractmethod
-    async def execute(self, ctx: ActionContext) -> ActionResult:
-        """Do the work of one attempt."""
+    async def execute(self, ctx: ActionContext) -> ActionResult | AwaitEvent:
+        """Do the work of one attempt (sync executors return an ActionResult)."""
+
+
+class EventDrivenActionExecutor(BaseActionExecutor):
+    """Starts work elsewhere (`execute` returns AwaitEvent) and judges the events about it."""
+
+    @abstractmethod
+    async def on_event(self, ctx: EventContext) -> EventResult:
+        """Decide what one external event means: complete, progress or ignore."""

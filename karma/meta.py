@@ -30,7 +30,7 @@ class ExecutionMode(StrEnum):
 
 
 #: Modes this version of the worker knows how to run.
-SUPPORTED_MODES = frozenset({ExecutionMode.SYNC})
+SUPPORTED_MODES = frozenset({ExecutionMode.SYNC, ExecutionMode.EVENT_DRIVEN})
 
 _NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 

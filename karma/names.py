@@ -8,11 +8,13 @@ from typing import Final
 ACTION_WORKFLOW: Final = "ActionWorkflow"
 DEFAULT_TASK_QUEUE: Final = "karma-actions"
 STATUS_QUERY: Final = "status"
+DELIVER_EVENT_SIGNAL: Final = "deliver_event"
 
 # Activities
 PREPARE_ACTION: Final = "prepare_action"
 EXECUTE_ACTION: Final = "execute_action"
 EMIT_TRANSITIONS: Final = "emit_transitions"
+HANDLE_EVENT: Final = "handle_event"
 
 # Kafka topics (defaults; configurable through KARMA_KAFKA__TOPICS__*)
 TOPIC_REQUESTED: Final = "actions.requested"
@@ -21,6 +23,8 @@ TOPIC_RESULT: Final = "actions.result"
 TOPIC_DLQ: Final = "actions.dlq"
 TOPIC_EVENTS: Final = "actions.events"
 LEDGER_CONSUMER_GROUP: Final = "karma-ledger"
+INGRESS_REQUESTS_GROUP: Final = "karma-ingress-requests"
+INGRESS_EVENTS_GROUP: Final = "karma-ingress-events"
 
 # ClickHouse
 LEDGER_DATABASE: Final = "karma"

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from karma.errors import DuplicateActionError, UnknownActionError
-from karma.executor import BaseActionExecutor
-from karma.meta import ActionMeta
+from karma.executor import BaseActionExecutor, EventDrivenActionExecutor
+from karma.meta import ActionMeta, ExecutionMode
 
 ENTRY_POINT_GROUP = "karma.actions"
 
@@ -56,6 +56,13 @@ class ActionRegistry:
         if not isinstance(meta, ActionMeta):
             raise TypeError(f"{_qualname(executor_class)} has no ActionMeta (use @register_action)")
         source = source or _qualname(executor_class)
+        if meta.mode is ExecutionMode.EVENT_DRIVEN and not issubclass(
+            executor_class, EventDrivenActionExecutor
+        ):
+            raise TypeError(
+                f"{source}: action {meta.type!r} is event-driven, so its executor must "
+                "subclass EventDrivenActionExecutor"
+            )
         existing = self._actions.get(meta.type)
         if existing is not None:
             if existing.executor_class is executor_class:

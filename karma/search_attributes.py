@@ -23,8 +23,11 @@ STATE: Final = SearchAttributeKey.for_keyword("KarmaState")
 TENANT: Final = SearchAttributeKey.for_keyword("KarmaTenant")
 ENTITY_ID: Final = SearchAttributeKey.for_keyword("KarmaEntityId")
 CORRELATION_ID: Final = SearchAttributeKey.for_keyword("KarmaCorrelationId")
+# Set when an event-driven action starts waiting: callbacks that only know the external
+# system's id find their action through it.
+EXTERNAL_ID: Final = SearchAttributeKey.for_keyword("KarmaExternalId")
 
-ALL: Final = (ACTION_TYPE, STATE, TENANT, ENTITY_ID, CORRELATION_ID)
+ALL: Final = (ACTION_TYPE, STATE, TENANT, ENTITY_ID, CORRELATION_ID, EXTERNAL_ID)
 
 
 def initial(request: ActionRequest) -> TypedSearchAttributes:
@@ -59,3 +62,8 @@ async def register(client: Client) -> list[str]:
             )
         )
     return missing
+
+
+def quote(value: str) -> str:
+    """A string literal for a visibility query."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

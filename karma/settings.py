@@ -75,6 +75,22 @@ class BridgeSettings(BaseModel):
     batch_max_seconds: float = Field(default=1.0, gt=0)
 
 
+class IngressSettings(BaseModel):
+    """The bridge's consumers of requests (`actions.requested`) and callbacks."""
+
+    enabled: bool = True
+    requests_group: str = names.INGRESS_REQUESTS_GROUP
+    events_group: str = names.INGRESS_EVENTS_GROUP
+    resolve_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="how long an event naming only an external id may wait for the action "
+        "(search attributes are eventually consistent) before it goes to the DLQ as an orphan",
+    )
+    batch_max_rows: int = Field(default=100, ge=1)
+    batch_max_seconds: float = Field(default=0.1, gt=0)
+
+
 class OtelSettings(BaseModel):
     exporter: Literal["none", "console"] = "none"
     service_name: str = "karma"
@@ -97,6 +113,11 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     bridge: BridgeSettings = Field(default_factory=BridgeSettings)
+    ingress: IngressSettings = Field(default_factory=IngressSettings)
+    services: dict[str, str] = Field(
+        default_factory=dict,
+        description="base URLs of the services executors call (KARMA_SERVICES__JOBS=http://…)",
+    )
     otel: OtelSettings = Field(default_factory=OtelSettings)
 
     @property

@@ -34,3 +34,5 @@ class ActionStatus(BaseModel):
     error: ErrorInfo | None = None
     transitions: list[ActionEvent] = Field(default_factory=list)
     emitted_seq: int = Field(default=0, description="highest seq acknowledged by Kafka")
+    external_workflow_id: str = Field(default="", description="set while waiting for events")
+    pending_events: int = Field(default=0, description="external events not handled yet")

@@ -8,7 +8,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from karma.errors import ErrorInfo
-from karma.events import ActionEvent
+from karma.events import ActionEvent, Envelope
+from karma.executor import AwaitEvent
 from karma.meta import ExecutionMode, RetryPolicy
 from karma.request import ActionRequest
 
@@ -55,6 +56,17 @@ class ExecuteInput(BaseModel):
 class ExecuteOutput(BaseModel):
     outputs: dict[str, Any] = Field(default_factory=dict)
     emitted_seq: int = 0
+    awaiting: AwaitEvent | None = Field(
+        default=None, description="set when an event-driven executor handed the work off"
+    )
+
+
+class HandleEventInput(BaseModel):
+    request: ActionRequest
+    params: dict[str, Any]
+    external_workflow_id: str
+    event: Envelope
+    outputs: dict[str, Any] = Field(default_factory=dict)
 
 
 class ExecuteFailure(BaseModel):

@@ -52,6 +52,8 @@ class ActionWorker:
             self._publisher,
             SecretSealer.from_settings(settings),
             emit_timeout=settings.kafka.emit_timeout_s,
+            callback_topic=settings.kafka.topics.events,
+            services=settings.services,
         )
         self._worker = Worker(
             client,
@@ -61,6 +63,7 @@ class ActionWorker:
                 activities.prepare_action,
                 activities.execute_action,
                 activities.emit_transitions,
+                activities.handle_event,
             ],
             workflow_runner=sandboxed_runner(),
             interceptors=tracing_interceptors(settings.otel),

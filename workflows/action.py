@@ -3,60 +3,48 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy as TemporalRetryPolicy
-from temporalio.exceptions import (
-    ActivityError,
-    ApplicationError,
-    CancelledError,
-    FailureError,
-    TimeoutError,
-    TimeoutType,
-)
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from workflows._failures import classify, internal, temporal_retry
+from workflows._outbox import Outbox
 
 with workflow.unsafe.imports_passed_through():
     from karma import names, search_attributes
     from karma.errors import ErrorInfo, ErrorType
-    from karma.events import TransitionAttrs
+    from karma.events import Envelope, TransitionAttrs
+    from karma.executor import AwaitEvent, EventDecision, EventResult
     from karma.lifecycle import ActionState, EventType
     from karma.params import redact_params
     from karma.request import ActionRequest
     from karma.status import ActionOutcome, ActionStatus
     from karma.transitions import TransitionLog
     from karma.workflow_io import (
-        EmitInput,
-        EmitOutput,
-        ExecuteFailure,
-        ExecuteHeartbeat,
         ExecuteInput,
         ExecuteOutput,
         ExecutionPlan,
+        HandleEventInput,
         PreparedAction,
     )
 
 PREPARE_TIMEOUT = timedelta(seconds=30)
-# Emission first runs as a local activity (no extra server round trip); if Kafka does not
-# acknowledge in time it falls back to a regular activity retried until Kafka is back.
-FAST_EMIT_TIMEOUT = timedelta(seconds=15)
-DURABLE_EMIT_TIMEOUT = timedelta(minutes=1)
-DURABLE_EMIT_RETRY = TemporalRetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=0,
-)
 # Attempts are retried by the workflow, so each one is recorded as a transition.
 SINGLE_ATTEMPT = TemporalRetryPolicy(maximum_attempts=1)
 
 
-class _ActionFailed(Exception):
-    def __init__(self, error: ErrorInfo, *, at: datetime | None = None) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.at = at
+@dataclass
+class _Ending:
+    """How the action ends: its terminal transition and what it carries."""
+
+    event_type: EventType
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error: ErrorInfo | None = None
+    at: datetime | None = None  # replay-stable time, when workflow.now() is not
 
 
 @workflow.defn(name=names.ACTION_WORKFLOW)
@@ -67,15 +55,18 @@ class ActionWorkflow:
     registry; the workflow records REQUESTED, then FAILED(validation) or ACCEPTED and STARTED.
     Each attempt is one `execute_action` activity (which also publishes the transitions
     recorded so far); a failed attempt that will be retried is recorded as RETRYING and the
-    workflow waits out the backoff (or the error's `retry_after`). The terminal transition
-    follows, and the workflow ends only after Kafka acknowledged every transition
-    (`emit_transitions`, local first, then durable with unlimited retries).
+    workflow waits out the backoff (or the error's `retry_after`). An event-driven executor
+    may hand the work off (AwaitEvent): the action is WAITING until an external event
+    completes it (`handle_event` judges each one; progress is recorded as it comes) or its
+    timeout ends it TIMED_OUT. The terminal transition follows, and the workflow ends only
+    after Kafka acknowledged every transition.
 
-    Queries: `status` (state, attempt, outputs, error, transitions).
-    Signals and updates: none yet.
+    Queries: `status` (state, attempt, outputs, error, transitions, external id).
+    Signals: `deliver_event` (an external event; buffered until the action waits,
+    deduplicated on event_id). Updates: none.
     Cancellation: the running attempt is cancelled, CANCELLED is recorded and the workflow
-    ends cancelled. Compensation: none (sync actions have nothing to undo).
-    Result: an ActionOutcome on success; on failure an ApplicationError whose type is the
+    ends cancelled. Compensation: none (sync and event-driven actions have nothing to undo).
+    Result: an ActionOutcome on success; otherwise an ApplicationError whose type is the
     error type and whose first detail is the ActionOutcome.
     """
 
@@ -83,10 +74,14 @@ class ActionWorkflow:
     def __init__(self, request: ActionRequest) -> None:
         self._request = request
         self._log = TransitionLog(request)
-        self._requested_args: dict[str, Any] | None = None
+        self._outbox = Outbox(self._log)
         self._attempt = 0
         self._outputs: dict[str, Any] = {}
+        self._output_names: list[str] = []
         self._error: ErrorInfo | None = None
+        self._external_id = ""
+        self._inbox: list[Envelope] = []
+        self._seen_events: set[str] = set()
         self._indexed_state = ActionState.REQUESTED
         # Started without Karma's search attributes (a namespace without them): leave them be.
         self._indexing = (
@@ -104,20 +99,28 @@ class ActionWorkflow:
             error=self._error,
             transitions=self._log.events,
             emitted_seq=self._log.emitted_seq,
+            external_workflow_id=self._external_id,
+            pending_events=len(self._inbox),
         )
+
+    @workflow.signal(name=names.DELIVER_EVENT_SIGNAL)
+    def deliver_event(self, event: Envelope) -> None:
+        """Buffer an external event; a redelivered one (same event_id) is dropped."""
+        if event.event_id in self._seen_events or self._log.state.is_terminal:
+            return
+        self._seen_events.add(event.event_id)
+        self._inbox.append(event)
 
     @workflow.run
     async def run(self, request: ActionRequest) -> ActionOutcome:
         try:
-            outputs = await self._run()
-        except _ActionFailed as failed:
-            return await self._finish(EventType.FAILED, error=failed.error, at=failed.at)
+            ending = await self._run()
         except asyncio.CancelledError:
             cancelled = ErrorInfo(type=ErrorType.CANCELLED, message="cancelled on request")
-            return await self._finish(EventType.CANCELLED, error=cancelled)
-        return await self._finish(EventType.SUCCEEDED, outputs=outputs)
+            ending = _Ending(EventType.CANCELLED, outputs=self._outputs, error=cancelled)
+        return await self._finish(ending)
 
-    async def _run(self) -> dict[str, Any]:
+    async def _run(self) -> _Ending:
         prepared: PreparedAction = await workflow.execute_local_activity(
             names.PREPARE_ACTION,
             self._request,
@@ -127,19 +130,27 @@ class ActionWorkflow:
         self._record_requested(prepared.requested_args)
         # Right after a local activity workflow.now() is not replay-stable; its result is.
         at = prepared.prepared_at
-        if prepared.error is not None or prepared.plan is None:
-            error = prepared.error or _internal("prepare_action returned no plan")
-            raise _ActionFailed(error, at=at)
+        plan = prepared.plan
+        if prepared.error is not None or plan is None:
+            error = prepared.error or internal("prepare_action returned no plan")
+            return _Ending(EventType.FAILED, error=error, at=at)
+        self._output_names = plan.output_names
         self._record(
             EventType.ACCEPTED,
             TransitionAttrs(command=self._request.action_type, args=prepared.accepted_args),
             at=at,
         )
         self._record(EventType.STARTED, TransitionAttrs(attempt=1), at=at)
-        outputs = await self._attempts(prepared.params, prepared.plan)
-        return {**dict.fromkeys(prepared.plan.output_names), **outputs}
+        done = await self._attempts(prepared.params, plan)
+        if isinstance(done, _Ending):
+            return done
+        if done.awaiting is None:
+            return _Ending(EventType.SUCCEEDED, outputs=done.outputs)
+        return await self._wait_for_events(prepared.params, plan, done.awaiting)
 
-    async def _attempts(self, params: dict[str, Any], plan: ExecutionPlan) -> dict[str, Any]:
+    async def _attempts(
+        self, params: dict[str, Any], plan: ExecutionPlan
+    ) -> ExecuteOutput | _Ending:
         attempt = 1
         while True:
             self._attempt = attempt
@@ -160,14 +171,15 @@ class ActionWorkflow:
                     cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 )
             except ActivityError as err:
-                error = self._attempt_failed(err)
+                error, emitted = classify(err)
+                self._log.acknowledge(emitted)
             else:
                 self._log.acknowledge(result.emitted_seq)
                 self._error = None
-                return result.outputs
+                return result
             self._error = error
             if not error.retryable or attempt >= plan.retry.max_attempts:
-                raise _ActionFailed(error)
+                return _Ending(EventType.FAILED, error=error)
             delay = (
                 timedelta(seconds=error.retry_after_s)
                 if error.retry_after_s is not None
@@ -178,113 +190,127 @@ class ActionWorkflow:
                 TransitionAttrs(attempt=attempt, error=error, retry_in_ms=_millis(delay)),
             )
             self._index_state()
-            await asyncio.gather(self._flush(), workflow.sleep(delay))
+            await asyncio.gather(self._outbox.flush(), workflow.sleep(delay))
             attempt += 1
 
-    def _attempt_failed(self, err: ActivityError) -> ErrorInfo:
-        cause = err.cause
-        if isinstance(cause, CancelledError):
-            raise asyncio.CancelledError from err
-        if isinstance(cause, ApplicationError) and cause.details:
-            failure = ExecuteFailure.model_validate(cause.details[0])
-            self._log.acknowledge(failure.emitted_seq)
-            return failure.error
-        if isinstance(cause, TimeoutError):
-            if cause.last_heartbeat_details:
-                beat = ExecuteHeartbeat.model_validate(cause.last_heartbeat_details[0])
-                self._log.acknowledge(beat.emitted_seq)
-            heartbeat = cause.type is TimeoutType.HEARTBEAT
-            return ErrorInfo(
-                type=ErrorType.HEARTBEAT_TIMEOUT if heartbeat else ErrorType.TIMEOUT,
-                message=(
-                    "the worker stopped heartbeating (lost or stuck)"
-                    if heartbeat
-                    else "the attempt ran longer than the action's timeout"
-                ),
-                retryable=True,
-            )
-        if isinstance(cause, ApplicationError):
-            return ErrorInfo(
-                type=ErrorType.INTERNAL,
-                message=cause.message,
-                code=cause.type or "",
-                retryable=not cause.non_retryable,
-            )
-        return ErrorInfo(type=ErrorType.INTERNAL, message=str(cause or err), retryable=True)
+    async def _wait_for_events(
+        self, params: dict[str, Any], plan: ExecutionPlan, awaiting: AwaitEvent
+    ) -> _Ending:
+        self._external_id = awaiting.external_workflow_id
+        self._outputs = outputs = dict(awaiting.outputs)
+        self._record(
+            EventType.WAITING,
+            TransitionAttrs(
+                external_workflow_id=self._external_id,
+                timeout_ms=_millis(awaiting.timeout),
+                outputs=outputs,
+            ),
+        )
+        self._index_state()
+        deadline = workflow.now() + awaiting.timeout
+        await self._outbox.flush()  # the wait may be long: make WAITING visible now
+        while True:
+            if not self._inbox and not await self._event_before(deadline):
+                return _Ending(
+                    EventType.TIMED_OUT,
+                    outputs=outputs,
+                    error=ErrorInfo(
+                        type=ErrorType.TIMEOUT,
+                        message=f"no completion for {self._external_id} within "
+                        f"{awaiting.timeout.total_seconds():g}s",
+                    ),
+                )
+            event = self._inbox.pop(0)
+            judged = await self._judge(event, params, plan, outputs)
+            if isinstance(judged, _Ending):
+                return judged
 
-    async def _finish(
-        self,
-        event_type: EventType,
-        *,
-        outputs: dict[str, Any] | None = None,
-        error: ErrorInfo | None = None,
-        at: datetime | None = None,
-    ) -> ActionOutcome:
+    async def _event_before(self, deadline: datetime) -> bool:
+        """Wait for an event until `deadline`; False if none came."""
+        remaining = (deadline - workflow.now()).total_seconds()
+        if remaining <= 0:
+            return False
+        try:
+            await workflow.wait_condition(lambda: bool(self._inbox), timeout=remaining)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _judge(
+        self, event: Envelope, params: dict[str, Any], plan: ExecutionPlan, outputs: dict[str, Any]
+    ) -> _Ending | None:
+        """Let the executor judge one event; an ending if it ends the action."""
+        try:
+            result: EventResult = await workflow.execute_activity(
+                names.HANDLE_EVENT,
+                HandleEventInput(
+                    request=self._request,
+                    params=params,
+                    external_workflow_id=self._external_id,
+                    event=event,
+                    outputs=outputs,
+                ),
+                result_type=EventResult,
+                start_to_close_timeout=plan.timeout,
+                retry_policy=temporal_retry(plan.retry),
+            )
+        except ActivityError as err:
+            error, _ = classify(err)
+            return _Ending(EventType.FAILED, outputs=outputs, error=error)
+        match result.decision:
+            case EventDecision.COMPLETE:
+                outputs.update(result.outputs)
+                if result.succeeded:
+                    return _Ending(EventType.SUCCEEDED, outputs=outputs)
+                error = ErrorInfo(type=ErrorType.EXTERNAL, message=result.error or event.event_type)
+                return _Ending(EventType.FAILED, outputs=outputs, error=error)
+            case EventDecision.UPDATE_PROGRESS:
+                self._record(
+                    EventType.PROGRESS,
+                    TransitionAttrs(
+                        percent=result.percent, message=result.message, event_id=event.event_id
+                    ),
+                )
+                await self._outbox.flush()
+            case EventDecision.IGNORE:
+                workflow.logger.info("ignored event %s: %s", event.event_id, result.message)
+        return None
+
+    async def _finish(self, ending: _Ending) -> ActionOutcome:
         self._record_requested(None)
-        self._outputs = outputs or {}
-        self._error = error
-        at = at or workflow.now()
+        # Outputs keep the same keys on every path: the declared ones, then any others.
+        self._outputs = {**dict.fromkeys(self._output_names), **ending.outputs}
+        self._error = ending.error
+        at = ending.at or workflow.now()
         duration_ms = _millis(at - workflow.info().workflow_start_time)
         self._record(
-            event_type,
+            ending.event_type,
             TransitionAttrs(
                 attempt=self._attempt or None,
                 outputs=self._outputs,
-                error=error,
+                error=ending.error,
                 duration_ms=duration_ms,
             ),
             at=at,
         )
         self._index_state()
-        await self._flush_to_the_end()
+        await self._outbox.flush_to_the_end()
         await workflow.wait_condition(workflow.all_handlers_finished)
         outcome = ActionOutcome(
             action_id=self._request.action_id,
             action_type=self._request.action_type,
             state=self._log.state,
             outputs=self._outputs,
-            error=error,
+            error=ending.error,
             attempts=self._attempt,
             duration_ms=duration_ms,
         )
-        if event_type is EventType.SUCCEEDED:
+        if ending.event_type is EventType.SUCCEEDED:
             return outcome
-        if event_type is EventType.CANCELLED:
+        if ending.event_type is EventType.CANCELLED:
             raise asyncio.CancelledError
-        _fail(outcome)
-
-    async def _flush_to_the_end(self) -> None:
-        """Flush even if a cancellation arrives now: the action has already ended."""
-        while True:
-            try:
-                await self._flush()
-            except asyncio.CancelledError:
-                continue
-            return
-
-    async def _flush(self) -> None:
-        while pending := self._log.pending():
-            try:
-                out: EmitOutput = await workflow.execute_local_activity(
-                    names.EMIT_TRANSITIONS,
-                    EmitInput(events=pending),
-                    result_type=EmitOutput,
-                    start_to_close_timeout=FAST_EMIT_TIMEOUT,
-                    retry_policy=SINGLE_ATTEMPT,
-                )
-            except FailureError as failure:
-                # A local activity's failure may arrive unwrapped (not as an ActivityError).
-                if isinstance(failure, CancelledError) or isinstance(failure.cause, CancelledError):
-                    raise asyncio.CancelledError from failure
-                workflow.logger.warning("Kafka is slow or down; transitions wait in the outbox")
-                out = await workflow.execute_activity(
-                    names.EMIT_TRANSITIONS,
-                    EmitInput(events=self._log.pending()),
-                    result_type=EmitOutput,
-                    start_to_close_timeout=DURABLE_EMIT_TIMEOUT,
-                    retry_policy=DURABLE_EMIT_RETRY,
-                )
-            self._log.acknowledge(out.emitted_seq)
+        error = ending.error or internal("failed without an error")
+        raise ApplicationError(error.message, outcome, type=error.type.value, non_retryable=True)
 
     def _record_requested(self, args: dict[str, Any] | None) -> None:
         """REQUESTED is always seq 1; without validated args every value is redacted."""
@@ -304,20 +330,15 @@ class ActionWorkflow:
         self._log.record(event_type, at or workflow.now(), attrs)
 
     def _index_state(self) -> None:
-        """Keep the KarmaState search attribute current (once per workflow task)."""
+        """Keep KarmaState (and KarmaExternalId) current, once per workflow task."""
         state = self._log.state
-        if self._indexing and state is not self._indexed_state:
-            workflow.upsert_search_attributes([search_attributes.STATE.value_set(state.value)])
-            self._indexed_state = state
-
-
-def _fail(outcome: ActionOutcome) -> NoReturn:
-    error = outcome.error or _internal("failed without an error")
-    raise ApplicationError(error.message, outcome, type=error.type.value, non_retryable=True)
-
-
-def _internal(message: str) -> ErrorInfo:
-    return ErrorInfo(type=ErrorType.INTERNAL, message=message)
+        if not self._indexing or state is self._indexed_state:
+            return
+        updates = [search_attributes.STATE.value_set(state.value)]
+        if state is ActionState.WAITING:
+            updates.append(search_attributes.EXTERNAL_ID.value_set(self._external_id))
+        workflow.upsert_search_attributes(updates)
+        self._indexed_state = state
 
 
 def _millis(delta: timedelta) -> int:

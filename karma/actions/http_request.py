@@ -7,19 +7,13 @@ usually carries credentials.
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
-from typing import Any
+from datetime import timedelta
 
-import httpx
-
-from karma.errors import PermanentError, TransientError
+from karma.errors import PermanentError
 from karma.executor import ActionContext, ActionResult, BaseActionExecutor
+from karma.http_calls import body_of, check_status, send
 from karma.meta import ActionMeta, OutputDefinition, ParamDefinition, ParamType, RetryPolicy
 from karma.registry import register_action
-
-MAX_BODY_CHARS = 4096
 
 META = ActionMeta(
     type="http_request",
@@ -63,59 +57,18 @@ class HttpRequestExecutor(BaseActionExecutor):
         headers = params.get("headers") or {}
         if not isinstance(headers, dict):
             raise PermanentError("params.headers: must be an object of header values")
-        request_kwargs: dict[str, Any] = {"headers": {str(k): str(v) for k, v in headers.items()}}
-        if params.get("body") is not None:
-            request_kwargs["json"] = params["body"]
-        try:
-            async with httpx.AsyncClient(timeout=float(params["timeout_seconds"])) as client:
-                response = await client.request(params["method"], params["url"], **request_kwargs)
-        except httpx.InvalidURL as exc:
-            raise PermanentError(f"params.url: {exc}") from exc
-        except httpx.UnsupportedProtocol as exc:
-            raise PermanentError(f"params.url: {exc}") from exc
-        except httpx.TransportError as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
-        return _check(response, int(params["expected_status"]))
-
-
-def _check(response: httpx.Response, expected: int) -> ActionResult:
-    status = response.status_code
-    summary = f"{response.request.method} {response.request.url} answered {status}"
-    if status == expected:
+        response = await send(
+            params["method"],
+            params["url"],
+            timeout=float(params["timeout_seconds"]),
+            headers={str(k): str(v) for k, v in headers.items()},
+            json_body=params.get("body"),
+        )
+        check_status(response, int(params["expected_status"]))
         return ActionResult(
             outputs={
-                "status_code": status,
-                "body": _body(response),
+                "status_code": response.status_code,
+                "body": body_of(response),
                 "elapsed_ms": int(response.elapsed.total_seconds() * 1000),
             }
         )
-    if status == 429:
-        raise TransientError(summary, retry_after=_retry_after(response))
-    if status >= 500:
-        raise TransientError(summary)
-    raise PermanentError(f"{summary}, expected {expected}")
-
-
-def _body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return response.text[:MAX_BODY_CHARS]
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds from a `Retry-After` header (delta-seconds or HTTP date), if usable."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -83,7 +83,7 @@ async def test_permanent_failure_is_never_retried(karma: EmbeddedKarma) -> None:
     assert outcome.attempts == 1
     assert outcome.error is not None and outcome.error.type is ErrorType.PERMANENT
     # Outputs keep their declared keys on failure too.
-    assert outcome.outputs == {}
+    assert outcome.outputs == {"never": None}
     status = await handle.status()
     assert event_types(status) == [R, A, S, EventType.FAILED]
     description = await karma.temporal.get_workflow_handle(handle.workflow_id).describe()

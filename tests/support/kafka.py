@@ -1,68 +1,16 @@
-"""Reading what is really on the broker (no consumer group, from the first offset)."""
+"""Reading what is really on the broker, and producing test input."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
+from bridge.topic_reader import Message, read_topics
+from karma.kafka_config import producer_kwargs
 from karma.settings import KafkaSettings
 
-
-@dataclass(frozen=True)
-class Message:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: dict[str, bytes]
-
-    def json(self) -> dict[str, Any]:
-        assert self.value is not None
-        data: dict[str, Any] = json.loads(self.value)
-        return data
-
-
-async def read_topics(settings: KafkaSettings, topics: Iterable[str]) -> list[Message]:
-    """Every message currently on `topics`, in partition order."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        partitions = []
-        for topic in topics:
-            numbers = consumer.partitions_for_topic(topic) or await _partitions(consumer, topic)
-            partitions += [TopicPartition(topic, p) for p in sorted(numbers)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        out: list[Message] = []
-        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
-            batch = await consumer.getmany(*partitions, timeout_ms=500)
-            for records in batch.values():
-                out.extend(
-                    Message(r.topic, r.partition, r.offset, r.key, r.value, dict(r.headers))
-                    for r in records
-                )
-        return out
-    finally:
-        await consumer.stop()
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    for _ in range(50):
-        await consumer._client.force_metadata_update()
-        found = consumer.partitions_for_topic(topic)
-        if found:
-            return set(found)
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"topic {topic} has no partitions")
+__all__ = ["Message", "produce", "read_topics", "transitions_on_kafka"]
 
 
 async def transitions_on_kafka(
@@ -78,13 +26,14 @@ async def transitions_on_kafka(
     return per_action
 
 
-async def produce(settings: KafkaSettings, topic: str, values: list[bytes | None]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, acks="all", enable_idempotence=False
-    )
+async def produce(
+    settings: KafkaSettings, topic: str, values: list[bytes | None], *, key: bytes | None = b"test"
+) -> None:
+    """Publish `values` in order to one partition (same key), each acknowledged."""
+    producer = AIOKafkaProducer(**producer_kwargs(settings))
     await producer.start()
     try:
         for value in values:
-            await producer.send_and_wait(topic, value=value, key=b"test")
+            await producer.send_and_wait(topic, value=value, key=key)
     finally:
         await producer.stop()

@@ -1,0 +1,84 @@
+"""Reading what is on a topic right now, without a consumer group (nothing is committed)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from karma.kafka_config import client_kwargs
+from karma.settings import KafkaSettings
+
+METADATA_WAIT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+    timestamp_ms: int = 0
+
+    @property
+    def position(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+    def json(self) -> dict[str, Any]:
+        assert self.value is not None, f"{self.topic}@{self.position} has no value"
+        data: dict[str, Any] = json.loads(self.value)
+        return data
+
+
+async def read_topics(settings: KafkaSettings, topics: Iterable[str]) -> list[Message]:
+    """Every message currently on `topics`, partition by partition, in offset order."""
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_kwargs(settings))
+    await consumer.start()
+    try:
+        partitions = []
+        for topic in topics:
+            numbers = await _partitions(consumer, topic)
+            partitions += [TopicPartition(topic, p) for p in sorted(numbers)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        out: list[Message] = []
+        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
+            batch = await consumer.getmany(*partitions, timeout_ms=500)
+            for records in batch.values():
+                out.extend(
+                    Message(
+                        r.topic,
+                        r.partition,
+                        r.offset,
+                        r.key,
+                        r.value,
+                        {k: bytes(v) for k, v in r.headers},
+                        r.timestamp,
+                    )
+                    for r in records
+                )
+        out.sort(key=lambda m: (m.topic, m.partition, m.offset))
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + METADATA_WAIT_SECONDS
+    while True:
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return set(found)
+        if loop.time() > deadline:
+            raise LookupError(f"Kafka topic {topic!r} does not exist")
+        # aiokafka has no public way to refresh the metadata partitions_for_topic reads.
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(0.1)

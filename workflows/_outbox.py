@@ -1,0 +1,70 @@
+"""Publishing an action's recorded transitions from workflow code.
+
+The workflow's history is the outbox: a transition is recorded first, then published, and
+the workflow does not end before Kafka acknowledged all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy as TemporalRetryPolicy
+from temporalio.exceptions import CancelledError, FailureError
+
+with workflow.unsafe.imports_passed_through():
+    from karma import names
+    from karma.transitions import TransitionLog
+    from karma.workflow_io import EmitInput, EmitOutput
+
+# A local activity first (no extra server round trip); if Kafka does not acknowledge in
+# time, a regular activity retried until Kafka is back.
+FAST_EMIT_TIMEOUT = timedelta(seconds=15)
+DURABLE_EMIT_TIMEOUT = timedelta(minutes=1)
+DURABLE_EMIT_RETRY = TemporalRetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,
+)
+SINGLE_ATTEMPT = TemporalRetryPolicy(maximum_attempts=1)
+
+
+class Outbox:
+    def __init__(self, log: TransitionLog) -> None:
+        self._log = log
+
+    async def flush(self) -> None:
+        """Return once Kafka acknowledged every recorded transition."""
+        while pending := self._log.pending():
+            try:
+                out: EmitOutput = await workflow.execute_local_activity(
+                    names.EMIT_TRANSITIONS,
+                    EmitInput(events=pending),
+                    result_type=EmitOutput,
+                    start_to_close_timeout=FAST_EMIT_TIMEOUT,
+                    retry_policy=SINGLE_ATTEMPT,
+                )
+            except FailureError as failure:
+                # A local activity's failure may arrive unwrapped (not as an ActivityError).
+                if isinstance(failure, CancelledError) or isinstance(failure.cause, CancelledError):
+                    raise asyncio.CancelledError from failure
+                workflow.logger.warning("Kafka is slow or down; transitions wait in the outbox")
+                out = await workflow.execute_activity(
+                    names.EMIT_TRANSITIONS,
+                    EmitInput(events=self._log.pending()),
+                    result_type=EmitOutput,
+                    start_to_close_timeout=DURABLE_EMIT_TIMEOUT,
+                    retry_policy=DURABLE_EMIT_RETRY,
+                )
+            self._log.acknowledge(out.emitted_seq)
+
+    async def flush_to_the_end(self) -> None:
+        """Flush even if a cancellation arrives now: the action has already ended."""
+        while True:
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                continue
+            return
