@@ -36,14 +36,28 @@ def is_karma_transition(envelope: Envelope) -> bool:
     return envelope.source.system == KARMA_SYSTEM and envelope.seq > 0
 
 
+def _claims_karma(data: dict[str, Any]) -> bool:
+    source = data.get("source")
+    return (
+        isinstance(source, dict) and source.get("system") == KARMA_SYSTEM and bool(data.get("seq"))
+    )
+
+
+def claims_to_be_transition(raw: bytes | None) -> bool:
+    """Whether a message says it is one of Karma's transitions (valid or not)."""
+    try:
+        return _claims_karma(decode_json(raw))
+    except ValidationError:
+        return False
+
+
 def decode_transition(raw: bytes | None) -> ActionEvent | None:
     """The transition in a message, or None if the message is a valid envelope that is not
     one of Karma's transitions (an external request on `actions.requested`)."""
     data = decode_json(raw)
     try:
         # Karma's own transitions (the bulk of the traffic) are validated once, directly.
-        source = data.get("source")
-        if isinstance(source, dict) and source.get("system") == KARMA_SYSTEM and data.get("seq"):
+        if _claims_karma(data):
             return ActionEvent.model_validate(data)
         envelope = Envelope.model_validate(data)
         return ActionEvent.model_validate(data) if is_karma_transition(envelope) else None

@@ -1,44 +1,113 @@
-"""The bridge process: Kafka topics, the ClickHouse schema and the ledger sink."""
+"""The bridge process: Kafka topics, the ClickHouse ledger sink and the ingress consumers."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from types import TracebackType
 
 from bridge.dlq import DeadLetterPublisher
+from bridge.event_ingress import EventIngress
+from bridge.ingress_consumer import IngressConsumer
+from bridge.request_ingress import RequestIngress
 from bridge.sink import LedgerSink
 from bridge.topics import ensure_topics
+from karma.client import KarmaClient
 from karma.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 class Bridge:
-    """Creates missing topics and the ledger schema, then runs the ledger sink.
+    """Creates missing topics and the ledger schema, then runs the ledger sink and, unless
+    `KARMA_INGRESS__ENABLED=false`, the ingress: requests on `actions.requested` start
+    actions, events on `actions.events` are signalled to the actions waiting for them.
 
     With embedded chdb the bridge must live in the process that owns the data path.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, client: KarmaClient | None = None) -> None:
         self._settings = settings
+        self._client = client
         self._dlq = DeadLetterPublisher(settings.kafka)
         self._sink: LedgerSink | None = None
+        self.requests: IngressConsumer | None = None
+        self.events: IngressConsumer | None = None
 
     async def start(self) -> None:
-        await ensure_topics(self._settings.kafka)
-        self._sink = LedgerSink(self._settings, self._dlq)
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        settings = self._settings
+        await ensure_topics(settings.kafka)
+        self._sink = LedgerSink(settings, self._dlq)
         await self._sink.start()
-        log.info("bridge running: ledger %s", self._settings.clickhouse.database)
+        if settings.ingress.enabled:
+            client = self._client or await KarmaClient.connect(settings)
+            self.requests = self._consumer(
+                "ingress.requests",
+                settings.kafka.topics.requested,
+                settings.ingress.requests_group,
+                RequestIngress(client),
+            )
+            await self.requests.start()
+            self.events = self._consumer(
+                "ingress.events",
+                settings.kafka.topics.events,
+                settings.ingress.events_group,
+                EventIngress(
+                    client.temporal,
+                    resolve_timeout=settings.ingress.resolve_timeout_s,
+                    search_attributes=settings.temporal.search_attributes,
+                ),
+            )
+            await self.events.start()
+        log.info(
+            "bridge running: ledger %s, ingress %s",
+            settings.clickhouse.database,
+            "on" if settings.ingress.enabled else "off",
+        )
+
+    def _consumer(
+        self, name: str, topic: str, group: str, handler: RequestIngress | EventIngress
+    ) -> IngressConsumer:
+        return IngressConsumer(
+            name=name,
+            topic=topic,
+            group=group,
+            kafka=self._settings.kafka,
+            dlq=self._dlq,
+            handler=handler,
+            max_records=self._settings.ingress.max_records,
+        )
 
     async def stop(self) -> None:
+        for consumer in (self.events, self.requests):
+            if consumer is not None:
+                await consumer.stop()
+        self.events = self.requests = None
         if self._sink is not None:
             await self._sink.stop()
             self._sink = None
         await self._dlq.stop()
 
     async def wait(self) -> None:
-        if self._sink is not None:
-            await self._sink.wait()
+        """Return when one of the bridge's consumers stops by itself."""
+        parts = [p for p in (self._sink, self.requests, self.events) if p is not None]
+        if not parts:
+            return
+        tasks = [asyncio.ensure_future(p.wait()) for p in parts]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
 
     async def __aenter__(self) -> Bridge:
         await self.start()

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from bridge.decode import decode_transition
+from bridge.decode import claims_to_be_transition, decode_transition
 from bridge.dlq import DeadLetter, DeadLetterPublisher
 from bridge.ledger import KafkaPosition, Ledger, ledger_row
 from bridge.retrying import Stopped, until_stopped
@@ -113,6 +113,8 @@ class LedgerSink:
             try:
                 event = decode_transition(record.value)
             except ValidationError as exc:
+                if self._ingress_judges(record):
+                    continue
                 letters.append(DeadLetter.from_record(record, reason=str(exc), stage="ledger"))
                 continue
             if event is not None:
@@ -135,6 +137,15 @@ class LedgerSink:
             len(letters),
         )
         return True
+
+    def _ingress_judges(self, record: Any) -> bool:
+        """Unusable requests on `actions.requested` are the ingress's to dead-letter (once);
+        the sink only dead-letters what claims to be one of Karma's transitions."""
+        return (
+            self._settings.ingress.enabled
+            and record.topic == self._settings.kafka.topics.requested
+            and not claims_to_be_transition(record.value)
+        )
 
     async def _commit(self, records: list[Any]) -> None:
         offsets: dict[TopicPartition, int] = {}

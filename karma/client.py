@@ -1,16 +1,21 @@
-"""The client SDK: request actions, follow them, cancel them.
+"""The client SDK: request actions, follow them, signal them, cancel them.
 
 client = await KarmaClient.connect()
-handle = await client.request("http_request", {"url": "https://example.com"})
-outcome = await handle.result()
+handle = await client.request("http_request", {"url": "https://example.com"})  # at once
+async for transition in handle.events():  # as they happen
+    print(transition.event_type)
+outcome = await handle.result()  # the terminal state; failures are outcomes too
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError as PydanticValidationError
 from temporalio.client import Client, Interceptor, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -18,8 +23,8 @@ from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlre
 from temporalio.service import RPCError, RPCStatusCode
 
 from karma import names, search_attributes
-from karma.errors import ActionNotFoundError
-from karma.events import ActionEvent
+from karma.errors import ActionNotFoundError, ValidationError, field_errors
+from karma.events import ActionEvent, Envelope
 from karma.ids import workflow_id_for
 from karma.params import validate_params
 from karma.registry import ActionRegistry, default_registry
@@ -105,8 +110,35 @@ class ActionHandle:
                 raise ActionNotFoundError(self.action_id) from exc
             raise
 
-    async def watch(self, *, poll_interval: float = 0.5) -> AsyncIterator[ActionEvent]:
-        """Yield transitions as they are recorded, until the terminal one."""
+    async def signal(self, event: Envelope | Mapping[str, Any]) -> Envelope:
+        """Deliver an external event to the action (as the ingress does for callbacks).
+
+        `ts` defaults to now and `event_id` to a fresh id; the action ignores an event_id it
+        has already seen. Returns the event as delivered.
+
+        Raises:
+            karma.errors.ValidationError: the event is not a valid envelope.
+            karma.errors.ActionNotFoundError: no such action, or it has ended.
+        """
+        if isinstance(event, Envelope):
+            envelope = event
+        else:
+            try:
+                envelope = Envelope.model_validate({"ts": datetime.now(UTC), **event})
+            except PydanticValidationError as exc:
+                raise ValidationError(field_errors(exc)) from exc
+        if not envelope.event_id:
+            envelope = envelope.model_copy(update={"event_id": f"signal:{uuid.uuid4().hex}"})
+        try:
+            await self._handle.signal(names.DELIVER_EVENT_SIGNAL, envelope)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise ActionNotFoundError(self.action_id) from exc
+            raise
+        return envelope
+
+    async def events(self, *, poll_interval: float = 0.5) -> AsyncIterator[ActionEvent]:
+        """Yield transitions as they are recorded, from the first to the terminal one."""
         seen = 0
         while True:
             status = await self.status()

@@ -1,9 +1,11 @@
 """`karma demo`: the basic outcomes of an action, read back from the ClickHouse ledger.
 
 Starts the embedded stack on free ports in a temporary directory, runs a success, a flaky
-action that succeeds after retries, a permanent failure, a validation failure and a
-cancelled delay, waits until the bridge has written every transition, prints the ledger
-and checks that each transition is there exactly once.
+action that succeeds after retries, a permanent failure, a validation failure, a cancelled
+delay, an event-driven job requested through Kafka that the reference jobs service
+completes through Kafka callbacks, and a job that never reports back (timed out); waits
+until the bridge has written every transition, prints the ledger and checks that each
+transition is there exactly once.
 """
 
 from __future__ import annotations
@@ -14,19 +16,30 @@ import json
 import shutil
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaProducer
 
 from karma.cli.render import event_detail
-from karma.client import ActionHandle, KarmaClient
+from karma.client import ActionHandle
 from karma.embedded.process import free_port
 from karma.embedded.stack import with_free_ports
+from karma.errors import ActionNotFoundError
+from karma.events import Envelope, EventSource
+from karma.ids import action_id_for_key
+from karma.kafka_config import producer_kwargs
 from karma.lifecycle import ActionState, EventType
 from karma.settings import get_settings
 from karma.status import ActionOutcome
+
+if TYPE_CHECKING:
+    from workers.embedded import EmbeddedKarma
 
 LEDGER_TIMEOUT = 60.0
 
@@ -39,6 +52,7 @@ class Scenario:
     expected: ActionState
     validate: bool = True
     cancel_once_started: bool = False
+    via_kafka: bool = False  # published on actions.requested for the bridge's ingress
 
 
 @dataclass
@@ -65,6 +79,19 @@ def scenarios(base_url: str) -> list[Scenario]:
         Scenario(
             "cancelled", "delay", {"seconds": 300}, ActionState.CANCELLED, cancel_once_started=True
         ),
+        Scenario(
+            "job",
+            "demo.job",
+            {"steps": 2, "step_seconds": 0.3},
+            ActionState.SUCCEEDED,
+            via_kafka=True,
+        ),
+        Scenario(
+            "timeout",
+            "demo.job",
+            {"steps": 0, "outcome": "silent", "wait_seconds": 2},
+            ActionState.TIMED_OUT,
+        ),
     ]
 
 
@@ -84,7 +111,7 @@ async def run_demo(*, keep: bool = False) -> int:
                     f"ClickHouse {settings.clickhouse_dsn}\n",
                     flush=True,
                 )
-                ran = await _run_all(karma.client, scenarios(base_url))
+                ran = await _run_all(karma, scenarios(base_url))
                 await _wait_for_ledger(karma.ledger, ran)
                 return _report(karma.ledger, ran)
     finally:
@@ -94,9 +121,9 @@ async def run_demo(*, keep: bool = False) -> int:
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
-async def _run_all(client: KarmaClient, todo: list[Scenario]) -> list[Ran]:
+async def _run_all(karma: EmbeddedKarma, todo: list[Scenario]) -> list[Ran]:
     print(f"Running {len(todo)} actions…", flush=True)
-    ran = await asyncio.gather(*(_run_one(client, s) for s in todo))
+    ran = await asyncio.gather(*(_run_one(karma, s) for s in todo))
     for r in ran:
         error = f"{r.outcome.error.type}: {r.outcome.error.message}" if r.outcome.error else ""
         attempts = f"{r.outcome.attempts} attempt(s)"
@@ -107,22 +134,59 @@ async def _run_all(client: KarmaClient, todo: list[Scenario]) -> list[Ran]:
     return ran
 
 
-async def _run_one(client: KarmaClient, scenario: Scenario) -> Ran:
-    handle = await client.request(
-        scenario.action_type,
-        scenario.params,
-        entity_id=f"demo:{scenario.title}",
-        correlation_id="karma-demo",
-        validate=scenario.validate,
-    )
+async def _run_one(karma: EmbeddedKarma, scenario: Scenario) -> Ran:
+    client = karma.client
+    if scenario.via_kafka:
+        handle = await _request_through_kafka(karma, scenario)
+    else:
+        handle = await client.request(
+            scenario.action_type,
+            scenario.params,
+            entity_id=f"demo:{scenario.title}",
+            correlation_id="karma-demo",
+            validate=scenario.validate,
+        )
     if scenario.cancel_once_started:
-        async for event in handle.watch(poll_interval=0.2):
+        async for event in handle.events(poll_interval=0.2):
             if event.event_type is EventType.STARTED:
                 await handle.cancel()
                 break
     outcome = await handle.result()
     status = await handle.status()
     return Ran(scenario, handle, outcome, [e.event_id for e in status.transitions])
+
+
+async def _request_through_kafka(karma: EmbeddedKarma, scenario: Scenario) -> ActionHandle:
+    """Publish the request as any producer would; the ingress starts the action."""
+    key = f"karma-demo:{scenario.title}:{uuid.uuid4().hex[:8]}"
+    message = Envelope(
+        ts=datetime.now(UTC),
+        event_type=EventType.REQUESTED.value,
+        idempotency_key=key,
+        entity_id=f"demo:{scenario.title}",
+        correlation_id="karma-demo",
+        source=EventSource(system="karma-demo"),
+        attrs={"command": scenario.action_type, "args": scenario.params},
+    )
+    producer = AIOKafkaProducer(**producer_kwargs(karma.settings.kafka))
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            karma.settings.kafka.topics.requested,
+            key=key.encode(),
+            value=message.model_dump_json().encode(),
+        )
+    finally:
+        await producer.stop()
+    handle = karma.client.handle(action_id_for_key(key))
+    deadline = asyncio.get_running_loop().time() + LEDGER_TIMEOUT
+    while True:  # until the ingress has started it
+        with contextlib.suppress(ActionNotFoundError):
+            await handle.status()
+            return handle
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"the ingress did not start {handle.action_id}")
+        await asyncio.sleep(0.2)
 
 
 async def _wait_for_ledger(ledger: Any, ran: list[Ran]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from karma.events import EventSource
+from karma.events import KARMA_SYSTEM, EventSource
 from karma.ids import action_id_for_key, new_action_id
 
 
@@ -55,6 +55,15 @@ class ActionRequest(BaseModel):
             tags=dict(tags or {}),
             source=source or EventSource(),
         )
+
+    @property
+    def event_source(self) -> EventSource:
+        """Karma is the source of every transition (that is how the ingress tells them from
+        requests); a requester from outside is named in `ns.requested_by`."""
+        ns = dict(self.source.ns)
+        if self.source.system != KARMA_SYSTEM:
+            ns["requested_by"] = self.source.system
+        return EventSource(ns=ns)
 
     @property
     def event_tags(self) -> dict[str, str]:

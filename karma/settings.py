@@ -87,8 +87,7 @@ class IngressSettings(BaseModel):
         description="how long an event naming only an external id may wait for the action "
         "(search attributes are eventually consistent) before it goes to the DLQ as an orphan",
     )
-    batch_max_rows: int = Field(default=100, ge=1)
-    batch_max_seconds: float = Field(default=0.1, gt=0)
+    max_records: int = Field(default=100, ge=1, description="messages fetched per poll")
 
 
 class OtelSettings(BaseModel):

@@ -46,6 +46,7 @@ class TransitionLog:
             entity_id=request.entity_id,
             correlation_id=request.correlation_id,
             idempotency_key=request.idempotency_key,
+            source=request.event_source,
             tags=request.event_tags,
             attrs=attrs.as_attrs(),
         )

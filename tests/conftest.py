@@ -14,7 +14,7 @@ import pytest
 from karma.embedded.binaries import tansu_binary, temporal_binary
 from karma.embedded.stack import with_free_ports
 from karma.registry import default_registry
-from karma.settings import BridgeSettings, Settings
+from karma.settings import BridgeSettings, IngressSettings, Settings
 from tests.support.actions import TEST_EXECUTORS
 from workers.embedded import EmbeddedKarma
 
@@ -30,7 +30,11 @@ def _binaries_missing() -> str | None:
 
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    base = Settings(bridge=BridgeSettings(batch_max_seconds=0.2))
+    base = Settings(
+        bridge=BridgeSettings(batch_max_seconds=0.2),
+        # Long enough for the visibility delay, short enough for the orphan tests.
+        ingress=IngressSettings(resolve_timeout_s=6.0),
+    )
     return with_free_ports(base, tmp_path_factory.mktemp("karma"))
 
 

@@ -18,6 +18,7 @@ from bridge.ledger import Ledger
 from bridge.service import Bridge
 from karma.client import KarmaClient, connect_temporal
 from karma.embedded import EmbeddedServers
+from karma.reference_service import ReferenceService
 from karma.registry import ActionRegistry
 from karma.secrets import SecretSealer
 from karma.settings import Settings
@@ -35,8 +36,11 @@ class EmbeddedKarma:
         persistent: bool = True,
         registry: ActionRegistry | None = None,
         progress: Callable[[str], None] = lambda message: None,
+        reference_service: bool = True,
     ) -> None:
         self.settings = settings
+        self._with_reference_service = reference_service
+        self.reference_service: ReferenceService | None = None
         self._progress = progress
         self.servers = EmbeddedServers(settings, persistent=persistent)
         self._registry = registry
@@ -78,9 +82,16 @@ class EmbeddedKarma:
             self._temporal = await connect_temporal(
                 self.settings, interceptors=tracing_interceptors(self.settings.otel)
             )
-            self._progress("starting the bridge (topics, ledger schema, consumer group)…")
-            self.bridge = Bridge(self.settings)
+            self._progress("starting the bridge (topics, ledger schema, consumer groups)…")
+            self.bridge = Bridge(self.settings, client=self.client)
             await self._stack.enter_async_context(self.bridge)
+            if self._with_reference_service and "jobs" not in self.settings.services:
+                self._progress("starting the reference jobs service…")
+                self.reference_service = ReferenceService(self.settings.kafka)
+                await self.reference_service.start()
+                self._stack.push_async_callback(self.reference_service.stop)
+                services = {**self.settings.services, "jobs": self.reference_service.url}
+                self.settings = self.settings.model_copy(update={"services": services})
             self._progress("starting the worker…")
             self.worker = ActionWorker(self._temporal, self.settings, registry=self._registry)
             await self._stack.enter_async_context(self.worker)

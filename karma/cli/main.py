@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError as SettingsError
 from temporalio.service import RPCError
 
-from karma.cli import action_commands, service_commands
+from karma.cli import action_commands, event_commands, service_commands
 from karma.errors import KarmaError
 from karma.logs import configure_logging
 from karma.settings import get_settings
@@ -39,7 +39,10 @@ examples:
   karma actions                               # what can be requested
   karma request delay --param seconds=5 --wait
   karma request http_request --param url=https://example.com --idempotency-key ping-1
-  karma status act_…   |   karma cancel act_…
+  karma status act_…   |   karma events act_… --follow   |   karma cancel act_…
+  karma request demo.job --param steps=3 --wait     # completes through Kafka callbacks
+  echo '{"event_type": "job.completed"}' | karma signal act_… --event -
+  karma dlq list   |   karma dlq replay 0:12
 """
 
 
@@ -74,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "bridge", help="run the bridge: Kafka transitions -> ClickHouse ledger"
     ).set_defaults(run=service_commands.bridge)
+
+    refs = sub.add_parser(
+        "reference-service",
+        help="run the reference jobs service (POST /jobs, events to Kafka)",
+        description="A stand-in for an external scheduler: accepts jobs over HTTP and reports "
+        "progress and completion to the callback topic named by the caller. Point "
+        "KARMA_SERVICES__JOBS at it for the demo.job action.",
+    )
+    refs.add_argument("--host", default="127.0.0.1")
+    refs.add_argument("--port", type=int, default=8085)
+    refs.set_defaults(run=service_commands.reference_service)
 
     req = sub.add_parser(
         "request",
@@ -111,6 +125,49 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("action_id")
     cancel.set_defaults(run=action_commands.cancel)
 
+    signal = sub.add_parser(
+        "signal",
+        help="deliver an external event to an action",
+        description="Send a JSON event envelope to a waiting (event-driven) action, as the "
+        "bridge does for messages on actions.events. `ts` defaults to now and `event_id` to "
+        "a fresh id; an event_id the action has seen is ignored. Example event: "
+        '{"event_type": "job.completed", "attrs": {"external_workflow_id": "job-1"}}',
+    )
+    signal.add_argument("action_id")
+    signal.add_argument("--event", "-e", required=True, metavar="FILE|-", help="JSON file or -")
+    signal.set_defaults(run=event_commands.signal)
+
+    events = sub.add_parser("events", help="print an action's transitions (--follow: live)")
+    events.add_argument("action_id")
+    events.add_argument(
+        "--follow", "-f", action="store_true", help="keep printing until the action ends"
+    )
+    events.add_argument("--json", action="store_true", help="one JSON envelope per line")
+    events.set_defaults(run=event_commands.events)
+
+    dlq = sub.add_parser(
+        "dlq",
+        help="inspect and replay the dead-letter queue",
+        description="Messages Karma could not use (bad JSON, schema errors, unknown action "
+        "types, invalid parameters, orphan events) are kept on the DLQ topic with the reason "
+        "and their original bytes.",
+    )
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="SUBCOMMAND")
+    dlq_list = dlq_sub.add_parser("list", help="show dead letters: position, reason, value")
+    dlq_list.add_argument("--topic", help="only letters that came from this topic")
+    dlq_list.add_argument("--limit", type=int, default=0, help="only the last N")
+    dlq_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    dlq_list.set_defaults(run=event_commands.dlq_list)
+    dlq_replay = dlq_sub.add_parser(
+        "replay",
+        help="publish chosen dead letters to their original topics again (after a fix)",
+        description="POSITION is PARTITION:OFFSET on the DLQ topic, as `karma dlq list` "
+        "shows. A replayed request keeps the action id of its first arrival, so replaying "
+        "twice starts one action.",
+    )
+    dlq_replay.add_argument("positions", nargs="+", metavar="POSITION")
+    dlq_replay.set_defaults(run=event_commands.dlq_replay)
+
     actions = sub.add_parser("actions", help="list action types and their parameters")
     actions.add_argument("type", nargs="?", help="show one action type")
     actions.add_argument(
@@ -127,8 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="run the demo on a fresh embedded stack and print its ledger",
         description="Start the embedded stack in a temporary directory on free ports, run "
-        "a success, a flaky action, a permanent failure, a validation failure and a "
-        "cancelled delay, then print each action's transitions as read from ClickHouse.",
+        "a success, a flaky action, a permanent failure, a validation failure, a "
+        "cancelled delay, an event-driven job requested and completed through Kafka, and "
+        "a job that never reports back (timed out), then print each action's transitions "
+        "as read from ClickHouse.",
     )
     demo.add_argument("--keep", action="store_true", help="keep the temporary data dir")
     demo.set_defaults(run=_demo)

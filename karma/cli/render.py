@@ -19,6 +19,14 @@ def event_detail(event_type: str, attrs: dict[str, Any]) -> str:
     error = attrs.get("error")
     if error:
         parts.append(f"{error.get('type')}: {error.get('message')}")
+    if "percent" in attrs:
+        parts.append(f"{attrs['percent']:g}%")
+    if attrs.get("message"):
+        parts.append(str(attrs["message"]))
+    if "external_workflow_id" in attrs:
+        parts.append(f"waiting on {attrs['external_workflow_id']}")
+    if "timeout_ms" in attrs:
+        parts.append(f"for at most {attrs['timeout_ms'] / 1000:g}s")
     if "retry_in_ms" in attrs:
         parts.append(f"retry in {attrs['retry_in_ms'] / 1000:g}s")
     if event_type.endswith("succeeded") and attrs.get("outputs"):
@@ -43,6 +51,10 @@ def status_text(status: ActionStatus) -> str:
         f"state    {status.state}",
         f"attempt  {status.attempt}",
     ]
+    if status.external_workflow_id:
+        lines.append(f"waits on {status.external_workflow_id}")
+    if status.pending_events:
+        lines.append(f"events   {status.pending_events} buffered, not yet judged")
     if status.outputs:
         lines.append(f"outputs  {_compact(status.outputs)}")
     if status.error is not None:

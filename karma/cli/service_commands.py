@@ -1,4 +1,4 @@
-"""`karma dev | worker | bridge`: long-running processes, stopped by Ctrl-C or SIGTERM."""
+"""`karma dev | worker | bridge | reference-service`: processes that run until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -86,6 +86,25 @@ async def bridge(args: argparse.Namespace) -> int:
             flush=True,
         )
         await until_stopped(stop, running.wait())
+    return 0
+
+
+async def reference_service(args: argparse.Namespace) -> int:
+    from karma.reference_service import ReferenceService
+
+    settings = get_settings()
+    service = ReferenceService(settings.kafka, host=args.host, port=args.port)
+    async with stop_signals() as stop:
+        await service.start()
+        try:
+            print(
+                f"reference jobs service at {service.url}; events to Kafka "
+                f"{settings.kafka.bootstrap_servers}",
+                flush=True,
+            )
+            await stop.wait()
+        finally:
+            await service.stop()
     return 0
 
 

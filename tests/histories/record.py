@@ -31,7 +31,7 @@ async def record() -> None:
         for name, (action_type, params, validate) in SCENARIOS.items():
             handle = await karma.client.request(action_type, params, validate=validate)
             if name == "cancelled":
-                async for event in handle.watch(poll_interval=0.1):
+                async for event in handle.events(poll_interval=0.1):
                     if event.event_type is EventType.STARTED:
                         await handle.cancel()
                         break

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
+from bridge.dlq import read_dead_letters
 from karma.lifecycle import ActionState
 from tests.conftest import unique
+from tests.support.kafka import produce
 from tests.support.processes import karma_env, run_karma
+from tests.support.waiting import reached
 from workers.embedded import EmbeddedKarma
 
 
@@ -79,3 +83,85 @@ async def test_setup_is_idempotent(karma: EmbeddedKarma, tmp_path: Path) -> None
     assert "Kafka topics: created none (all present)" in out
     assert "ClickHouse ledger schema ready" in out
     assert (tmp_path / "clickhouse").is_dir()
+
+
+async def test_signal_and_follow_events(karma: EmbeddedKarma, tmp_path: Path) -> None:
+    env = karma_env(karma.settings)
+    handle = await karma.client.request("test.await", {"external_id": unique("ext")})
+    follow = asyncio.create_task(run_karma(["events", handle.action_id, "--follow"], env))
+    await reached(handle, ActionState.WAITING)
+
+    step = tmp_path / "step.json"
+    step.write_text(json.dumps({"event_type": "step", "attrs": {"percent": 40, "message": "hi"}}))
+    code, out = await run_karma(["signal", handle.action_id, "--event", str(step)], env)
+    assert code == 0, out
+    assert f"(step) delivered to {handle.action_id}" in out
+    code, out = await run_karma(["signal", handle.action_id, "--event", "-"], env, stdin=b"[1]")
+    assert code == 2
+    assert "--event: expected a JSON object, got list" in out
+    done = json.dumps({"event_type": "done", "attrs": {"answer": "cli"}}).encode()
+    code, out = await run_karma(["signal", handle.action_id, "-e", "-"], env, stdin=done)
+    assert code == 0, out
+
+    code, followed = await asyncio.wait_for(follow, 60)
+    assert code == 0, followed
+    lines = [line.split()[2] for line in followed.splitlines() if line.strip().startswith("#")]
+    assert lines == [
+        "action.requested",
+        "action.accepted",
+        "action.started",
+        "action.waiting",
+        "action.progress",
+        "action.succeeded",
+    ]
+    assert "40%, hi" in followed
+    code, out = await run_karma(["events", handle.action_id, "--json"], env)
+    assert code == 0, out
+    assert [json.loads(line)["seq"] for line in out.splitlines()] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_dlq_list_and_replay(karma: EmbeddedKarma) -> None:
+    env = karma_env(karma.settings)
+    kafka = karma.settings.kafka
+    marker = unique("dlq")
+    await produce(kafka, kafka.topics.requested, [f"garbage {marker}".encode()])
+    async with asyncio.timeout(60):
+        while True:
+            code, out = await run_karma(["dlq", "list", "--json"], env)
+            assert code == 0, out
+            mine = [json.loads(line) for line in out.splitlines() if marker in line]
+            if mine:
+                break
+            await asyncio.sleep(0.5)
+    (letter,) = mine
+    assert letter["value"] == f"garbage {marker}"
+    assert letter["topic"] == kafka.topics.requested
+    assert letter["stage"] == "ingress.requests"
+    assert "not JSON" in letter["reason"]
+
+    code, out = await run_karma(["dlq", "list"], env)
+    assert code == 0, out
+    assert f"    value:  garbage {marker}" in out
+    assert "dead letter(s) on actions.dlq" in out
+
+    code, out = await run_karma(["dlq", "replay", letter["position"]], env)
+    assert code == 0, out
+    assert f"replayed {letter['position']} to {kafka.topics.requested}" in out
+    async with asyncio.timeout(60):  # still garbage: dead-lettered again, with its origin
+        while True:
+            again = [
+                d for d in await read_dead_letters(kafka) if marker.encode() in (d.value or b"")
+            ]
+            if len(again) == 2:
+                break
+            await asyncio.sleep(0.5)
+    assert (
+        again[1].origin
+        == again[0].origin
+        == (f"kafka:{kafka.topics.requested}:{letter['partition']}:{letter['offset']}")
+    )
+
+    code, out = await run_karma(["dlq", "replay", "zz", "0:99999999"], env)
+    assert code == 2
+    assert "zz: expected PARTITION:OFFSET" in out
+    assert "0:99999999: no record there" in out

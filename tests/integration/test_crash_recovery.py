@@ -16,7 +16,7 @@ from workers.embedded import EmbeddedKarma
 
 
 async def started(handle: ActionHandle) -> None:
-    async for event in handle.watch(poll_interval=0.1):
+    async for event in handle.events(poll_interval=0.1):
         if event.event_type is EventType.STARTED:
             return
 
@@ -85,6 +85,8 @@ async def test_bridge_killed_loses_nothing_and_duplicates_nothing(
         KARMA_BRIDGE__CONSUMER_GROUP=group,
         KARMA_BRIDGE__BATCH_MAX_SECONDS="0.2",
         KARMA_BRIDGE__BATCH_MAX_ROWS="20",
+        # Only the ledger sink is under test; the session's bridge keeps the ingress.
+        KARMA_INGRESS__ENABLED="false",
     )
     first = KarmaProcess(["bridge"], env, tmp_path / "bridge-1.log")
     await first.wait_for_output("bridge: Kafka")

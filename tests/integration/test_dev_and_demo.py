@@ -89,8 +89,8 @@ async def test_demo_prints_the_ledger_exactly_once(tmp_path: Path) -> None:
     env["TMPDIR"] = str(tmp_path)
     code, out = await run_karma(["demo"], env, timeout=300)
     assert code == 0, out
-    for scenario in ("success", "flaky", "permanent", "validation", "cancelled"):
+    for scenario in ("success", "flaky", "permanent", "validation", "cancelled", "job", "timeout"):
         assert f"\n{scenario}: " in out
     assert out.count("action.retrying") == 2
-    assert "Ledger check: 5 actions, 20 transitions, each exactly once" in out
+    assert "Ledger check: 7 actions, 32 transitions, each exactly once" in out
     assert not demo_dirs(tmp_path), "the demo left its data dir behind"

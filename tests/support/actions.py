@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from karma.errors import PermanentError
-from karma.executor import ActionContext, ActionResult, BaseActionExecutor
-from karma.meta import ActionMeta, OutputDefinition, ParamDefinition, ParamType, RetryPolicy
+from karma.executor import (
+    ActionContext,
+    ActionResult,
+    AwaitEvent,
+    BaseActionExecutor,
+    EventContext,
+    EventDrivenActionExecutor,
+    EventResult,
+)
+from karma.meta import (
+    ActionMeta,
+    ExecutionMode,
+    OutputDefinition,
+    ParamDefinition,
+    ParamType,
+    RetryPolicy,
+)
 from karma.registry import register_action
 
 
@@ -52,4 +68,48 @@ class CrashExecutor(BaseActionExecutor):
         raise RuntimeError("boom")
 
 
-TEST_EXECUTORS = [SecretExecutor, PermanentExecutor, CrashExecutor]
+@register_action(
+    ActionMeta(
+        type="test.await",
+        name="Waits for events about an external id",
+        mode=ExecutionMode.EVENT_DRIVEN,
+        params=(
+            ParamDefinition(name="external_id", type=ParamType.STRING, required=True),
+            ParamDefinition(name="wait_seconds", type=ParamType.NUMBER, default=60),
+            ParamDefinition(
+                name="hand_off_after", type=ParamType.NUMBER, default=0, description="seconds"
+            ),
+        ),
+        outputs=(
+            OutputDefinition(name="external"),
+            OutputDefinition(name="answer"),
+            OutputDefinition(name="last_seen"),
+        ),
+    )
+)
+class AwaitExecutor(EventDrivenActionExecutor):
+    """`done` completes (attrs.answer), `broken` fails, `step` is progress, else ignored."""
+
+    async def execute(self, ctx: ActionContext) -> AwaitEvent:
+        await asyncio.sleep(float(ctx.params["hand_off_after"]))
+        external = str(ctx.params["external_id"])
+        return AwaitEvent(
+            external_workflow_id=external,
+            timeout=timedelta(seconds=float(ctx.params["wait_seconds"])),
+            outputs={"external": external},
+        )
+
+    async def on_event(self, ctx: EventContext) -> EventResult:
+        attrs = ctx.event.attrs
+        match ctx.event.event_type:
+            case "done":
+                return EventResult.complete({"answer": attrs.get("answer")})
+            case "broken":
+                return EventResult.fail(str(attrs.get("error", "broken")), {"last_seen": "broken"})
+            case "step":
+                return EventResult.progress(attrs.get("percent"), str(attrs.get("message", "")))
+            case other:
+                return EventResult.ignore(f"not interested in {other!r}")
+
+
+TEST_EXECUTORS = [SecretExecutor, PermanentExecutor, CrashExecutor, AwaitExecutor]

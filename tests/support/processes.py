@@ -66,7 +66,9 @@ class KarmaProcess:
         return code
 
 
-async def run_karma(args: list[str], env: dict[str, str], timeout: float = 60) -> tuple[int, str]:
+async def run_karma(
+    args: list[str], env: dict[str, str], timeout: float = 60, stdin: bytes | None = None
+) -> tuple[int, str]:
     """Run a short `karma` command; return its exit code and combined output."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -74,10 +76,11 @@ async def run_karma(args: list[str], env: dict[str, str], timeout: float = 60) -
         "karma",
         *args,
         env=env,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    out, _ = await asyncio.wait_for(proc.communicate(stdin), timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode(errors="replace")
 

@@ -22,7 +22,7 @@ def load() -> dict[str, Any]:
 
 def test_every_service_has_a_pinned_image_or_is_built_here() -> None:
     services = load()["services"]
-    assert INFRA | {"setup", "worker", "bridge"} <= set(services)
+    assert INFRA | {"setup", "worker", "bridge", "jobs"} <= set(services)
     for name, service in services.items():
         image = service.get("image", "")
         assert image or service.get("build") == ".", name
@@ -39,7 +39,7 @@ def test_infrastructure_has_healthchecks_and_karma_waits_for_them() -> None:
         "kafka": {"condition": "service_healthy"},
         "clickhouse": {"condition": "service_healthy"},
     }
-    for name in ("worker", "bridge"):
+    for name in ("worker", "bridge", "jobs"):
         assert services[name]["depends_on"] == {
             "setup": {"condition": "service_completed_successfully"}
         }
@@ -48,7 +48,8 @@ def test_infrastructure_has_healthchecks_and_karma_waits_for_them() -> None:
 def test_karma_settings_are_real_settings(monkeypatch: Any) -> None:
     services = load()["services"]
     env = services["worker"]["environment"]
-    assert env == services["bridge"]["environment"] == services["setup"]["environment"]
+    for name in ("bridge", "setup", "jobs"):
+        assert services[name]["environment"] == env, name
     for key, value in env.items():
         value = re.sub(r"\$\{CLICKHOUSE_PASSWORD:-(\w+)\}", r"\1", str(value))
         if key == "KARMA_SECRETS_KEY":
@@ -58,6 +59,8 @@ def test_karma_settings_are_real_settings(monkeypatch: Any) -> None:
     assert settings.temporal.address == "temporal:7233"
     assert settings.kafka.bootstrap_servers == "kafka:9092"
     assert settings.kafka.topic_partitions == 6
+    assert settings.services == {"jobs": "http://jobs:8085"}
+    assert settings.ingress.resolve_timeout_s == 30
     assert settings.clickhouse_dsn == "clickhouse://karma:karma@clickhouse:8123"
     assert settings.secrets_key is not None
     # Every KARMA_ variable names a real setting (a typo would be silently ignored).
@@ -67,4 +70,6 @@ def test_karma_settings_are_real_settings(monkeypatch: Any) -> None:
         if hasattr(section.annotation, "model_fields")
         for sub in section.annotation.model_fields  # type: ignore[union-attr]
     } | {"KARMA_" + name.upper() for name in Settings.model_fields}
-    assert set(env) <= fields
+    # Dict settings take any key (KARMA_SERVICES__<NAME>).
+    free = {k for k in env if k.startswith("KARMA_SERVICES__")}
+    assert set(env) - free <= fields

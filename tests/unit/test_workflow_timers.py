@@ -25,6 +25,7 @@ from karma.lifecycle import ActionState, EventType
 from karma.meta import ActionMeta, RetryPolicy
 from karma.registry import default_registry
 from karma.settings import KafkaSettings, Settings
+from tests.support.actions import AwaitExecutor
 from workers.worker import ActionWorker
 
 
@@ -73,7 +74,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="module")
 async def client(env: WorkflowEnvironment, broker: TansuBroker) -> AsyncIterator[KarmaClient]:
     settings = Settings(kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
-    registry = default_registry().extended([SlowExecutor])
+    registry = default_registry().extended([SlowExecutor, AwaitExecutor])
     queue = f"timers-{uuid.uuid4().hex[:8]}"
     async with ActionWorker(env.client, settings, registry=registry, task_queue=queue):
         # The time-skipping server has no custom search attributes.
@@ -120,3 +121,34 @@ async def test_an_attempt_past_its_timeout_is_retried_then_fails(client: KarmaCl
     ]
     assert events[3].attrs["error"]["type"] == "timeout"
     assert events[3].attrs["retry_in_ms"] == 600_000
+
+
+async def test_an_event_driven_action_times_out_after_days(client: KarmaClient) -> None:
+    week = 7 * 86_400
+    handle = await client.request("test.await", {"external_id": "ext-1", "wait_seconds": week})
+    outcome = await handle.result()
+    assert outcome.state is ActionState.TIMED_OUT
+    assert outcome.error is not None
+    assert outcome.error.type is ErrorType.TIMEOUT
+    assert outcome.outputs == {"external": "ext-1", "answer": None, "last_seen": None}
+    events = (await handle.status()).transitions
+    assert [e.event_type for e in events][-2:] == [EventType.WAITING, EventType.TIMED_OUT]
+    assert events[-2].attrs["timeout_ms"] == week * 1000
+    assert events[-1].ts - events[-2].ts >= timedelta(seconds=week)
+
+
+async def test_an_event_within_a_long_wait_completes_the_action(
+    client: KarmaClient, env: WorkflowEnvironment
+) -> None:
+    handle = await client.request("test.await", {"external_id": "ext-2", "wait_seconds": 86_400})
+    async with asyncio.timeout(30):
+        while True:
+            if (await handle.status()).state is ActionState.WAITING:
+                break
+            await asyncio.sleep(0.05)
+    await env.sleep(3600)  # an hour passes: still waiting
+    assert (await handle.status()).state is ActionState.WAITING
+    await handle.signal({"event_type": "done", "attrs": {"answer": "late"}})
+    outcome = await handle.result()
+    assert outcome.state is ActionState.SUCCEEDED
+    assert outcome.outputs["answer"] == "late"

@@ -1,0 +1,90 @@
+"""Delivering callback events from `actions.events` to the actions that wait for them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from bridge.inbound import Callback, Inbound, decode_callback
+from bridge.ingress_consumer import Unusable
+from karma import names, search_attributes
+from karma.ids import action_id_from_workflow_id, workflow_id_for
+
+log = logging.getLogger(__name__)
+
+RESOLVE_MAX_DELAY_SECONDS = 2.0
+
+
+class EventIngress:
+    """Signals each event to its action: directly when the event names the action,
+    otherwise through the `KarmaExternalId` search attribute of the running actions.
+
+    Visibility is eventually consistent (and an event may come before its action waits),
+    so resolving an external id is retried for `resolve_timeout` seconds; after that the
+    event is an orphan and goes to the DLQ.
+    """
+
+    def __init__(
+        self, temporal: Client, *, resolve_timeout: float, search_attributes: bool = True
+    ) -> None:
+        self._temporal = temporal
+        self._resolve_timeout = resolve_timeout
+        self._indexed = search_attributes
+        self.delivered = 0
+
+    async def __call__(self, message: Inbound) -> None:
+        callback = decode_callback(message)
+        action_ids = [callback.action_id] if callback.action_id else await self._resolve(callback)
+        delivered = [a for a in action_ids if await self._signal(a, callback)]
+        if not delivered:
+            raise Unusable(f"the action for {callback.target} has already ended")
+        self.delivered += 1
+        log.info("event %s delivered to %s", callback.event.event_id, ", ".join(delivered))
+
+    async def _signal(self, action_id: str, callback: Callback) -> bool:
+        """Signal one action; False if it has ended since it was found."""
+        handle = self._temporal.get_workflow_handle(workflow_id_for(action_id))
+        try:
+            await handle.signal(names.DELIVER_EVENT_SIGNAL, callback.event)
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            if callback.action_id:
+                raise Unusable(f"action {action_id!r} does not exist or has ended") from exc
+            return False
+        return True
+
+    async def _resolve(self, callback: Callback) -> list[str]:
+        """The running actions waiting on the callback's external id."""
+        external = callback.external_workflow_id
+        if not self._indexed:
+            raise Unusable(
+                f"cannot find the action of external id {external!r}: search attributes are "
+                "off (KARMA_TEMPORAL__SEARCH_ATTRIBUTES=false); name the action_id instead"
+            )
+        query = (
+            f"{search_attributes.EXTERNAL_ID.name} = {search_attributes.quote(external)} "
+            f"AND WorkflowType = '{names.ACTION_WORKFLOW}' AND ExecutionStatus = 'Running'"
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._resolve_timeout
+        delay = 0.2
+        while True:
+            found = [
+                action_id_from_workflow_id(wf.id)
+                async for wf in self._temporal.list_workflows(query)
+            ]
+            if found:
+                return found
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise Unusable(
+                    f"orphan event: no running action waits for external id {external!r} "
+                    f"(looked for {self._resolve_timeout:g}s)"
+                )
+            log.debug("no action waits for %r yet; looking again in %.1fs", external, delay)
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, RESOLVE_MAX_DELAY_SECONDS)

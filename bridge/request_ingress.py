@@ -1,0 +1,37 @@
+"""Starting actions from requests on `actions.requested`."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from bridge.inbound import Inbound, decode_request
+from karma.client import KarmaClient
+
+log = logging.getLogger(__name__)
+
+
+class RequestIngress:
+    """Starts one ActionWorkflow per request. The workflow id derives from the idempotency
+    key, so a request read twice is one action; Karma's own mirrored transitions on the
+    same topic are recognised and skipped, so nothing loops."""
+
+    def __init__(self, client: KarmaClient) -> None:
+        self._client = client
+        self.started = 0
+        self.duplicates = 0
+
+    async def __call__(self, message: Inbound) -> None:
+        request = decode_request(message, datetime.now(UTC))
+        if request is None:
+            return
+        # Bad types and parameters raise ValidationError: the message is dead-lettered.
+        handle = await self._client.submit(request)
+        if handle.created:
+            self.started += 1
+            log.info(
+                "started %s (%s) from %s", request.action_id, request.action_type, message.origin
+            )
+        else:
+            self.duplicates += 1
+            log.info("%s already exists; %s is a duplicate", request.action_id, message.origin)
