@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from types import TracebackType
 
@@ -13,6 +12,7 @@ from bridge.request_ingress import RequestIngress
 from bridge.sink import LedgerSink
 from bridge.topics import ensure_topics
 from karma.client import KarmaClient
+from karma.first_to_stop import first_to_stop
 from karma.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,16 +98,7 @@ class Bridge:
     async def wait(self) -> None:
         """Return when one of the bridge's consumers stops by itself."""
         parts = [p for p in (self._sink, self.requests, self.events) if p is not None]
-        if not parts:
-            return
-        tasks = [asyncio.ensure_future(p.wait()) for p in parts]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-        finally:
-            for task in tasks:
-                task.cancel()
+        await first_to_stop(*(p.wait() for p in parts))
 
     async def __aenter__(self) -> Bridge:
         await self.start()

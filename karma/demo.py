@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import shutil
 import tempfile
-import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +24,6 @@ from aiokafka import AIOKafkaProducer
 
 from karma.cli.render import event_detail
 from karma.client import ActionHandle
-from karma.embedded.process import free_port
 from karma.embedded.stack import with_free_ports
 from karma.errors import ActionNotFoundError
 from karma.events import Envelope, EventSource
@@ -65,7 +60,7 @@ class Ran:
 
 def scenarios(base_url: str) -> list[Scenario]:
     return [
-        Scenario("success", "http_request", {"url": f"{base_url}/ok"}, ActionState.SUCCEEDED),
+        Scenario("success", "http_request", {"url": f"{base_url}/health"}, ActionState.SUCCEEDED),
         Scenario("flaky", "demo.flaky", {"failures": 2}, ActionState.SUCCEEDED),
         Scenario("permanent", "http_request", {"url": f"{base_url}/missing"}, ActionState.FAILED),
         # Sent without client-side validation, as a Kafka producer would: the worker rejects it.
@@ -98,22 +93,26 @@ def scenarios(base_url: str) -> list[Scenario]:
 async def run_demo(*, keep: bool = False) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="karma-demo-"))
     settings = with_free_ports(get_settings(), data_dir)
+    # The demo's jobs run on the reference service it starts, whatever is configured.
+    services = {k: v for k, v in settings.services.items() if k != "jobs"}
+    settings = settings.model_copy(update={"services": services})
     from workers.embedded import EmbeddedKarma  # worker code only when the demo runs
 
     try:
-        with _local_http_service() as base_url:
-            async with EmbeddedKarma(settings) as karma:
-                print(
-                    f"Karma demo: embedded stack in {data_dir}\n"
-                    f"  Temporal {settings.temporal.address} "
-                    f"(Web UI {karma.servers.temporal.ui_url}), "
-                    f"Kafka {settings.kafka.bootstrap_servers}, "
-                    f"ClickHouse {settings.clickhouse_dsn}\n",
-                    flush=True,
-                )
-                ran = await _run_all(karma, scenarios(base_url))
-                await _wait_for_ledger(karma.ledger, ran)
-                return _report(karma.ledger, ran)
+        async with EmbeddedKarma(settings) as karma:
+            assert karma.reference_service is not None, "the demo runs its own jobs service"
+            print(
+                f"Karma demo: embedded stack in {data_dir}\n"
+                f"  Temporal {settings.temporal.address} "
+                f"(Web UI {karma.servers.temporal.ui_url}), "
+                f"Kafka {settings.kafka.bootstrap_servers}, "
+                f"ClickHouse {settings.clickhouse_dsn}, "
+                f"jobs service {karma.reference_service.url}\n",
+                flush=True,
+            )
+            ran = await _run_all(karma, scenarios(karma.reference_service.url))
+            await _wait_for_ledger(karma.ledger, ran)
+            return _report(karma.ledger, ran)
     finally:
         if keep:
             print(f"\ndata kept in {data_dir}")
@@ -236,30 +235,3 @@ def _report(ledger: Any, ran: list[Ran]) -> int:
         "and in seq order, matching every workflow's own history."
     )
     return 0
-
-
-@contextlib.contextmanager
-def _local_http_service() -> Iterator[str]:
-    """A tiny HTTP service for the http_request scenarios: /ok answers 200, the rest 404."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            status, body = (200, {"status": "ok"}) if self.path == "/ok" else (404, {})
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -7,7 +7,6 @@ that can read the ledger while running (`EmbeddedKarma.ledger`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable
 from types import TracebackType
@@ -18,6 +17,7 @@ from bridge.ledger import Ledger
 from bridge.service import Bridge
 from karma.client import KarmaClient, connect_temporal
 from karma.embedded import EmbeddedServers
+from karma.first_to_stop import first_to_stop
 from karma.reference_service import ReferenceService
 from karma.registry import ActionRegistry
 from karma.secrets import SecretSealer
@@ -102,17 +102,7 @@ class EmbeddedKarma:
     async def wait(self) -> None:
         """Return (or raise) when the worker or the bridge stops by itself."""
         assert self.worker is not None and self.bridge is not None, "start() first"
-        tasks = [
-            asyncio.ensure_future(self.worker.wait()),
-            asyncio.ensure_future(self.bridge.wait()),
-        ]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-        finally:
-            for task in tasks:
-                task.cancel()
+        await first_to_stop(self.worker.wait(), self.bridge.wait())
 
     async def stop(self) -> None:
         if self._ledger is not None:
