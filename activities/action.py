@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from bridge.emit import TransitionPublisher
 from karma import names
+from karma.decision import AwaitDecision
 from karma.errors import (
     ErrorInfo,
     FieldError,
@@ -36,11 +37,14 @@ from karma.executor import (
     EventContext,
     EventDrivenActionExecutor,
     EventResult,
+    Skip,
 )
+from karma.interactive import InteractiveActionExecutor
 from karma.meta import SUPPORTED_MODES
 from karma.params import redact_params, validate_params
 from karma.registry import ActionRegistry
 from karma.request import ActionRequest
+from karma.saga import StepResult, TransactionalActionExecutor
 from karma.secrets import SecretSealer
 from karma.workflow_io import (
     EmitInput,
@@ -51,6 +55,7 @@ from karma.workflow_io import (
     ExecuteOutput,
     ExecutionPlan,
     HandleEventInput,
+    Phase,
     PreparedAction,
 )
 
@@ -110,6 +115,9 @@ class ActionActivities:
             return PreparedAction(
                 prepared_at=now, requested_args=requested_args, error=ErrorInfo.from_exception(exc)
             )
+        executor_class = self._registry.get(request.action_type).executor_class
+        steps = list(getattr(executor_class, "steps", ()))
+        compensation_retry = getattr(executor_class, "compensation_retry", None)
         return PreparedAction(
             prepared_at=now,
             params=self._sealer.seal(meta, params),
@@ -122,6 +130,8 @@ class ActionActivities:
                 timeout=meta.timeout,
                 heartbeat_timeout=meta.heartbeat_timeout,
                 output_names=[o.name for o in meta.outputs],
+                steps=steps if issubclass(executor_class, TransactionalActionExecutor) else [],
+                compensation_retry=compensation_retry,
             ),
         )
 
@@ -131,25 +141,24 @@ class ActionActivities:
         request = inp.request
         acked = ExecuteHeartbeat()
         emission = asyncio.ensure_future(self._emit(inp, acked))
-        heartbeat = asyncio.ensure_future(_heartbeat_forever(acked))
+        heartbeat = asyncio.ensure_future(heartbeat_forever(acked))
         try:
             executor = self._registry.executor(request.action_type)
             params = self._sealer.unseal(inp.params)
-            result = await executor.execute(self._context(inp, params))
-            awaiting = _check_handoff(executor, result)
+            result = await _run_phase(executor, inp.phase, self._context(inp, params))
+            output = _output_of(executor, result)
         except Exception as exc:
             failure = ExecuteFailure(
                 error=ErrorInfo.from_exception(exc), emitted_seq=await _settle(emission)
             )
-            raise _application_error(exc, failure) from exc
+            raise application_error(exc, failure) from exc
         except BaseException:
             emission.cancel()
             raise
         finally:
             heartbeat.cancel()
-        return ExecuteOutput(
-            outputs=result.outputs, emitted_seq=await _settle(emission), awaiting=awaiting
-        )
+        output.emitted_seq = await _settle(emission)
+        return output
 
     @activity.defn(name=names.HANDLE_EVENT)
     async def handle_event(self, inp: HandleEventInput) -> EventResult:
@@ -164,12 +173,12 @@ class ActionActivities:
             external_workflow_id=inp.external_workflow_id,
             event=inp.event,
             outputs=inp.outputs,
-            logger=_logger(inp.request),
+            logger=logger_for(inp.request),
         )
         try:
             return await executor.on_event(ctx)
         except Exception as exc:
-            raise _application_error(
+            raise application_error(
                 exc, ExecuteFailure(error=ErrorInfo.from_exception(exc))
             ) from exc
 
@@ -197,7 +206,10 @@ class ActionActivities:
             idempotency_key=request.idempotency_key,
             callback_topic=self._callback_topic,
             services=self._services,
-            logger=_logger(request),
+            step=inp.step,
+            previous=inp.previous,
+            decision=inp.decision,
+            logger=logger_for(request),
         )
 
     async def _emit(self, inp: ExecuteInput, acked: ExecuteHeartbeat) -> int:
@@ -205,26 +217,48 @@ class ActionActivities:
         return acked.emitted_seq
 
 
-def _logger(request: ActionRequest) -> logging.LoggerAdapter[logging.Logger]:
+def logger_for(request: ActionRequest) -> logging.LoggerAdapter[logging.Logger]:
     return logging.LoggerAdapter(
         log, {"action_id": request.action_id, "action_type": request.action_type}
     )
 
 
-def _check_handoff(
-    executor: BaseActionExecutor, result: ActionResult | AwaitEvent
-) -> AwaitEvent | None:
-    """An AwaitEvent is only meaningful from an executor that can judge events."""
-    if not isinstance(result, AwaitEvent):
-        return None
-    if not isinstance(executor, EventDrivenActionExecutor):
-        raise PermanentError(
-            f"{type(executor).__name__} returned AwaitEvent but is not an EventDrivenActionExecutor"
-        )
-    return result
+Returned = ActionResult | AwaitEvent | Skip | AwaitDecision | StepResult
 
 
-def _application_error(exc: Exception, failure: ExecuteFailure) -> ApplicationError:
+async def _run_phase(executor: BaseActionExecutor, phase: Phase, ctx: ActionContext) -> Returned:
+    """Call the executor method the phase stands for."""
+    if phase is Phase.ASK:
+        if not isinstance(executor, InteractiveActionExecutor):
+            raise PermanentError(f"{type(executor).__name__} is not an InteractiveActionExecutor")
+        return await executor.ask(ctx)
+    if phase is Phase.STEP:
+        if not isinstance(executor, TransactionalActionExecutor):
+            raise PermanentError(f"{type(executor).__name__} is not a TransactionalActionExecutor")
+        return await executor.run_step(ctx)
+    return await executor.execute(ctx)
+
+
+def _output_of(executor: BaseActionExecutor, result: Returned) -> ExecuteOutput:
+    """What the executor returned, checked against what its kind may return."""
+    match result:
+        case ActionResult():
+            return ExecuteOutput(outputs=result.outputs)
+        case Skip():
+            return ExecuteOutput(outputs=result.outputs, skipped=result.reason)
+        case StepResult():
+            return ExecuteOutput(outputs=result.outputs, compensation=result.compensation)
+        case AwaitDecision():
+            return ExecuteOutput(outputs=result.outputs, asking=result)
+        case AwaitEvent() if isinstance(executor, EventDrivenActionExecutor):
+            return ExecuteOutput(outputs=result.outputs, awaiting=result)
+    raise PermanentError(
+        f"{type(executor).__name__} returned {type(result).__name__}, which its kind of "
+        "action cannot return"
+    )
+
+
+def application_error(exc: Exception, failure: ExecuteFailure) -> ApplicationError:
     error = failure.error
     return ApplicationError(
         error.message,
@@ -249,7 +283,7 @@ async def _settle(emission: Awaitable[int]) -> int:
     return 0
 
 
-async def _heartbeat_forever(acked: ExecuteHeartbeat) -> None:
+async def heartbeat_forever(acked: ExecuteHeartbeat) -> None:
     """Heartbeat so a lost worker is noticed within the heartbeat timeout and so
     cancellation reaches the executor; the details say what Kafka acknowledged."""
     timeout = activity.info().heartbeat_timeout or timedelta(seconds=30)

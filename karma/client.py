@@ -16,14 +16,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
-from temporalio.client import Client, Interceptor, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    Interceptor,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from karma import names, search_attributes
-from karma.errors import ActionNotFoundError, ValidationError, field_errors
+from karma.decision import Decision, DecisionInput
+from karma.errors import ActionNotFoundError, DecisionRefusedError, ValidationError, field_errors
 from karma.events import ActionEvent, Envelope
 from karma.ids import workflow_id_for
 from karma.params import validate_params
@@ -136,6 +143,36 @@ class ActionHandle:
                 raise ActionNotFoundError(self.action_id) from exc
             raise
         return envelope
+
+    async def decide(self, decision: str, *, by: str, reason: str = "") -> Decision:
+        """Approve or reject an interactive action that waits for a decision.
+
+        Raises:
+            karma.errors.DecisionRefusedError: not waiting for a decision, or a bad decision
+                (unknown verdict, no `by`, a rejection without a reason); nothing changed.
+            karma.errors.ActionNotFoundError: no such action.
+        """
+        try:
+            decided: Decision = await self._handle.execute_update(
+                names.DECIDE_UPDATE,
+                DecisionInput(decision=decision, by=by, reason=reason),
+                result_type=Decision,
+            )
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+            raise DecisionRefusedError(message) from exc
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise ActionNotFoundError(self.action_id) from exc
+            raise
+        return decided
+
+    async def approve(self, *, by: str, reason: str = "") -> Decision:
+        return await self.decide("approve", by=by, reason=reason)
+
+    async def reject(self, *, by: str, reason: str) -> Decision:
+        return await self.decide("reject", by=by, reason=reason)
 
     async def events(self, *, poll_interval: float = 0.5) -> AsyncIterator[ActionEvent]:
         """Yield transitions as they are recorded, from the first to the terminal one."""

@@ -22,6 +22,8 @@ class ErrorType(StrEnum):
     TRANSIENT = "transient"
     TIMEOUT = "timeout"
     EXTERNAL = "external"
+    REJECTED = "rejected"
+    COMPENSATION_FAILED = "compensation_failed"
     HEARTBEAT_TIMEOUT = "heartbeat_timeout"
     CANCELLED = "cancelled"
     INTERNAL = "internal"
@@ -99,6 +101,11 @@ def field_errors(exc: PydanticValidationError, prefix: str = "") -> list[FieldEr
         path = ".".join(str(part) for part in err["loc"])
         out.append(FieldError(field=f"{prefix}{path}" or prefix or "(root)", reason=err["msg"]))
     return out
+
+
+class DecisionRefusedError(KarmaError):
+    """The action did not accept a decision (not waiting for one, or the decision is
+    malformed); nothing changed."""
 
 
 class DuplicateActionError(KarmaError):

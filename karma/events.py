@@ -81,6 +81,12 @@ class TransitionAttrs(BaseModel):
     external_workflow_id: str | None = None
     timeout_ms: int | None = None
     event_id: str | None = Field(default=None, description="the external event behind this")
+    step: str | None = None
+    outcome: str | None = Field(default=None, description="of a compensated step")
+    reason: str | None = None
+    decision_request: dict[str, Any] | None = None
+    decision: dict[str, Any] | None = None
+    undone: list[str] | None = None
 
     def as_attrs(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)

@@ -1,8 +1,10 @@
 """What an action author writes: an executor class that turns a context into a result.
 
-Sync executors return an `ActionResult`. Event-driven executors start work elsewhere and
-return `AwaitEvent`; Karma then hands every external event to their `on_event`, which
-answers with an `EventResult` (complete, update progress, or ignore).
+Sync executors return an `ActionResult` (or `Skip` when there is nothing to do).
+Event-driven executors start work elsewhere and return `AwaitEvent`; Karma then hands every
+external event to their `on_event`, which answers with an `EventResult` (complete, update
+progress, or ignore). Transactional, interactive and stateful executors are in
+`karma.saga`, `karma.interactive` and `karma.stateful`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, Field
 
+from karma.decision import Decision
 from karma.errors import PermanentError
 from karma.events import Envelope
 from karma.http_calls import body_of, check_status, send
@@ -29,6 +32,13 @@ CALLBACK_TOPIC_HEADER = "X-Karma-Callback-Topic"
 class ActionResult(BaseModel):
     """What a successful `execute` returns."""
 
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class Skip(BaseModel):
+    """Returned by `execute` when the action is unnecessary: it ends SKIPPED."""
+
+    reason: str = Field(min_length=1)
     outputs: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -101,6 +111,9 @@ class ActionContext:
     idempotency_key: str = ""
     callback_topic: str = ""
     services: Mapping[str, str] = field(default_factory=dict)
+    step: str = ""  # transactional actions: the step this call runs
+    previous: Mapping[str, Any] = field(default_factory=dict)  # outputs of earlier steps
+    decision: Decision | None = None  # interactive actions: the approval being carried out
     logger: logging.LoggerAdapter[logging.Logger] = field(default_factory=_default_logger)
 
     async def invoke_service(
@@ -159,8 +172,8 @@ class BaseActionExecutor(ABC):
     meta: ClassVar[ActionMeta]
 
     @abstractmethod
-    async def execute(self, ctx: ActionContext) -> ActionResult | AwaitEvent:
-        """Do the work of one attempt (sync executors return an ActionResult)."""
+    async def execute(self, ctx: ActionContext) -> ActionResult | AwaitEvent | Skip:
+        """Do the work of one attempt (sync executors return an ActionResult or Skip)."""
 
 
 class EventDrivenActionExecutor(BaseActionExecutor):

@@ -1,7 +1,10 @@
 """The action lifecycle: states, transition event types and where each one is published.
 
-REQUESTED → ACCEPTED → STARTED → (RETRYING)* → {SUCCEEDED | FAILED | CANCELLED | TIMED_OUT}.
-Each arrow is one event; progress is an event too but not a change of state.
+REQUESTED → ACCEPTED → STARTED → (RETRYING)* → (WAITING)* →
+    {SUCCEEDED | FAILED | CANCELLED | TIMED_OUT | SKIPPED};
+a transactional action that fails or is cancelled goes through COMPENSATING → COMPENSATED
+first. Each arrow is one event; progress, a compensated step, an escalation and a decision
+are events too but not changes of state.
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ class ActionState(StrEnum):
     STARTED = "STARTED"
     RETRYING = "RETRYING"
     WAITING = "WAITING"
+    COMPENSATING = "COMPENSATING"
+    COMPENSATED = "COMPENSATED"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     TIMED_OUT = "TIMED_OUT"
+    SKIPPED = "SKIPPED"
 
     @property
     def is_terminal(self) -> bool:
@@ -28,7 +34,13 @@ class ActionState(StrEnum):
 
 
 TERMINAL_STATES = frozenset(
-    {ActionState.SUCCEEDED, ActionState.FAILED, ActionState.CANCELLED, ActionState.TIMED_OUT}
+    {
+        ActionState.SUCCEEDED,
+        ActionState.FAILED,
+        ActionState.CANCELLED,
+        ActionState.TIMED_OUT,
+        ActionState.SKIPPED,
+    }
 )
 
 
@@ -41,15 +53,21 @@ class EventType(StrEnum):
     RETRYING = "action.retrying"
     WAITING = "action.waiting"
     PROGRESS = "action.progress"
+    COMPENSATING = "action.compensating"
+    STEP_COMPENSATED = "action.step_compensated"
+    COMPENSATED = "action.compensated"
+    ESCALATED = "action.escalated"
+    DECIDED = "action.decided"
     SUCCEEDED = "action.succeeded"
     FAILED = "action.failed"
     CANCELLED = "action.cancelled"
     TIMED_OUT = "action.timed_out"
+    SKIPPED = "action.skipped"
 
     @property
     def state(self) -> ActionState | None:
-        """The state this event moves the action into; None for progress."""
-        if self is EventType.PROGRESS:
+        """The state this event moves the action into; None for events within a state."""
+        if self in _WITHIN_A_STATE:
             return None
         return ActionState(self.value.removeprefix("action.").upper())
 
@@ -61,6 +79,11 @@ class EventType(StrEnum):
         if state is not None and state.is_terminal:
             return TopicKind.RESULT
         return TopicKind.PROGRESS
+
+
+_WITHIN_A_STATE = frozenset(
+    {EventType.PROGRESS, EventType.STEP_COMPENSATED, EventType.ESCALATED, EventType.DECIDED}
+)
 
 
 class TopicKind(StrEnum):

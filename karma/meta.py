@@ -30,7 +30,14 @@ class ExecutionMode(StrEnum):
 
 
 #: Modes this version of the worker knows how to run.
-SUPPORTED_MODES = frozenset({ExecutionMode.SYNC, ExecutionMode.EVENT_DRIVEN})
+SUPPORTED_MODES = frozenset(
+    {
+        ExecutionMode.SYNC,
+        ExecutionMode.EVENT_DRIVEN,
+        ExecutionMode.TRANSACTIONAL,
+        ExecutionMode.INTERACTIVE,
+    }
+)
 
 _NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 

@@ -9,12 +9,15 @@ ACTION_WORKFLOW: Final = "ActionWorkflow"
 DEFAULT_TASK_QUEUE: Final = "karma-actions"
 STATUS_QUERY: Final = "status"
 DELIVER_EVENT_SIGNAL: Final = "deliver_event"
+DECIDE_UPDATE: Final = "decide"
 
 # Activities
 PREPARE_ACTION: Final = "prepare_action"
 EXECUTE_ACTION: Final = "execute_action"
 EMIT_TRANSITIONS: Final = "emit_transitions"
 HANDLE_EVENT: Final = "handle_event"
+COMPENSATE_STEP: Final = "compensate_step"
+REPORT_UNDONE: Final = "report_undone"
 
 # Kafka topics (defaults; configurable through KARMA_KAFKA__TOPICS__*)
 TOPIC_REQUESTED: Final = "actions.requested"

@@ -14,7 +14,9 @@ from importlib.metadata import entry_points
 
 from karma.errors import DuplicateActionError, UnknownActionError
 from karma.executor import BaseActionExecutor, EventDrivenActionExecutor
+from karma.interactive import InteractiveActionExecutor
 from karma.meta import ActionMeta, ExecutionMode
+from karma.saga import TransactionalActionExecutor
 
 ENTRY_POINT_GROUP = "karma.actions"
 
@@ -56,13 +58,7 @@ class ActionRegistry:
         if not isinstance(meta, ActionMeta):
             raise TypeError(f"{_qualname(executor_class)} has no ActionMeta (use @register_action)")
         source = source or _qualname(executor_class)
-        if meta.mode is ExecutionMode.EVENT_DRIVEN and not issubclass(
-            executor_class, EventDrivenActionExecutor
-        ):
-            raise TypeError(
-                f"{source}: action {meta.type!r} is event-driven, so its executor must "
-                "subclass EventDrivenActionExecutor"
-            )
+        _check_kind(meta, executor_class, source)
         existing = self._actions.get(meta.type)
         if existing is not None:
             if existing.executor_class is executor_class:
@@ -127,3 +123,21 @@ def default_registry() -> ActionRegistry:
 
 def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _check_kind(meta: ActionMeta, executor_class: type[BaseActionExecutor], source: str) -> None:
+    """The executor class must match the mode its metadata declares."""
+    base = {
+        ExecutionMode.EVENT_DRIVEN: EventDrivenActionExecutor,
+        ExecutionMode.TRANSACTIONAL: TransactionalActionExecutor,
+        ExecutionMode.INTERACTIVE: InteractiveActionExecutor,
+    }.get(meta.mode)
+    if base is not None and not issubclass(executor_class, base):
+        raise TypeError(
+            f"{source}: action {meta.type!r} is {meta.mode.value}, so its executor must "
+            f"subclass {base.__name__}"
+        )
+    if meta.mode is ExecutionMode.TRANSACTIONAL:
+        steps = getattr(executor_class, "steps", ())
+        if not steps or len(set(steps)) != len(steps):
+            raise TypeError(f"{source}: a transactional action needs distinct step names")

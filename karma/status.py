@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from karma.decision import Decision
 from karma.errors import ErrorInfo
 from karma.events import ActionEvent
 from karma.lifecycle import ActionState
@@ -21,6 +22,8 @@ class ActionOutcome(BaseModel):
     error: ErrorInfo | None = None
     attempts: int = 0
     duration_ms: int = 0
+    reason: str = Field(default="", description="why the action was skipped")
+    decision: Decision | None = None
 
 
 class ActionStatus(BaseModel):
@@ -36,3 +39,8 @@ class ActionStatus(BaseModel):
     emitted_seq: int = Field(default=0, description="highest seq acknowledged by Kafka")
     external_workflow_id: str = Field(default="", description="set while waiting for events")
     pending_events: int = Field(default=0, description="external events not handled yet")
+    decision_request: dict[str, Any] | None = Field(
+        default=None, description="what an interactive action asks a person to decide"
+    )
+    decision: Decision | None = None
+    compensated_steps: list[str] = Field(default_factory=list)

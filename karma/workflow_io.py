@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from karma.decision import AwaitDecision, Decision
 from karma.errors import ErrorInfo
 from karma.events import ActionEvent, Envelope
 from karma.executor import AwaitEvent
@@ -23,6 +25,8 @@ class ExecutionPlan(BaseModel):
     timeout: timedelta
     heartbeat_timeout: timedelta
     output_names: list[str] = Field(default_factory=list)
+    steps: list[str] = Field(default_factory=list, description="transactional actions")
+    compensation_retry: RetryPolicy | None = None
 
 
 class PreparedAction(BaseModel):
@@ -44,6 +48,14 @@ class PreparedAction(BaseModel):
     error: ErrorInfo | None = None
 
 
+class Phase(StrEnum):
+    """Which executor method one `execute_action` attempt calls."""
+
+    EXECUTE = "execute"
+    ASK = "ask"  # interactive: prepare the question
+    STEP = "step"  # transactional: run one step
+
+
 class ExecuteInput(BaseModel):
     request: ActionRequest
     params: dict[str, Any]
@@ -51,6 +63,10 @@ class ExecuteInput(BaseModel):
     pending: list[ActionEvent] = Field(
         default_factory=list, description="transitions to publish while the executor runs"
     )
+    phase: Phase = Phase.EXECUTE
+    step: str = ""
+    previous: dict[str, Any] = Field(default_factory=dict)
+    decision: Decision | None = None
 
 
 class ExecuteOutput(BaseModel):
@@ -59,6 +75,36 @@ class ExecuteOutput(BaseModel):
     awaiting: AwaitEvent | None = Field(
         default=None, description="set when an event-driven executor handed the work off"
     )
+    asking: AwaitDecision | None = Field(
+        default=None, description="set when an interactive executor asks for a decision"
+    )
+    skipped: str | None = Field(default=None, description="why the executor skipped the action")
+    compensation: dict[str, Any] = Field(
+        default_factory=dict, description="a transactional step's data for its compensation"
+    )
+
+
+class CompensateInput(BaseModel):
+    request: ActionRequest
+    params: dict[str, Any]
+    step: str
+    compensation: dict[str, Any] = Field(default_factory=dict)
+    cause: ErrorInfo | None = None
+
+
+class UndoneStep(BaseModel):
+    step: str
+    compensation: dict[str, Any] = Field(default_factory=dict)
+
+
+class UndoneReport(BaseModel):
+    """What a failed rollback leaves behind; published to the DLQ for a person to finish."""
+
+    action_id: str
+    action_type: str
+    reason: str
+    error: ErrorInfo | None = None
+    undone: list[UndoneStep]
 
 
 class HandleEventInput(BaseModel):

@@ -12,6 +12,8 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.action import MAX_HEARTBEAT_INTERVAL, ActionActivities
+from activities.compensation import CompensationActivities
+from bridge.dlq import DeadLetterPublisher
 from bridge.emit import TransitionPublisher
 from karma.registry import ActionRegistry, default_registry
 from karma.secrets import SecretSealer
@@ -47,10 +49,14 @@ class ActionWorker:
     ) -> None:
         self.task_queue = task_queue or settings.temporal.task_queue
         self._publisher = TransitionPublisher(settings.kafka)
+        self._dlq = DeadLetterPublisher(settings.kafka)
+        registry = registry or default_registry()
+        sealer = SecretSealer.from_settings(settings)
+        compensation = CompensationActivities(registry, sealer, self._dlq)
         activities = ActionActivities(
-            registry or default_registry(),
+            registry,
             self._publisher,
-            SecretSealer.from_settings(settings),
+            sealer,
             emit_timeout=settings.kafka.emit_timeout_s,
             callback_topic=settings.kafka.topics.events,
             services=settings.services,
@@ -64,6 +70,8 @@ class ActionWorker:
                 activities.execute_action,
                 activities.emit_transitions,
                 activities.handle_event,
+                compensation.compensate_step,
+                compensation.report_undone,
             ],
             workflow_runner=sandboxed_runner(),
             interceptors=tracing_interceptors(settings.otel),
@@ -84,6 +92,7 @@ class ActionWorker:
                 await self._task
             self._task = None
         await self._publisher.stop()
+        await self._dlq.stop()
 
     async def wait(self) -> None:
         """Return when the worker stops by itself (a fatal error is raised here).

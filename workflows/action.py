@@ -12,24 +12,30 @@ from temporalio.common import RetryPolicy as TemporalRetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows._failures import classify, internal, temporal_retry
-from workflows._outbox import Outbox
+from workflows._outbox import DURABLE_EMIT_RETRY, Outbox
 
 with workflow.unsafe.imports_passed_through():
     from karma import names, search_attributes
+    from karma.decision import AwaitDecision, Decision, DecisionInput, TimeoutPolicy, Verdict
     from karma.errors import ErrorInfo, ErrorType
     from karma.events import Envelope, TransitionAttrs
     from karma.executor import AwaitEvent, EventDecision, EventResult
     from karma.lifecycle import ActionState, EventType
+    from karma.meta import ExecutionMode
     from karma.params import redact_params
     from karma.request import ActionRequest
     from karma.status import ActionOutcome, ActionStatus
     from karma.transitions import TransitionLog
     from karma.workflow_io import (
+        CompensateInput,
         ExecuteInput,
         ExecuteOutput,
         ExecutionPlan,
         HandleEventInput,
+        Phase,
         PreparedAction,
+        UndoneReport,
+        UndoneStep,
     )
 
 PREPARE_TIMEOUT = timedelta(seconds=30)
@@ -45,6 +51,7 @@ class _Ending:
     outputs: dict[str, Any] = field(default_factory=dict)
     error: ErrorInfo | None = None
     at: datetime | None = None  # replay-stable time, when workflow.now() is not
+    reason: str = ""  # why the action was skipped
 
 
 @workflow.defn(name=names.ACTION_WORKFLOW)
@@ -82,6 +89,9 @@ class ActionWorkflow:
         self._external_id = ""
         self._inbox: list[Envelope] = []
         self._seen_events: set[str] = set()
+        self._question: AwaitDecision | None = None
+        self._decision: Decision | None = None
+        self._compensated: list[str] = []
         self._indexed_state = ActionState.REQUESTED
         # Started without Karma's search attributes (a namespace without them): leave them be.
         self._indexing = (
@@ -101,6 +111,9 @@ class ActionWorkflow:
             emitted_seq=self._log.emitted_seq,
             external_workflow_id=self._external_id,
             pending_events=len(self._inbox),
+            decision_request=self._question.request if self._question else None,
+            decision=self._decision,
+            compensated_steps=list(self._compensated),
         )
 
     @workflow.signal(name=names.DELIVER_EVENT_SIGNAL)
@@ -110,6 +123,28 @@ class ActionWorkflow:
             return
         self._seen_events.add(event.event_id)
         self._inbox.append(event)
+
+    @workflow.update(name=names.DECIDE_UPDATE)
+    async def decide(self, decision: DecisionInput) -> Decision:
+        """Approve or reject an interactive action (validated first: see below)."""
+        self._decision = decision.validated().model_copy(update={"at": workflow.now()})
+        return self._decision
+
+    @decide.validator
+    def _validate_decision(self, decision: DecisionInput) -> None:
+        """Reject, without a trace in the history, a decision that is not wanted now or is
+        malformed (unknown verdict, no `by`, a rejection without a reason)."""
+        if self._question is None or self._decision is not None or self._log.state.is_terminal:
+            raise ApplicationError(
+                f"action {self._request.action_id} is not waiting for a decision "
+                f"(state {self._log.state.value})",
+                type="NotWaitingForDecision",
+                non_retryable=True,
+            )
+        try:
+            decision.validated()
+        except Exception as exc:
+            raise ApplicationError(str(exc), type="ValidationError", non_retryable=True) from exc
 
     @workflow.run
     async def run(self, request: ActionRequest) -> ActionOutcome:
@@ -140,17 +175,35 @@ class ActionWorkflow:
             TransitionAttrs(command=self._request.action_type, args=prepared.accepted_args),
             at=at,
         )
+        if plan.mode is ExecutionMode.INTERACTIVE:
+            return await self._interactive(prepared.params, plan, at)
         self._record(EventType.STARTED, TransitionAttrs(attempt=1), at=at)
-        done = await self._attempts(prepared.params, plan)
+        if plan.mode is ExecutionMode.TRANSACTIONAL:
+            return await self._saga(prepared.params, plan)
+        return await self._work(prepared.params, plan)
+
+    async def _work(self, params: dict[str, Any], plan: ExecutionPlan) -> _Ending:
+        """Sync and event-driven actions, and an interactive action once approved."""
+        done = await self._attempts(params, plan)
         if isinstance(done, _Ending):
             return done
+        if done.skipped is not None:
+            return _Ending(EventType.SKIPPED, outputs=done.outputs, reason=done.skipped)
         if done.awaiting is None:
-            return _Ending(EventType.SUCCEEDED, outputs=done.outputs)
-        return await self._wait_for_events(prepared.params, plan, done.awaiting)
+            return _Ending(EventType.SUCCEEDED, outputs={**self._outputs, **done.outputs})
+        return await self._wait_for_events(params, plan, done.awaiting)
 
     async def _attempts(
-        self, params: dict[str, Any], plan: ExecutionPlan
+        self,
+        params: dict[str, Any],
+        plan: ExecutionPlan,
+        *,
+        phase: Phase = Phase.EXECUTE,
+        step: str = "",
+        previous: dict[str, Any] | None = None,
     ) -> ExecuteOutput | _Ending:
+        """Attempts of one executor call under the action's retry policy; an ending if
+        they all failed (with the outputs known so far)."""
         attempt = 1
         while True:
             self._attempt = attempt
@@ -163,6 +216,10 @@ class ActionWorkflow:
                         params=params,
                         attempt=attempt,
                         pending=self._log.pending(),
+                        phase=phase,
+                        step=step,
+                        previous=previous or {},
+                        decision=self._decision,
                     ),
                     result_type=ExecuteOutput,
                     start_to_close_timeout=plan.timeout,
@@ -179,7 +236,7 @@ class ActionWorkflow:
                 return result
             self._error = error
             if not error.retryable or attempt >= plan.retry.max_attempts:
-                return _Ending(EventType.FAILED, error=error)
+                return _Ending(EventType.FAILED, outputs=dict(previous or {}), error=error)
             delay = (
                 timedelta(seconds=error.retry_after_s)
                 if error.retry_after_s is not None
@@ -187,11 +244,217 @@ class ActionWorkflow:
             )
             self._record(
                 EventType.RETRYING,
-                TransitionAttrs(attempt=attempt, error=error, retry_in_ms=_millis(delay)),
+                TransitionAttrs(
+                    attempt=attempt, error=error, retry_in_ms=_millis(delay), step=step or None
+                ),
             )
             self._index_state()
             await asyncio.gather(self._outbox.flush(), workflow.sleep(delay))
             attempt += 1
+
+    async def _saga(self, params: dict[str, Any], plan: ExecutionPlan) -> _Ending:
+        """Run the steps in order; on a failed step or a cancellation, undo the completed
+        ones in reverse order and end with the original error."""
+        done: list[UndoneStep] = []
+        outputs: dict[str, Any] = {}
+        try:
+            for index, step in enumerate(plan.steps):
+                result = await self._attempts(
+                    params, plan, phase=Phase.STEP, step=step, previous=outputs
+                )
+                if isinstance(result, _Ending):
+                    return await self._compensate(params, plan, done, result)
+                if result.skipped is not None:
+                    outputs.update(result.outputs)
+                    return _Ending(EventType.SKIPPED, outputs=outputs, reason=result.skipped)
+                done.append(UndoneStep(step=step, compensation=result.compensation))
+                outputs.update(result.outputs)
+                self._outputs = dict(outputs)
+                self._record(
+                    EventType.PROGRESS,
+                    TransitionAttrs(
+                        step=step,
+                        percent=round(100 * (index + 1) / len(plan.steps), 1),
+                        message=f"step {step} done",
+                    ),
+                )
+        except asyncio.CancelledError:
+            cancelled = ErrorInfo(type=ErrorType.CANCELLED, message="cancelled on request")
+            ending = _Ending(EventType.CANCELLED, outputs=outputs, error=cancelled)
+            return await self._compensate(params, plan, done, ending)
+        return _Ending(EventType.SUCCEEDED, outputs=outputs)
+
+    async def _compensate(
+        self, params: dict[str, Any], plan: ExecutionPlan, done: list[UndoneStep], ending: _Ending
+    ) -> _Ending:
+        """Undo `done` in reverse; a rollback is not itself cancellable."""
+        if not done:
+            return ending
+        self._record(
+            EventType.COMPENSATING,
+            TransitionAttrs(error=ending.error, message=f"undoing {len(done)} step(s)"),
+        )
+        self._index_state()
+        for index in reversed(range(len(done))):
+            step = done[index]
+            failure = await self._compensate_step(params, plan, step, ending.error)
+            self._record(
+                EventType.STEP_COMPENSATED,
+                TransitionAttrs(
+                    step=step.step,
+                    outcome="failed" if failure else "compensated",
+                    error=failure,
+                ),
+            )
+            if failure is None:
+                self._compensated.append(step.step)
+                continue
+            undone = done[: index + 1]
+            names_undone = [u.step for u in undone]
+            cause = ending.error.message if ending.error else ending.event_type.value
+            error = ErrorInfo(
+                type=ErrorType.COMPENSATION_FAILED,
+                message=f"compensating {step.step} failed ({failure.message}); "
+                f"not undone: {', '.join(names_undone)}; the rollback was for: {cause}",
+            )
+            await self._report_undone(undone, error)
+            return _Ending(EventType.FAILED, outputs=ending.outputs, error=error)
+        self._record(EventType.COMPENSATED, TransitionAttrs(message=f"{len(done)} step(s) undone"))
+        return ending
+
+    async def _compensate_step(
+        self,
+        params: dict[str, Any],
+        plan: ExecutionPlan,
+        step: UndoneStep,
+        cause: ErrorInfo | None,
+    ) -> ErrorInfo | None:
+        """One compensation, retried by Temporal under its policy; its error if it failed."""
+        running = workflow.start_activity(
+            names.COMPENSATE_STEP,
+            CompensateInput(
+                request=self._request,
+                params=params,
+                step=step.step,
+                compensation=step.compensation,
+                cause=cause,
+            ),
+            start_to_close_timeout=plan.timeout,
+            heartbeat_timeout=plan.heartbeat_timeout,
+            retry_policy=temporal_retry(plan.compensation_retry or plan.retry),
+        )
+        while True:
+            try:
+                await asyncio.shield(running)
+            except asyncio.CancelledError:
+                continue  # a cancellation does not stop a rollback
+            except ActivityError as err:
+                error, _ = classify(err)
+                return error
+            return None
+
+    async def _report_undone(self, undone: list[UndoneStep], error: ErrorInfo) -> None:
+        report = UndoneReport(
+            action_id=self._request.action_id,
+            action_type=self._request.action_type,
+            reason=error.message,
+            error=error,
+            undone=undone,
+        )
+        running = workflow.start_activity(
+            names.REPORT_UNDONE,
+            report,
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=DURABLE_EMIT_RETRY,
+        )
+        while True:
+            try:
+                await asyncio.shield(running)
+            except asyncio.CancelledError:
+                continue
+            return
+
+    async def _interactive(
+        self, params: dict[str, Any], plan: ExecutionPlan, at: datetime
+    ) -> _Ending:
+        """Ask, wait for the decision (or apply the timeout policy), then do the work."""
+        asked = await self._attempts(params, plan, phase=Phase.ASK)
+        if isinstance(asked, _Ending):
+            return asked
+        if asked.skipped is not None:
+            return _Ending(EventType.SKIPPED, outputs=asked.outputs, reason=asked.skipped)
+        question = asked.asking
+        if question is None:
+            return _Ending(EventType.FAILED, error=internal("ask returned no question"))
+        self._question = question
+        self._outputs = dict(question.outputs)
+        self._record(
+            EventType.WAITING,
+            TransitionAttrs(
+                decision_request=question.request,
+                timeout_ms=_millis(question.timeout),
+                outputs=self._outputs,
+                message=f"on timeout: {question.on_timeout.value}",
+            ),
+        )
+        self._index_state()
+        await self._outbox.flush()
+        decision = await self._decision_or_policy(question)
+        if decision is None:
+            return _Ending(
+                EventType.TIMED_OUT,
+                outputs=self._outputs,
+                error=ErrorInfo(
+                    type=ErrorType.TIMEOUT,
+                    message="no decision, even after escalation, within "
+                    f"{2 * question.timeout.total_seconds():g}s",
+                ),
+            )
+        self._decision = decision
+        self._record(EventType.DECIDED, TransitionAttrs(decision=decision.model_dump(mode="json")))
+        if not decision.approved:
+            return _Ending(
+                EventType.FAILED,
+                outputs=self._outputs,
+                error=ErrorInfo(
+                    type=ErrorType.REJECTED,
+                    message=f"rejected by {decision.by}: {decision.reason}",
+                ),
+            )
+        self._record(EventType.STARTED, TransitionAttrs(attempt=1))
+        return await self._work(params, plan)
+
+    async def _decision_or_policy(self, question: AwaitDecision) -> Decision | None:
+        """The person's decision, or the timeout policy's; None if escalation went
+        unanswered too."""
+        timeout = question.timeout.total_seconds()
+        rounds = 2 if question.on_timeout is TimeoutPolicy.ESCALATE else 1
+        for round_ in range(rounds):
+            try:
+                await workflow.wait_condition(lambda: self._decision is not None, timeout=timeout)
+            except TimeoutError:
+                if round_ + 1 < rounds:
+                    self._record(
+                        EventType.ESCALATED,
+                        TransitionAttrs(
+                            decision_request=question.request,
+                            message=f"no decision within {timeout:g}s; escalated, waiting "
+                            f"{timeout:g}s more",
+                        ),
+                    )
+                    await self._outbox.flush()
+                continue
+            return self._decision
+        if question.on_timeout is TimeoutPolicy.ESCALATE:
+            return None
+        verdict = Verdict(question.on_timeout.value)
+        return Decision(
+            verdict=verdict,
+            by="timeout policy",
+            reason=f"no decision within {timeout:g}s",
+            at=workflow.now(),
+            automatic=True,
+        )
 
     async def _wait_for_events(
         self, params: dict[str, Any], plan: ExecutionPlan, awaiting: AwaitEvent
@@ -290,6 +553,7 @@ class ActionWorkflow:
                 outputs=self._outputs,
                 error=ending.error,
                 duration_ms=duration_ms,
+                reason=ending.reason or None,
             ),
             at=at,
         )
@@ -304,8 +568,10 @@ class ActionWorkflow:
             error=ending.error,
             attempts=self._attempt,
             duration_ms=duration_ms,
+            reason=ending.reason,
+            decision=self._decision,
         )
-        if ending.event_type is EventType.SUCCEEDED:
+        if ending.event_type in (EventType.SUCCEEDED, EventType.SKIPPED):
             return outcome
         if ending.event_type is EventType.CANCELLED:
             raise asyncio.CancelledError

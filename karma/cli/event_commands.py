@@ -1,8 +1,10 @@
-"""`karma signal | events | dlq list | dlq replay`: external events and dead letters."""
+"""`karma signal | events | approve | reject | dlq list | dlq replay`: what reaches a
+running action from outside, and dead letters."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from typing import Any
@@ -21,6 +23,15 @@ async def signal(args: argparse.Namespace) -> int:
     client = await KarmaClient.connect(get_settings())
     delivered = await client.handle(args.action_id).signal(event)
     print(f"event {delivered.event_id} ({delivered.event_type}) delivered to {args.action_id}")
+    return EXIT_OK
+
+
+async def decide(args: argparse.Namespace) -> int:
+    client = await KarmaClient.connect(get_settings())
+    decision = await client.handle(args.action_id).decide(
+        args.verdict, by=args.by or getpass.getuser(), reason=args.reason or ""
+    )
+    print(f"{args.action_id}: {decision.verdict.value}d by {decision.by}")
     return EXIT_OK
 
 

@@ -43,6 +43,8 @@ examples:
   karma request demo.job --param steps=3 --wait     # completes through Kafka callbacks
   echo '{"event_type": "job.completed"}' | karma signal act_… --event -
   karma dlq list   |   karma dlq replay 0:12
+  karma request demo.approval -p change=bump-replicas   then   karma approve act_… -r ok
+  karma request demo.provision -p fail_at=activate --wait   # compensates reserve, configure
 """
 
 
@@ -136,6 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     signal.add_argument("action_id")
     signal.add_argument("--event", "-e", required=True, metavar="FILE|-", help="JSON file or -")
     signal.set_defaults(run=event_commands.signal)
+
+    for verdict, helptext in (
+        ("approve", "approve an interactive action that waits for a decision"),
+        ("reject", "reject an interactive action that waits for a decision"),
+    ):
+        decide = sub.add_parser(verdict, help=helptext)
+        decide.add_argument("action_id")
+        decide.add_argument(
+            "--reason", "-r", required=verdict == "reject", help="why (required to reject)"
+        )
+        decide.add_argument("--by", help="who decides (default: the current user)")
+        decide.set_defaults(run=event_commands.decide, verdict=verdict)
 
     events = sub.add_parser("events", help="print an action's transitions (--follow: live)")
     events.add_argument("action_id")

@@ -14,6 +14,17 @@ from karma.status import ActionStatus
 def event_detail(event_type: str, attrs: dict[str, Any]) -> str:
     """The one-line gist of a transition's attrs."""
     parts: list[str] = []
+    if "step" in attrs:
+        parts.append(
+            f"step {attrs['step']}" + (f" {attrs['outcome']}" if "outcome" in attrs else "")
+        )
+    decision = attrs.get("decision")
+    if decision:
+        parts.append(f"{decision.get('verdict')} by {decision.get('by')}: {decision.get('reason')}")
+    if "decision_request" in attrs:
+        parts.append(f"asks {_compact(attrs['decision_request'])}")
+    if attrs.get("reason"):
+        parts.append(f"reason: {attrs['reason']}")
     if "attempt" in attrs:
         parts.append(f"attempt {attrs['attempt']}")
     error = attrs.get("error")
@@ -23,6 +34,8 @@ def event_detail(event_type: str, attrs: dict[str, Any]) -> str:
         parts.append(f"{attrs['percent']:g}%")
     if attrs.get("message"):
         parts.append(str(attrs["message"]))
+    if attrs.get("undone"):
+        parts.append(f"not undone: {', '.join(attrs['undone'])}")
     if "external_workflow_id" in attrs:
         parts.append(f"waiting on {attrs['external_workflow_id']}")
     if "timeout_ms" in attrs:
@@ -55,6 +68,13 @@ def status_text(status: ActionStatus) -> str:
         lines.append(f"waits on {status.external_workflow_id}")
     if status.pending_events:
         lines.append(f"events   {status.pending_events} buffered, not yet judged")
+    if status.decision_request is not None and status.decision is None:
+        lines.append(f"asks     {_compact(status.decision_request)}  (karma approve|reject)")
+    if status.decision is not None:
+        d = status.decision
+        lines.append(f"decision {d.verdict.value} by {d.by}: {d.reason}")
+    if status.compensated_steps:
+        lines.append(f"undone   {', '.join(status.compensated_steps)}")
     if status.outputs:
         lines.append(f"outputs  {_compact(status.outputs)}")
     if status.error is not None:

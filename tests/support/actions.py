@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any, ClassVar
 
-from karma.errors import PermanentError
+from karma.errors import PermanentError, TransientError
 from karma.executor import (
     ActionContext,
     ActionResult,
@@ -14,6 +15,7 @@ from karma.executor import (
     EventContext,
     EventDrivenActionExecutor,
     EventResult,
+    Skip,
 )
 from karma.meta import (
     ActionMeta,
@@ -24,6 +26,7 @@ from karma.meta import (
     RetryPolicy,
 )
 from karma.registry import register_action
+from karma.saga import CompensationContext, StepResult, TransactionalActionExecutor
 
 
 @register_action(
@@ -112,4 +115,71 @@ class AwaitExecutor(EventDrivenActionExecutor):
                 return EventResult.ignore(f"not interested in {other!r}")
 
 
-TEST_EXECUTORS = [SecretExecutor, PermanentExecutor, CrashExecutor, AwaitExecutor]
+TEST_EXECUTORS: list[type[BaseActionExecutor]] = [
+    SecretExecutor,
+    PermanentExecutor,
+    CrashExecutor,
+    AwaitExecutor,
+]
+
+
+@register_action(
+    ActionMeta(
+        type="test.saga",
+        name="Three steps with controllable compensations",
+        mode=ExecutionMode.TRANSACTIONAL,
+        retry=RetryPolicy(max_attempts=2, initial_interval=timedelta(milliseconds=50)),
+        params=(
+            ParamDefinition(name="fail_at", type=ParamType.STRING, default=""),
+            ParamDefinition(
+                name="flaky_compensation", type=ParamType.NUMBER, default=0, description="fails"
+            ),
+            ParamDefinition(name="broken_compensation", type=ParamType.STRING, default=""),
+            ParamDefinition(name="step_seconds", type=ParamType.NUMBER, default=0),
+        ),
+        outputs=(OutputDefinition(name="a"), OutputDefinition(name="b")),
+    )
+)
+class SagaExecutor(TransactionalActionExecutor):
+    """Steps a, b, c; `flaky_compensation` makes each compensation fail that many times
+    first; `broken_compensation` names a step whose compensation always fails."""
+
+    steps = ("a", "b", "c")
+    compensation_retry = RetryPolicy(
+        max_attempts=3, initial_interval=timedelta(milliseconds=50), backoff_coefficient=1.0
+    )
+    calls: ClassVar[list[tuple[str, str, dict[str, Any]]]] = []
+
+    async def run_step(self, ctx: ActionContext) -> StepResult:
+        self.calls.append((ctx.action_id, f"run {ctx.step}", dict(ctx.previous)))
+        await asyncio.sleep(float(ctx.params["step_seconds"]))
+        if ctx.params["fail_at"] == ctx.step:
+            raise TransientError(f"step {ctx.step} broke")
+        return StepResult(
+            outputs={ctx.step: f"{ctx.step}-out"}, compensation={"undo": f"{ctx.step}-token"}
+        )
+
+    async def compensate(self, ctx: CompensationContext) -> None:
+        self.calls.append((ctx.action_id, f"compensate {ctx.step}", dict(ctx.compensation)))
+        if ctx.params["broken_compensation"] == ctx.step:
+            raise TransientError(f"cannot undo {ctx.step}")
+        if ctx.attempt <= int(ctx.params["flaky_compensation"]):
+            raise TransientError(f"undo {ctx.step} failed on attempt {ctx.attempt}")
+
+
+@register_action(
+    ActionMeta(
+        type="test.maybe",
+        name="Skips when told to",
+        params=(ParamDefinition(name="needed", type=ParamType.BOOLEAN, default=False),),
+        outputs=(OutputDefinition(name="done"),),
+    )
+)
+class MaybeExecutor(BaseActionExecutor):
+    async def execute(self, ctx: ActionContext) -> ActionResult | Skip:
+        if not ctx.params["needed"]:
+            return Skip(reason="already in the desired state", outputs={"done": False})
+        return ActionResult(outputs={"done": True})
+
+
+TEST_EXECUTORS += [SagaExecutor, MaybeExecutor]
