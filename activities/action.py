@@ -46,6 +46,7 @@ from karma.registry import ActionRegistry
 from karma.request import ActionRequest
 from karma.saga import StepResult, TransactionalActionExecutor
 from karma.secrets import SecretSealer
+from karma.stateful import Break, Continue, StatefulActionExecutor
 from karma.workflow_io import (
     EmitInput,
     EmitOutput,
@@ -55,6 +56,7 @@ from karma.workflow_io import (
     ExecuteOutput,
     ExecutionPlan,
     HandleEventInput,
+    Iteration,
     Phase,
     PreparedAction,
 )
@@ -132,6 +134,7 @@ class ActionActivities:
                 output_names=[o.name for o in meta.outputs],
                 steps=steps if issubclass(executor_class, TransactionalActionExecutor) else [],
                 compensation_retry=compensation_retry,
+                iterations_per_run=getattr(executor_class, "iterations_per_run", 100),
             ),
         )
 
@@ -145,7 +148,7 @@ class ActionActivities:
         try:
             executor = self._registry.executor(request.action_type)
             params = self._sealer.unseal(inp.params)
-            result = await _run_phase(executor, inp.phase, self._context(inp, params))
+            result = await _run_phase(executor, inp, self._context(inp, params))
             output = _output_of(executor, result)
         except Exception as exc:
             failure = ExecuteFailure(
@@ -223,11 +226,24 @@ def logger_for(request: ActionRequest) -> logging.LoggerAdapter[logging.Logger]:
     )
 
 
-Returned = ActionResult | AwaitEvent | Skip | AwaitDecision | StepResult
+Returned = ActionResult | AwaitEvent | Skip | AwaitDecision | StepResult | Continue | Break
 
 
-async def _run_phase(executor: BaseActionExecutor, phase: Phase, ctx: ActionContext) -> Returned:
+async def _run_phase(
+    executor: BaseActionExecutor, inp: ExecuteInput, ctx: ActionContext
+) -> Returned:
     """Call the executor method the phase stands for."""
+    phase = inp.phase
+    if phase is Phase.ITERATE:
+        if not isinstance(executor, StatefulActionExecutor):
+            raise PermanentError(f"{type(executor).__name__} is not a StatefulActionExecutor")
+        if inp.state is None:
+            state = executor.initial_state(ctx)
+        elif inp.state_version != executor.state_version:
+            state = executor.migrate_state(dict(inp.state), inp.state_version)
+        else:
+            state = dict(inp.state)
+        return await executor.execute_with_state(ctx, state)
     if phase is Phase.ASK:
         if not isinstance(executor, InteractiveActionExecutor):
             raise PermanentError(f"{type(executor).__name__} is not an InteractiveActionExecutor")
@@ -250,6 +266,19 @@ def _output_of(executor: BaseActionExecutor, result: Returned) -> ExecuteOutput:
             return ExecuteOutput(outputs=result.outputs, compensation=result.compensation)
         case AwaitDecision():
             return ExecuteOutput(outputs=result.outputs, asking=result)
+        case Continue() if isinstance(executor, StatefulActionExecutor):
+            iteration = Iteration(
+                done=False,
+                state=result.state,
+                state_version=executor.state_version,
+                progress=result.progress,
+                message=result.message,
+                delay=result.delay,
+            )
+            return ExecuteOutput(outputs=result.output, iteration=iteration)
+        case Break() if isinstance(executor, StatefulActionExecutor):
+            done = Iteration(done=True, state_version=executor.state_version)
+            return ExecuteOutput(outputs=result.output, iteration=done)
         case AwaitEvent() if isinstance(executor, EventDrivenActionExecutor):
             return ExecuteOutput(outputs=result.outputs, awaiting=result)
     raise PermanentError(

@@ -163,10 +163,21 @@ class ActionHandle:
             message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
             raise DecisionRefusedError(message) from exc
         except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            await self._ensure_exists()
+            raise DecisionRefusedError(
+                f"action {self.action_id} is not waiting for a decision (it has ended)"
+            ) from exc
+        return decided
+
+    async def _ensure_exists(self) -> None:
+        try:
+            await self._handle.describe()
+        except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 raise ActionNotFoundError(self.action_id) from exc
             raise
-        return decided
 
     async def approve(self, *, by: str, reason: str = "") -> Decision:
         return await self.decide("approve", by=by, reason=reason)
@@ -175,13 +186,18 @@ class ActionHandle:
         return await self.decide("reject", by=by, reason=reason)
 
     async def events(self, *, poll_interval: float = 0.5) -> AsyncIterator[ActionEvent]:
-        """Yield transitions as they are recorded, from the first to the terminal one."""
-        seen = 0
+        """Yield transitions as they are recorded, from the first to the terminal one.
+
+        A stateful action's status holds only its current run's transitions (its history is
+        bounded by continue-as-new): earlier ones are in the ledger.
+        """
+        last_seq = 0
         while True:
             status = await self.status()
-            for event in status.transitions[seen:]:
-                yield event
-            seen = len(status.transitions)
+            for event in status.transitions:
+                if event.seq > last_seq:
+                    last_seq = event.seq
+                    yield event
             if status.state.is_terminal:
                 return
             await asyncio.sleep(poll_interval)

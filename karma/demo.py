@@ -3,7 +3,9 @@
 Starts the embedded stack on free ports in a temporary directory, runs a success, a flaky
 action that succeeds after retries, a permanent failure, a validation failure, a cancelled
 delay, an event-driven job requested through Kafka that the reference jobs service
-completes through Kafka callbacks, and a job that never reports back (timed out); waits
+completes through Kafka callbacks, a job that never reports back (timed out), a saga whose
+last step fails (its completed steps are compensated), a change that waits for approval
+and is approved, and a stateful drain that continues as new; waits
 until the bridge has written every transition, prints the ledger and checks that each
 transition is there exactly once.
 """
@@ -22,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
 
-from karma.cli.render import event_detail
+from karma.cli.render import ledger_line
 from karma.client import ActionHandle
 from karma.embedded.stack import with_free_ports
 from karma.errors import ActionNotFoundError
 from karma.events import Envelope, EventSource
-from karma.ids import action_id_for_key
+from karma.ids import action_id_for_key, event_id_for
 from karma.kafka_config import producer_kwargs
 from karma.lifecycle import ActionState, EventType
 from karma.settings import get_settings
@@ -48,6 +50,7 @@ class Scenario:
     validate: bool = True
     cancel_once_started: bool = False
     via_kafka: bool = False  # published on actions.requested for the bridge's ingress
+    approve_when_asked: bool = False
 
 
 @dataclass
@@ -86,6 +89,25 @@ def scenarios(base_url: str) -> list[Scenario]:
             "demo.job",
             {"steps": 0, "outcome": "silent", "wait_seconds": 2},
             ActionState.TIMED_OUT,
+        ),
+        Scenario(
+            "saga",
+            "demo.provision",
+            {"name": "svc-demo", "fail_at": "activate"},
+            ActionState.FAILED,
+        ),
+        Scenario(
+            "approval",
+            "demo.approval",
+            {"change": "scale web to 4"},
+            ActionState.SUCCEEDED,
+            approve_when_asked=True,
+        ),
+        Scenario(
+            "stateful",
+            "demo.drain",
+            {"total": 12, "batch": 2, "pause_seconds": 0.1},
+            ActionState.SUCCEEDED,
         ),
     ]
 
@@ -150,9 +172,18 @@ async def _run_one(karma: EmbeddedKarma, scenario: Scenario) -> Ran:
             if event.event_type is EventType.STARTED:
                 await handle.cancel()
                 break
+    if scenario.approve_when_asked:
+        async for event in handle.events(poll_interval=0.2):
+            if event.event_type is EventType.WAITING:
+                await handle.approve(by="karma-demo", reason="the demo approves")
+                break
     outcome = await handle.result()
     status = await handle.status()
-    return Ran(scenario, handle, outcome, [e.event_id for e in status.transitions])
+    # Every seq up to the last: a stateful action's status holds only its recent runs'.
+    last = status.transitions[-1].seq
+    return Ran(
+        scenario, handle, outcome, [event_id_for(handle.action_id, n) for n in range(1, last + 1)]
+    )
 
 
 async def _request_through_kafka(karma: EmbeddedKarma, scenario: Scenario) -> ActionHandle:
@@ -214,9 +245,7 @@ def _report(ledger: Any, ran: list[Ran]) -> int:
         mine = [e for e in events if e.action_id == r.handle.action_id]
         print(f"\n{r.scenario.title}: {r.scenario.action_type} {r.handle.action_id}")
         for e in mine:
-            clock = e.ts.strftime("%H:%M:%S.") + f"{e.ts.microsecond // 1000:03d}"
-            detail = event_detail(e.event_type, e.attrs)
-            print(f"  #{e.seq:<3} {clock}  {e.event_type:<18} {detail}".rstrip())
+            print(ledger_line(e.seq, e.ts, e.event_type, e.attrs))
         ledger_ids = [f"{e.action_id}:{e.seq}" for e in mine]
         if ledger_ids != r.event_ids:
             problems.append(f"{r.scenario.title}: ledger {ledger_ids} != workflow {r.event_ids}")

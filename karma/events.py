@@ -82,6 +82,7 @@ class TransitionAttrs(BaseModel):
     timeout_ms: int | None = None
     event_id: str | None = Field(default=None, description="the external event behind this")
     step: str | None = None
+    iteration: int | None = None
     outcome: str | None = Field(default=None, description="of a compensated step")
     reason: str | None = None
     decision_request: dict[str, Any] | None = None

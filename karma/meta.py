@@ -36,6 +36,7 @@ SUPPORTED_MODES = frozenset(
         ExecutionMode.EVENT_DRIVEN,
         ExecutionMode.TRANSACTIONAL,
         ExecutionMode.INTERACTIVE,
+        ExecutionMode.STATEFUL,
     }
 )
 

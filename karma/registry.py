@@ -17,6 +17,7 @@ from karma.executor import BaseActionExecutor, EventDrivenActionExecutor
 from karma.interactive import InteractiveActionExecutor
 from karma.meta import ActionMeta, ExecutionMode
 from karma.saga import TransactionalActionExecutor
+from karma.stateful import StatefulActionExecutor
 
 ENTRY_POINT_GROUP = "karma.actions"
 
@@ -131,6 +132,7 @@ def _check_kind(meta: ActionMeta, executor_class: type[BaseActionExecutor], sour
         ExecutionMode.EVENT_DRIVEN: EventDrivenActionExecutor,
         ExecutionMode.TRANSACTIONAL: TransactionalActionExecutor,
         ExecutionMode.INTERACTIVE: InteractiveActionExecutor,
+        ExecutionMode.STATEFUL: StatefulActionExecutor,
     }.get(meta.mode)
     if base is not None and not issubclass(executor_class, base):
         raise TypeError(

@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from karma.events import KARMA_SYSTEM, EventSource
+from karma.events import KARMA_SYSTEM, ActionEvent, EventSource
 from karma.ids import action_id_for_key, new_action_id
+from karma.lifecycle import ActionState
+
+
+class Resume(BaseModel):
+    """Where a stateful action continues after its workflow continued as new."""
+
+    last_seq: int = Field(ge=1)
+    state: ActionState
+    started_at: datetime = Field(description="when the action's first run started")
+    attempt: int = 1
+    iterations: int = 0
+    data: dict[str, Any] = Field(default_factory=dict, description="the executor's state")
+    data_version: int = 1
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    recent: list[ActionEvent] = Field(
+        default_factory=list,
+        description="the previous run's transitions (all published), so followers miss none",
+    )
 
 
 class ActionRequest(BaseModel):
@@ -27,6 +46,7 @@ class ActionRequest(BaseModel):
     priority: str = "normal"
     tags: dict[str, str] = Field(default_factory=dict)
     source: EventSource = Field(default_factory=EventSource)
+    resume: Resume | None = Field(default=None, description="set by continue-as-new only")
 
     @classmethod
     def new(

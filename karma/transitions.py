@@ -17,9 +17,13 @@ class TransitionLog:
 
     def __init__(self, request: ActionRequest) -> None:
         self._request = request
-        self._events: list[ActionEvent] = []
-        self._emitted_seq = 0
-        self.state = ActionState.REQUESTED
+        resume = request.resume
+        self._events: list[ActionEvent] = list(resume.recent) if resume else []
+        # A continued run goes on from the seq and state its previous run ended with; the
+        # previous run published everything it recorded before continuing.
+        self._base_seq = resume.last_seq if resume else 0
+        self._emitted_seq = self._base_seq
+        self.state = resume.state if resume else ActionState.REQUESTED
 
     @property
     def events(self) -> list[ActionEvent]:
@@ -31,7 +35,7 @@ class TransitionLog:
 
     @property
     def last_seq(self) -> int:
-        return self._events[-1].seq if self._events else 0
+        return self._events[-1].seq if self._events else self._base_seq
 
     def record(self, event_type: EventType, ts: datetime, attrs: TransitionAttrs) -> ActionEvent:
         """Append the next transition; terminal states accept no further transitions."""
@@ -54,6 +58,10 @@ class TransitionLog:
         if event_type.state is not None:
             self.state = event_type.state
         return event
+
+    def since(self, seq: int) -> list[ActionEvent]:
+        """Transitions after `seq`."""
+        return [e for e in self._events if e.seq > seq]
 
     def pending(self) -> list[ActionEvent]:
         """Transitions Kafka has not acknowledged yet, in seq order."""

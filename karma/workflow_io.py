@@ -27,6 +27,7 @@ class ExecutionPlan(BaseModel):
     output_names: list[str] = Field(default_factory=list)
     steps: list[str] = Field(default_factory=list, description="transactional actions")
     compensation_retry: RetryPolicy | None = None
+    iterations_per_run: int = Field(default=100, ge=1, description="stateful actions")
 
 
 class PreparedAction(BaseModel):
@@ -54,6 +55,7 @@ class Phase(StrEnum):
     EXECUTE = "execute"
     ASK = "ask"  # interactive: prepare the question
     STEP = "step"  # transactional: run one step
+    ITERATE = "iterate"  # stateful: one iteration
 
 
 class ExecuteInput(BaseModel):
@@ -67,6 +69,19 @@ class ExecuteInput(BaseModel):
     step: str = ""
     previous: dict[str, Any] = Field(default_factory=dict)
     decision: Decision | None = None
+    state: dict[str, Any] | None = Field(default=None, description="None: the initial state")
+    state_version: int = 0
+
+
+class Iteration(BaseModel):
+    """What one stateful iteration decided: go on from `state` (after `delay`), or stop."""
+
+    done: bool
+    state: dict[str, Any] = Field(default_factory=dict)
+    state_version: int = 1
+    progress: float | None = None
+    message: str = ""
+    delay: timedelta = timedelta(0)
 
 
 class ExecuteOutput(BaseModel):
@@ -82,6 +97,7 @@ class ExecuteOutput(BaseModel):
     compensation: dict[str, Any] = Field(
         default_factory=dict, description="a transactional step's data for its compensation"
     )
+    iteration: Iteration | None = Field(default=None, description="a stateful iteration")
 
 
 class CompensateInput(BaseModel):

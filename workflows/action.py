@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from karma.lifecycle import ActionState, EventType
     from karma.meta import ExecutionMode
     from karma.params import redact_params
-    from karma.request import ActionRequest
+    from karma.request import ActionRequest, Resume
     from karma.status import ActionOutcome, ActionStatus
     from karma.transitions import TransitionLog
     from karma.workflow_io import (
@@ -82,7 +82,7 @@ class ActionWorkflow:
         self._request = request
         self._log = TransitionLog(request)
         self._outbox = Outbox(self._log)
-        self._attempt = 0
+        self._attempt = request.resume.attempt if request.resume else 0
         self._outputs: dict[str, Any] = {}
         self._output_names: list[str] = []
         self._error: ErrorInfo | None = None
@@ -170,6 +170,9 @@ class ActionWorkflow:
             error = prepared.error or internal("prepare_action returned no plan")
             return _Ending(EventType.FAILED, error=error, at=at)
         self._output_names = plan.output_names
+        if self._request.resume is not None:
+            # A stateful action's continued run: what came before is recorded already.
+            return await self._iterate(prepared.params, plan)
         self._record(
             EventType.ACCEPTED,
             TransitionAttrs(command=self._request.action_type, args=prepared.accepted_args),
@@ -180,6 +183,8 @@ class ActionWorkflow:
         self._record(EventType.STARTED, TransitionAttrs(attempt=1), at=at)
         if plan.mode is ExecutionMode.TRANSACTIONAL:
             return await self._saga(prepared.params, plan)
+        if plan.mode is ExecutionMode.STATEFUL:
+            return await self._iterate(prepared.params, plan)
         return await self._work(prepared.params, plan)
 
     async def _work(self, params: dict[str, Any], plan: ExecutionPlan) -> _Ending:
@@ -201,6 +206,8 @@ class ActionWorkflow:
         phase: Phase = Phase.EXECUTE,
         step: str = "",
         previous: dict[str, Any] | None = None,
+        state: dict[str, Any] | None = None,
+        state_version: int = 0,
     ) -> ExecuteOutput | _Ending:
         """Attempts of one executor call under the action's retry policy; an ending if
         they all failed (with the outputs known so far)."""
@@ -220,6 +227,8 @@ class ActionWorkflow:
                         step=step,
                         previous=previous or {},
                         decision=self._decision,
+                        state=state,
+                        state_version=state_version,
                     ),
                     result_type=ExecuteOutput,
                     start_to_close_timeout=plan.timeout,
@@ -251,6 +260,60 @@ class ActionWorkflow:
             self._index_state()
             await asyncio.gather(self._outbox.flush(), workflow.sleep(delay))
             attempt += 1
+
+    async def _iterate(self, params: dict[str, Any], plan: ExecutionPlan) -> _Ending:
+        """Iterate until Break, recording progress; continue as new every
+        `iterations_per_run` iterations with the state, seq and outputs carried over."""
+        resume = self._request.resume
+        state = resume.data if resume else None
+        version = resume.data_version if resume else 0
+        iterations = resume.iterations if resume else 0
+        outputs = dict(resume.outputs) if resume else {}
+        for _ in range(plan.iterations_per_run):
+            result = await self._attempts(
+                params, plan, phase=Phase.ITERATE, state=state, state_version=version
+            )
+            if isinstance(result, _Ending):
+                result.outputs = outputs
+                return result
+            iterations += 1
+            outputs.update(result.outputs)
+            self._outputs = dict(outputs)
+            iteration = result.iteration
+            if iteration is None or iteration.done:
+                return _Ending(EventType.SUCCEEDED, outputs=outputs)
+            state, version = iteration.state, iteration.state_version
+            self._record(
+                EventType.PROGRESS,
+                TransitionAttrs(
+                    percent=iteration.progress,
+                    message=iteration.message or f"iteration {iterations}",
+                    iteration=iterations,
+                ),
+            )
+            if iteration.delay > timedelta(0):
+                await asyncio.gather(self._outbox.flush(), workflow.sleep(iteration.delay))
+        # Bound the history: the next run starts from here with nothing to replay.
+        await self._outbox.flush()
+        started_at = resume.started_at if resume else workflow.info().workflow_start_time
+        workflow.continue_as_new(
+            self._request.model_copy(
+                update={
+                    "resume": Resume(
+                        last_seq=self._log.last_seq,
+                        state=self._log.state,
+                        started_at=started_at,
+                        attempt=self._attempt,
+                        iterations=iterations,
+                        data=state or {},
+                        data_version=version,
+                        outputs=outputs,
+                        recent=self._log.since(resume.last_seq if resume else 0),
+                    )
+                }
+            ),
+            search_attributes=workflow.info().typed_search_attributes,
+        )
 
     async def _saga(self, params: dict[str, Any], plan: ExecutionPlan) -> _Ending:
         """Run the steps in order; on a failed step or a cancellation, undo the completed
@@ -545,7 +608,9 @@ class ActionWorkflow:
         self._outputs = {**dict.fromkeys(self._output_names), **ending.outputs}
         self._error = ending.error
         at = ending.at or workflow.now()
-        duration_ms = _millis(at - workflow.info().workflow_start_time)
+        resume = self._request.resume
+        started = resume.started_at if resume else workflow.info().workflow_start_time
+        duration_ms = _millis(at - started)
         self._record(
             ending.event_type,
             TransitionAttrs(

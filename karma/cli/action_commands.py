@@ -10,7 +10,7 @@ from karma.cli.render import (
     action_text,
     catalogue,
     error_text,
-    event_detail,
+    ledger_line,
     status_text,
     transition_line,
 )
@@ -53,7 +53,10 @@ async def request(args: argparse.Namespace) -> int:
     print(f"{outcome.state} after {outcome.attempts} attempt(s)")
     if outcome.error is not None:
         print(f"error: {error_text(outcome.error)}")
-    return EXIT_OK if outcome.state is ActionState.SUCCEEDED else EXIT_ACTION_FAILED
+    if outcome.reason:
+        print(f"skipped: {outcome.reason}")
+    done = outcome.state in (ActionState.SUCCEEDED, ActionState.SKIPPED)
+    return EXIT_OK if done else EXIT_ACTION_FAILED
 
 
 async def status(args: argparse.Namespace) -> int:
@@ -108,9 +111,7 @@ async def ledger(args: argparse.Namespace) -> int:
         if e.action_id != current:
             current = e.action_id
             print(f"{e.action_id}  {e.action_type}")
-        clock = e.ts.strftime("%H:%M:%S.") + f"{e.ts.microsecond // 1000:03d}"
-        detail = event_detail(e.event_type, e.attrs)
-        print(f"  #{e.seq:<3} {clock}  {e.event_type:<18} {detail}".rstrip())
+        print(ledger_line(e.seq, e.ts, e.event_type, e.attrs))
     return EXIT_OK
 
 

@@ -199,9 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the demo on a fresh embedded stack and print its ledger",
         description="Start the embedded stack in a temporary directory on free ports, run "
         "a success, a flaky action, a permanent failure, a validation failure, a "
-        "cancelled delay, an event-driven job requested and completed through Kafka, and "
-        "a job that never reports back (timed out), then print each action's transitions "
-        "as read from ClickHouse.",
+        "cancelled delay, an event-driven job requested and completed through Kafka, a job "
+        "that never reports back (timed out), a saga that compensates, an approved change "
+        "and a stateful drain, then print each action's transitions as read from ClickHouse.",
     )
     demo.add_argument("--keep", action="store_true", help="keep the temporary data dir")
     demo.set_defaults(run=_demo)

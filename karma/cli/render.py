@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from karma.errors import ErrorInfo
@@ -52,9 +53,14 @@ def event_detail(event_type: str, attrs: dict[str, Any]) -> str:
 
 
 def transition_line(event: ActionEvent) -> str:
-    clock = event.ts.strftime("%H:%M:%S.") + f"{event.ts.microsecond // 1000:03d}"
-    detail = event_detail(event.event_type.value, event.attrs)
-    return f"  #{event.seq:<3} {clock}  {event.event_type.value:<18} {detail}".rstrip()
+    return ledger_line(event.seq, event.ts, event.event_type.value, event.attrs)
+
+
+def ledger_line(seq: int, ts: datetime, event_type: str, attrs: dict[str, Any]) -> str:
+    """One transition on one line: seq, time, type and the gist of its attrs."""
+    clock = ts.strftime("%H:%M:%S.") + f"{ts.microsecond // 1000:03d}"
+    detail = event_detail(event_type, attrs)
+    return f"  #{seq:<3} {clock}  {event_type:<23} {detail}".rstrip()
 
 
 def status_text(status: ActionStatus) -> str:

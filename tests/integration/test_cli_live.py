@@ -165,3 +165,39 @@ async def test_dlq_list_and_replay(karma: EmbeddedKarma) -> None:
     assert code == 2
     assert "zz: expected PARTITION:OFFSET" in out
     assert "0:99999999: no record there" in out
+
+
+async def test_each_kind_runs_from_the_command_line_into_the_ledger(karma: EmbeddedKarma) -> None:
+    env = karma_env(karma.settings)
+    code, saga = await run_karma(
+        ["request", "demo.provision", "-p", "fail_at=activate", "--wait"], env
+    )
+    assert code == 1, saga
+    for line in (
+        "action.compensating",
+        "action.step_compensated step configure compensated",
+        "action.step_compensated step reserve compensated",
+        "action.compensated",
+        "FAILED after 1 attempt(s)",
+    ):
+        assert line in saga, saga
+    code, drain = await run_karma(["request", "demo.drain", "-p", "pause_seconds=0", "--wait"], env)
+    assert code == 0, drain
+    assert drain.count("action.progress") == 5
+    assert "SUCCEEDED" in drain
+    code, skipped = await run_karma(
+        ["request", "demo.provision", "-p", "already_provisioned=true", "--wait"], env
+    )
+    assert code == 0, skipped
+    assert "action.skipped" in skipped
+    assert "reason: svc-1 is already provisioned" in skipped
+
+    for out, count in ((saga, 10), (drain, 9), (skipped, 4)):
+        action_id = out.split()[1]
+        rows = await asyncio.to_thread(karma.ledger.transitions, [action_id])
+        async with asyncio.timeout(30):
+            while len(rows) < count:
+                await asyncio.sleep(0.2)
+                rows = await asyncio.to_thread(karma.ledger.transitions, [action_id])
+        assert [r.seq for r in rows] == list(range(1, count + 1))
+        assert await asyncio.to_thread(karma.ledger.count_events, [action_id]) == count

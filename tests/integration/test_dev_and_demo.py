@@ -89,8 +89,12 @@ async def test_demo_prints_the_ledger_exactly_once(tmp_path: Path) -> None:
     env["TMPDIR"] = str(tmp_path)
     code, out = await run_karma(["demo"], env, timeout=300)
     assert code == 0, out
-    for scenario in ("success", "flaky", "permanent", "validation", "cancelled", "job", "timeout"):
+    scenarios = ("success", "flaky", "permanent", "validation", "cancelled", "job", "timeout")
+    for scenario in (*scenarios, "saga", "approval", "stateful"):
         assert f"\n{scenario}: " in out
     assert out.count("action.retrying") == 2
-    assert "Ledger check: 7 actions, 32 transitions, each exactly once" in out
+    assert "Ledger check: 10 actions, 57 transitions, each exactly once" in out
+    assert "action.step_compensated step configure compensated" in out
+    assert "action.compensated" in out
+    assert "approve by karma-demo" in out
     assert not demo_dirs(tmp_path), "the demo left its data dir behind"

@@ -27,6 +27,7 @@ from karma.meta import (
 )
 from karma.registry import register_action
 from karma.saga import CompensationContext, StepResult, TransactionalActionExecutor
+from karma.stateful import Break, Continue, StatefulActionExecutor
 
 
 @register_action(
@@ -183,3 +184,46 @@ class MaybeExecutor(BaseActionExecutor):
 
 
 TEST_EXECUTORS += [SagaExecutor, MaybeExecutor]
+
+
+@register_action(
+    ActionMeta(
+        type="test.counter",
+        name="Counts to a target, one per iteration",
+        mode=ExecutionMode.STATEFUL,
+        params=(
+            ParamDefinition(name="target", type=ParamType.NUMBER, default=5),
+            ParamDefinition(name="pause", type=ParamType.NUMBER, default=0.3),
+        ),
+        outputs=(OutputDefinition(name="count"), OutputDefinition(name="migrated_from")),
+    )
+)
+class CounterExecutor(StatefulActionExecutor):
+    """Version 1 keeps `{"n": ...}`; version 2 (a test switches it mid-run) keeps
+    `{"count": ..., "migrated_from": 1}`."""
+
+    state_version = 1
+    iterations_per_run = 3
+
+    def initial_state(self, ctx: ActionContext) -> dict[str, Any]:
+        return {"n": 0} if self.state_version == 1 else {"count": 0}
+
+    def migrate_state(self, state: dict[str, Any], from_version: int) -> dict[str, Any]:
+        assert from_version == 1
+        return {"count": state["n"], "migrated_from": 1}
+
+    async def execute_with_state(
+        self, ctx: ActionContext, state: dict[str, Any]
+    ) -> Continue | Break:
+        key = "n" if self.state_version == 1 else "count"
+        count = int(state[key]) + 1
+        if count >= int(ctx.params["target"]):
+            return Break(output={"count": count, "migrated_from": state.get("migrated_from")})
+        return Continue(
+            state={**state, key: count},
+            progress=100 * count / int(ctx.params["target"]),
+            delay=timedelta(seconds=float(ctx.params["pause"])),
+        )
+
+
+TEST_EXECUTORS.append(CounterExecutor)

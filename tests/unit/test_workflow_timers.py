@@ -74,7 +74,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="module")
 async def client(env: WorkflowEnvironment, broker: TansuBroker) -> AsyncIterator[KarmaClient]:
     settings = Settings(kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
-    registry = default_registry().extended([SlowExecutor, AwaitExecutor])
+    registry = default_registry().extended([SlowExecutor, AwaitExecutor])  # + demo.approval
     queue = f"timers-{uuid.uuid4().hex[:8]}"
     async with ActionWorker(env.client, settings, registry=registry, task_queue=queue):
         # The time-skipping server has no custom search attributes.
@@ -152,3 +152,58 @@ async def test_an_event_within_a_long_wait_completes_the_action(
     outcome = await handle.result()
     assert outcome.state is ActionState.SUCCEEDED
     assert outcome.outputs["answer"] == "late"
+
+
+@pytest.mark.parametrize(
+    ("policy", "state", "events"),
+    [
+        ("reject", ActionState.FAILED, [EventType.WAITING, EventType.DECIDED, EventType.FAILED]),
+        (
+            "approve",
+            ActionState.SUCCEEDED,
+            [EventType.WAITING, EventType.DECIDED, EventType.STARTED, EventType.SUCCEEDED],
+        ),
+        (
+            "escalate",
+            ActionState.TIMED_OUT,
+            [EventType.WAITING, EventType.ESCALATED, EventType.TIMED_OUT],
+        ),
+    ],
+)
+async def test_a_decision_timeout_follows_the_policy(
+    client: KarmaClient, policy: str, state: ActionState, events: list[EventType]
+) -> None:
+    day = 86_400
+    handle = await client.request(
+        "demo.approval", {"change": "c", "timeout_seconds": day, "on_timeout": policy}
+    )
+    outcome = await handle.result()
+    assert outcome.state is state
+    transitions = (await handle.status()).transitions
+    assert [e.event_type for e in transitions][2:] == events
+    if policy != "escalate":
+        assert outcome.decision is not None
+        assert outcome.decision.automatic
+        assert outcome.decision.by == "timeout policy"
+        assert transitions[3].ts - transitions[2].ts >= timedelta(seconds=day)
+    else:
+        assert outcome.error is not None and outcome.error.type is ErrorType.TIMEOUT
+        assert transitions[-1].ts - transitions[2].ts >= timedelta(seconds=2 * day)
+
+
+async def test_an_escalated_decision_still_counts(
+    client: KarmaClient, env: WorkflowEnvironment
+) -> None:
+    handle = await client.request(
+        "demo.approval", {"change": "c", "timeout_seconds": 3600, "on_timeout": "escalate"}
+    )
+    async with asyncio.timeout(30):
+        while True:
+            status = await handle.status()
+            if EventType.ESCALATED in [e.event_type for e in status.transitions]:
+                break
+            await env.sleep(600)
+    await handle.approve(by="oncall", reason="escalated to me")
+    outcome = await handle.result()
+    assert outcome.state is ActionState.SUCCEEDED
+    assert outcome.outputs["approved_by"] == "oncall"

@@ -1,0 +1,73 @@
+"""Stateful actions: an iterative executor whose state Karma keeps between iterations.
+
+    class Drain(StatefulActionExecutor):
+        state_version = 2
+
+        async def execute_with_state(self, ctx: ActionContext, state: dict) -> Continue | Break:
+            moved = state.get("moved", 0) + await move_batch()
+            if moved >= total:
+                return Break(output={"moved": moved})
+            return Continue(state={"moved": moved}, progress=100 * moved / total,
+                            delay=timedelta(seconds=30))
+
+        def migrate_state(self, state: dict, from_version: int) -> dict:
+            return {"moved": state["count"]}  # version 1 called it "count"
+
+Each iteration is one activity with the action's retry policy and emits an
+`action.progress` event. The workflow continues as new every `iterations_per_run`
+iterations, so its history stays small; the action id and the event seq carry over.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field
+
+from karma.errors import PermanentError
+from karma.executor import ActionContext, ActionResult, BaseActionExecutor
+
+
+class Continue(BaseModel):
+    """Another iteration follows (after `delay`), starting from `state`."""
+
+    state: dict[str, Any] = Field(default_factory=dict)
+    output: dict[str, Any] = Field(default_factory=dict, description="outputs so far")
+    progress: float | None = Field(default=None, ge=0, le=100)
+    message: str = ""
+    delay: timedelta = timedelta(0)
+
+
+class Break(BaseModel):
+    """The last iteration: the action succeeds with `output`."""
+
+    output: dict[str, Any] = Field(default_factory=dict)
+
+
+class StatefulActionExecutor(BaseActionExecutor):
+    """Iterates `execute_with_state` until it returns Break."""
+
+    state_version: ClassVar[int] = 1
+    iterations_per_run: ClassVar[int] = 100
+
+    async def execute(self, ctx: ActionContext) -> ActionResult:
+        raise PermanentError(f"{type(self).__name__} runs by iterations (execute_with_state)")
+
+    def initial_state(self, ctx: ActionContext) -> dict[str, Any]:
+        """The state of the first iteration."""
+        return {}
+
+    def migrate_state(self, state: dict[str, Any], from_version: int) -> dict[str, Any]:
+        """Upgrade state written by an older `state_version` of this executor."""
+        raise PermanentError(
+            f"{type(self).__name__} cannot read state version {from_version} "
+            f"(it writes version {self.state_version}); implement migrate_state"
+        )
+
+    @abstractmethod
+    async def execute_with_state(
+        self, ctx: ActionContext, state: dict[str, Any]
+    ) -> Continue | Break:
+        """One iteration."""

@@ -1,0 +1,95 @@
+"""Stateful actions on the real stack: progress per iteration, continue-as-new with the
+action id and seq carried over, state migration after an executor upgrade."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+
+from karma.ids import workflow_id_for
+from karma.lifecycle import ActionState, EventType
+from tests.support.actions import CounterExecutor
+from workers.embedded import EmbeddedKarma
+
+LEDGER_TIMEOUT = 30.0
+
+
+async def ledger_rows(karma: EmbeddedKarma, action_id: str, count: int) -> list[object]:
+    deadline = asyncio.get_running_loop().time() + LEDGER_TIMEOUT
+    while True:
+        rows = await asyncio.to_thread(karma.ledger.transitions, [action_id])
+        if len(rows) >= count or asyncio.get_running_loop().time() > deadline:
+            return list(rows)
+        await asyncio.sleep(0.1)
+
+
+async def test_iterations_continue_as_new_with_seq_and_state_carried_over(
+    karma: EmbeddedKarma,
+) -> None:
+    handle = await karma.client.request(
+        "demo.drain", {"total": 12, "batch": 2, "pause_seconds": 0.1}
+    )
+    seen = [event async for event in handle.events(poll_interval=0.05)]
+    outcome = await asyncio.wait_for(handle.result(), 60)
+    assert outcome.state is ActionState.SUCCEEDED
+    assert outcome.outputs == {"moved": 12, "batches": 6}
+
+    expected = [
+        EventType.REQUESTED,
+        EventType.ACCEPTED,
+        EventType.STARTED,
+        *[EventType.PROGRESS] * 5,
+        EventType.SUCCEEDED,
+    ]
+    # Followed across runs: every transition once, in seq order.
+    assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
+    assert [e.event_type for e in seen][-1] is EventType.SUCCEEDED
+    rows = await ledger_rows(karma, handle.action_id, len(expected))
+    assert [(r.seq, r.event_type) for r in rows] == [  # type: ignore[attr-defined]
+        (i + 1, t.value) for i, t in enumerate(expected)
+    ]
+    assert await asyncio.to_thread(karma.ledger.count_events, [handle.action_id]) == len(expected)
+    progress = [r.attrs for r in rows if r.event_type == EventType.PROGRESS.value]  # type: ignore[attr-defined]
+    assert [p["iteration"] for p in progress] == [1, 2, 3, 4, 5]
+    assert [p["percent"] for p in progress] == [16.7, 33.3, 50.0, 66.7, 83.3]
+
+    # The first run continued as new after 4 iterations: two runs, one action id.
+    query = f"WorkflowId = '{workflow_id_for(handle.action_id)}'"
+    async with asyncio.timeout(30):
+        while True:
+            runs = [wf async for wf in karma.temporal.list_workflows(query)]
+            if len(runs) == 2:
+                break
+            await asyncio.sleep(0.2)
+    assert {r.status for r in runs} == {
+        WorkflowExecutionStatus.COMPLETED,
+        WorkflowExecutionStatus.CONTINUED_AS_NEW,
+    }
+
+
+async def test_state_written_by_an_older_executor_version_is_migrated(
+    karma: EmbeddedKarma, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle = await karma.client.request("test.counter", {"target": 6, "pause": 0.3})
+    async with asyncio.timeout(30):
+        while True:
+            progress = [
+                e for e in (await handle.status()).transitions if e.event_type is EventType.PROGRESS
+            ]
+            if len(progress) >= 2:
+                break
+            await asyncio.sleep(0.05)
+    monkeypatch.setattr(CounterExecutor, "state_version", 2)  # the worker is upgraded
+    outcome = await asyncio.wait_for(handle.result(), 60)
+    assert outcome.state is ActionState.SUCCEEDED
+    assert outcome.outputs == {"count": 6, "migrated_from": 1}
+    rows = await ledger_rows(karma, handle.action_id, 9)
+    assert [r.event_type for r in rows] == [  # type: ignore[attr-defined]
+        "action.requested",
+        "action.accepted",
+        "action.started",
+        *["action.progress"] * 5,
+        "action.succeeded",
+    ]
