@@ -22,6 +22,11 @@ SCENARIOS: dict[str, tuple[str, dict[str, object], bool]] = {
     "retried": ("demo.flaky", {"failures": 2}, True),
     "validation_failed": ("delay", {"seconds": -1}, False),
     "cancelled": ("delay", {"seconds": 60}, True),
+    "event_driven": ("demo.job", {"steps": 1, "step_seconds": 0.1}, True),
+    "compensated": ("demo.provision", {"fail_at": "activate"}, True),
+    "skipped": ("demo.provision", {"already_provisioned": True}, True),
+    "approved": ("demo.approval", {"change": "c"}, True),
+    "stateful": ("demo.drain", {"total": 6, "batch": 1, "pause_seconds": 0}, True),
 }
 
 
@@ -29,16 +34,29 @@ async def record() -> None:
     settings = with_free_ports(Settings(), Path(tempfile.mkdtemp(prefix="karma-record-")))
     async with EmbeddedKarma(settings, persistent=False) as karma:
         for name, (action_type, params, validate) in SCENARIOS.items():
+            if (HERE / f"{name}.json").exists() or (HERE / f"{name}_run1.json").exists():
+                continue  # keep what was recorded before: running workflows must replay
             handle = await karma.client.request(action_type, params, validate=validate)
             if name == "cancelled":
                 async for event in handle.events(poll_interval=0.1):
                     if event.event_type is EventType.STARTED:
                         await handle.cancel()
                         break
+            if name == "approved":
+                async for event in handle.events(poll_interval=0.1):
+                    if event.event_type is EventType.WAITING:
+                        await handle.approve(by="recorder", reason="replay test")
+                        break
             await handle.result()
-            history = await karma.temporal.get_workflow_handle(handle.workflow_id).fetch_history()
-            (HERE / f"{name}.json").write_text(history.to_json())
-            print(f"recorded {name}: {len(history.events)} events")  # noqa: T201
+            # Every run (a stateful action continues as new), oldest first.
+            query = f"WorkflowId = '{handle.workflow_id}'"
+            runs = [wf.run_id async for wf in karma.temporal.list_workflows(query)][::-1]
+            for index, run_id in enumerate(runs):
+                wf = karma.temporal.get_workflow_handle(handle.workflow_id, run_id=run_id)
+                history = await wf.fetch_history()
+                suffix = f"_run{index + 1}" if len(runs) > 1 else ""
+                (HERE / f"{name}{suffix}.json").write_text(history.to_json())
+                print(f"recorded {name}{suffix}: {len(history.events)} events")  # noqa: T201
 
 
 if __name__ == "__main__":

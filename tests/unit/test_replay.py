@@ -17,7 +17,18 @@ HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
 
 
 def test_histories_are_present() -> None:
-    assert {p.stem for p in HISTORIES} >= {"succeeded", "retried", "validation_failed", "cancelled"}
+    assert {p.stem for p in HISTORIES} >= {
+        "succeeded",
+        "retried",
+        "validation_failed",
+        "cancelled",
+        "event_driven",
+        "compensated",
+        "skipped",
+        "approved",
+        "stateful_run1",
+        "stateful_run2",
+    }
 
 
 @pytest.mark.parametrize(
