@@ -17,9 +17,9 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from activities._phases import output_of, run_phase
 from bridge.emit import TransitionPublisher
 from karma import names
-from karma.decision import AwaitDecision
 from karma.errors import (
     ErrorInfo,
     FieldError,
@@ -31,22 +31,16 @@ from karma.errors import (
 )
 from karma.executor import (
     ActionContext,
-    ActionResult,
-    AwaitEvent,
-    BaseActionExecutor,
     EventContext,
     EventDrivenActionExecutor,
     EventResult,
-    Skip,
 )
-from karma.interactive import InteractiveActionExecutor
 from karma.meta import SUPPORTED_MODES
 from karma.params import redact_params, validate_params
 from karma.registry import ActionRegistry
 from karma.request import ActionRequest
-from karma.saga import StepResult, TransactionalActionExecutor
+from karma.saga import TransactionalActionExecutor
 from karma.secrets import SecretSealer
-from karma.stateful import Break, Continue, StatefulActionExecutor
 from karma.workflow_io import (
     EmitInput,
     EmitOutput,
@@ -56,8 +50,6 @@ from karma.workflow_io import (
     ExecuteOutput,
     ExecutionPlan,
     HandleEventInput,
-    Iteration,
-    Phase,
     PreparedAction,
 )
 
@@ -148,8 +140,8 @@ class ActionActivities:
         try:
             executor = self._registry.executor(request.action_type)
             params = self._sealer.unseal(inp.params)
-            result = await _run_phase(executor, inp, self._context(inp, params))
-            output = _output_of(executor, result)
+            result = await run_phase(executor, inp, self._context(inp, params))
+            output = output_of(executor, result)
         except Exception as exc:
             failure = ExecuteFailure(
                 error=ErrorInfo.from_exception(exc), emitted_seq=await _settle(emission)
@@ -223,67 +215,6 @@ class ActionActivities:
 def logger_for(request: ActionRequest) -> logging.LoggerAdapter[logging.Logger]:
     return logging.LoggerAdapter(
         log, {"action_id": request.action_id, "action_type": request.action_type}
-    )
-
-
-Returned = ActionResult | AwaitEvent | Skip | AwaitDecision | StepResult | Continue | Break
-
-
-async def _run_phase(
-    executor: BaseActionExecutor, inp: ExecuteInput, ctx: ActionContext
-) -> Returned:
-    """Call the executor method the phase stands for."""
-    phase = inp.phase
-    if phase is Phase.ITERATE:
-        if not isinstance(executor, StatefulActionExecutor):
-            raise PermanentError(f"{type(executor).__name__} is not a StatefulActionExecutor")
-        if inp.state is None:
-            state = executor.initial_state(ctx)
-        elif inp.state_version != executor.state_version:
-            state = executor.migrate_state(dict(inp.state), inp.state_version)
-        else:
-            state = dict(inp.state)
-        return await executor.execute_with_state(ctx, state)
-    if phase is Phase.ASK:
-        if not isinstance(executor, InteractiveActionExecutor):
-            raise PermanentError(f"{type(executor).__name__} is not an InteractiveActionExecutor")
-        return await executor.ask(ctx)
-    if phase is Phase.STEP:
-        if not isinstance(executor, TransactionalActionExecutor):
-            raise PermanentError(f"{type(executor).__name__} is not a TransactionalActionExecutor")
-        return await executor.run_step(ctx)
-    return await executor.execute(ctx)
-
-
-def _output_of(executor: BaseActionExecutor, result: Returned) -> ExecuteOutput:
-    """What the executor returned, checked against what its kind may return."""
-    match result:
-        case ActionResult():
-            return ExecuteOutput(outputs=result.outputs)
-        case Skip():
-            return ExecuteOutput(outputs=result.outputs, skipped=result.reason)
-        case StepResult():
-            return ExecuteOutput(outputs=result.outputs, compensation=result.compensation)
-        case AwaitDecision():
-            return ExecuteOutput(outputs=result.outputs, asking=result)
-        case Continue() if isinstance(executor, StatefulActionExecutor):
-            iteration = Iteration(
-                done=False,
-                state=result.state,
-                state_version=executor.state_version,
-                progress=result.progress,
-                message=result.message,
-                delay=result.delay,
-            )
-            return ExecuteOutput(outputs=result.output, iteration=iteration)
-        case Break() if isinstance(executor, StatefulActionExecutor):
-            done = Iteration(done=True, state_version=executor.state_version)
-            return ExecuteOutput(outputs=result.output, iteration=done)
-        case AwaitEvent() if isinstance(executor, EventDrivenActionExecutor):
-            return ExecuteOutput(outputs=result.outputs, awaiting=result)
-    raise PermanentError(
-        f"{type(executor).__name__} returned {type(result).__name__}, which its kind of "
-        "action cannot return"
     )
 
 

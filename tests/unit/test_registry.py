@@ -4,8 +4,9 @@ import pytest
 
 from karma.errors import DuplicateActionError, UnknownActionError
 from karma.executor import ActionContext, ActionResult, BaseActionExecutor
-from karma.meta import ActionMeta
-from karma.registry import ActionRegistry, register_action
+from karma.meta import ActionMeta, ExecutionMode
+from karma.registry import ActionRegistry, default_registry, register_action
+from karma.saga import CompensationContext, StepResult, TransactionalActionExecutor
 
 BUILT_INS = {"log", "delay", "http_request", "demo.flaky"}
 
@@ -64,3 +65,48 @@ def test_register_action_needs_an_executor_class() -> None:
 def test_executors_are_created_once() -> None:
     registry = ActionRegistry().extended([_executor("x.one")])
     assert registry.executor("x.one") is registry.executor("x.one")
+
+
+@pytest.mark.parametrize(
+    ("mode", "base"),
+    [
+        (ExecutionMode.EVENT_DRIVEN, "EventDrivenActionExecutor"),
+        (ExecutionMode.TRANSACTIONAL, "TransactionalActionExecutor"),
+        (ExecutionMode.INTERACTIVE, "InteractiveActionExecutor"),
+        (ExecutionMode.STATEFUL, "StatefulActionExecutor"),
+    ],
+)
+def test_the_executor_class_must_match_the_declared_mode(mode: ExecutionMode, base: str) -> None:
+    class Plain(BaseActionExecutor):
+        meta = ActionMeta(type="test.kind", name="Kind", mode=mode)
+
+        async def execute(self, ctx: ActionContext) -> ActionResult:
+            return ActionResult()
+
+    with pytest.raises(TypeError, match=f"must subclass {base}"):
+        ActionRegistry().add(Plain)
+
+
+def test_a_saga_needs_distinct_steps() -> None:
+    class Twice(TransactionalActionExecutor):
+        meta = ActionMeta(type="test.twice", name="Twice", mode=ExecutionMode.TRANSACTIONAL)
+        steps = ("a", "a")
+
+        async def run_step(self, ctx: ActionContext) -> StepResult:
+            return StepResult()
+
+        async def compensate(self, ctx: CompensationContext) -> None:
+            return None
+
+    with pytest.raises(TypeError, match="distinct step names"):
+        ActionRegistry().add(Twice)
+
+
+def test_built_in_kinds_are_registered_with_their_modes() -> None:
+    registry = default_registry()
+    modes = {t: registry.meta(t).mode for t in ("demo.provision", "demo.approval", "demo.drain")}
+    assert modes == {
+        "demo.provision": ExecutionMode.TRANSACTIONAL,
+        "demo.approval": ExecutionMode.INTERACTIVE,
+        "demo.drain": ExecutionMode.STATEFUL,
+    }
