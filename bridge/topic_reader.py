@@ -49,25 +49,31 @@ async def read_topics(settings: KafkaSettings, topics: Iterable[str]) -> list[Me
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)
         out: list[Message] = []
-        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
-            batch = await consumer.getmany(*partitions, timeout_ms=500)
+        # The broker's end offsets can trail what is already readable (seen with tansu):
+        # read until they are reached, then until a short poll finds nothing more.
+        while True:
+            behind = [tp for tp in partitions if await consumer.position(tp) < end[tp]]
+            batch = await consumer.getmany(*partitions, timeout_ms=500 if behind else 200)
             for records in batch.values():
-                out.extend(
-                    Message(
-                        r.topic,
-                        r.partition,
-                        r.offset,
-                        r.key,
-                        r.value,
-                        {k: bytes(v) for k, v in r.headers},
-                        r.timestamp,
-                    )
-                    for r in records
-                )
+                out.extend(_message(r) for r in records)
+            if not behind and not batch:
+                break
         out.sort(key=lambda m: (m.topic, m.partition, m.offset))
         return out
     finally:
         await consumer.stop()
+
+
+def _message(record: Any) -> Message:
+    return Message(
+        record.topic,
+        record.partition,
+        record.offset,
+        record.key,
+        record.value,
+        {k: bytes(v) for k, v in record.headers},
+        record.timestamp,
+    )
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:

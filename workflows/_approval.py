@@ -31,6 +31,8 @@ class Approval(ActionCore):
         asked = await self._attempts(params, plan, phase=Phase.ASK)
         if isinstance(asked, Ending):
             return asked
+        if self._cancel_requested():  # it came while the question was being prepared
+            return self._cancelled(asked.outputs)
         if asked.skipped is not None:
             return Ending(EventType.SKIPPED, outputs=asked.outputs, reason=asked.skipped)
         question = asked.asking

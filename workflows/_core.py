@@ -18,7 +18,7 @@ from workflows._outbox import Outbox
 with workflow.unsafe.imports_passed_through():
     from karma import names, search_attributes
     from karma.decision import AwaitDecision, Decision
-    from karma.errors import ErrorInfo
+    from karma.errors import ErrorInfo, ErrorType
     from karma.events import Envelope, TransitionAttrs
     from karma.lifecycle import ActionState, EventType
     from karma.request import ActionRequest
@@ -142,6 +142,17 @@ class ActionCore:
             updates.append(search_attributes.EXTERNAL_ID.value_set(self._external_id))
         workflow.upsert_search_attributes(updates)
         self._indexed_state = state
+
+    def _cancel_requested(self) -> bool:
+        """Whether a cancellation was requested, even one that an activity finishing
+        successfully absorbed (it stays requested on the workflow's task; replay-safe, as
+        the request is in the history)."""
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
+
+    def _cancelled(self, outputs: dict[str, Any]) -> Ending:
+        error = ErrorInfo(type=ErrorType.CANCELLED, message="cancelled on request")
+        return Ending(EventType.CANCELLED, outputs=outputs, error=error)
 
 
 def millis(delta: timedelta) -> int:

@@ -57,6 +57,8 @@ class EventWaiting(ActionCore):
             judged = await self._judge(event, params, plan, outputs)
             if isinstance(judged, Ending):
                 return judged
+            if self._cancel_requested():  # it came while the event was being judged
+                return self._cancelled(outputs)
 
     async def _event_before(self, deadline: datetime) -> bool:
         """Wait for an event until `deadline`; False if none came."""

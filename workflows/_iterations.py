@@ -39,6 +39,10 @@ class Iterations(ActionCore):
                 result.outputs = outputs
                 return result
             iterations += 1
+            if self._cancel_requested() and not (result.iteration and result.iteration.done):
+                # It came while the iteration finished anyway: no further iteration.
+                outputs.update(result.outputs)
+                return self._cancelled(outputs)
             outputs.update(result.outputs)
             self._outputs = dict(outputs)
             iteration = result.iteration

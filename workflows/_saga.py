@@ -35,6 +35,7 @@ class Saga(ActionCore):
         ones in reverse order and end with the original error."""
         done: list[UndoneStep] = []
         outputs: dict[str, Any] = {}
+        cancelled = False
         try:
             for index, step in enumerate(plan.steps):
                 result = await self._attempts(
@@ -56,10 +57,15 @@ class Saga(ActionCore):
                         message=f"step {step} done",
                     ),
                 )
+                if index + 1 < len(plan.steps) and self._cancel_requested():
+                    # The cancellation arrived while this step finished anyway: start no
+                    # further step, undo this one too.
+                    cancelled = True
+                    break
         except asyncio.CancelledError:
-            cancelled = ErrorInfo(type=ErrorType.CANCELLED, message="cancelled on request")
-            ending = Ending(EventType.CANCELLED, outputs=outputs, error=cancelled)
-            return await self._compensate(params, plan, done, ending)
+            cancelled = True
+        if cancelled:
+            return await self._compensate(params, plan, done, self._cancelled(outputs))
         return Ending(EventType.SUCCEEDED, outputs=outputs)
 
     async def _compensate(

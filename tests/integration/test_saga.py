@@ -169,3 +169,22 @@ async def test_an_unnecessary_action_is_skipped_with_its_reason(karma: EmbeddedK
     assert set(skipped.outputs) == {"reservation", "config_version", "endpoint"}
     await assert_mirrored(karma, [status, await saga.status()])
     assert (await reached(saga, ActionState.SKIPPED)).state is ActionState.SKIPPED
+
+
+async def test_a_cancellation_while_a_step_finishes_anyway_starts_no_further_step(
+    karma: EmbeddedKarma,
+) -> None:
+    # Steps shorter than the heartbeat interval: b completes despite the cancellation.
+    handle = await karma.client.request("test.saga", {"step_seconds": 1})
+    async with asyncio.timeout(30):
+        while True:
+            if event_types(await handle.status()).count(P) == 1:  # a done, b running
+                break
+            await asyncio.sleep(0.05)
+    await handle.cancel()
+    outcome = await asyncio.wait_for(handle.result(), 60)
+    status = await handle.status()
+    assert outcome.state is ActionState.CANCELLED
+    assert "run c" not in [w for w, _ in calls_of(handle.action_id)]
+    assert event_types(status)[-4:] == [STEP, STEP, COMPENSATED, EventType.CANCELLED]
+    await assert_mirrored(karma, [status])

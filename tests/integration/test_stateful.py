@@ -93,3 +93,24 @@ async def test_state_written_by_an_older_executor_version_is_migrated(
         *["action.progress"] * 5,
         "action.succeeded",
     ]
+
+
+async def test_a_busy_stateful_action_can_be_cancelled(karma: EmbeddedKarma) -> None:
+    handle = await karma.client.request("test.counter", {"target": 100_000, "pause": 0})
+    async with asyncio.timeout(30):
+        while True:
+            progress = [
+                e for e in (await handle.status()).transitions if e.event_type is EventType.PROGRESS
+            ]
+            if len(progress) >= 5:  # past a continue-as-new
+                break
+            await asyncio.sleep(0.05)
+    await handle.cancel()
+    outcome = await asyncio.wait_for(handle.result(), 60)
+    assert outcome.state is ActionState.CANCELLED
+    rows = await asyncio.to_thread(karma.ledger.transitions, [handle.action_id])
+    async with asyncio.timeout(30):
+        while not rows or rows[-1].event_type != EventType.CANCELLED.value:
+            await asyncio.sleep(0.2)
+            rows = await asyncio.to_thread(karma.ledger.transitions, [handle.action_id])
+    assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
