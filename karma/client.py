@@ -30,7 +30,13 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from karma import names, search_attributes
 from karma.decision import Decision, DecisionInput
-from karma.errors import ActionNotFoundError, DecisionRefusedError, ValidationError, field_errors
+from karma.errors import (
+    ActionEndedError,
+    ActionNotFoundError,
+    DecisionRefusedError,
+    ValidationError,
+    field_errors,
+)
 from karma.events import ActionEvent, Envelope
 from karma.ids import workflow_id_for
 from karma.params import validate_params
@@ -125,7 +131,8 @@ class ActionHandle:
 
         Raises:
             karma.errors.ValidationError: the event is not a valid envelope.
-            karma.errors.ActionNotFoundError: no such action, or it has ended.
+            karma.errors.ActionNotFoundError: no such action.
+            karma.errors.ActionEndedError: the action has ended.
         """
         if isinstance(event, Envelope):
             envelope = event
@@ -139,9 +146,10 @@ class ActionHandle:
         try:
             await self._handle.signal(names.DELIVER_EVENT_SIGNAL, envelope)
         except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise ActionNotFoundError(self.action_id) from exc
-            raise
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            await self._ensure_exists()
+            raise ActionEndedError(self.action_id, "it takes no more events") from exc
         return envelope
 
     async def decide(self, decision: str, *, by: str, reason: str = "") -> Decision:

@@ -103,6 +103,14 @@ def field_errors(exc: PydanticValidationError, prefix: str = "") -> list[FieldEr
     return out
 
 
+class ActionEndedError(KarmaError):
+    """The action has ended, so it takes no more events."""
+
+    def __init__(self, action_id: str, detail: str) -> None:
+        self.action_id = action_id
+        super().__init__(f"action {action_id!r} has ended: {detail}")
+
+
 class DecisionRefusedError(KarmaError):
     """The action did not accept a decision (not waiting for one, or the decision is
     malformed); nothing changed."""

@@ -115,6 +115,9 @@ async def test_signal_and_follow_events(karma: EmbeddedKarma, tmp_path: Path) ->
         "action.succeeded",
     ]
     assert "40%, hi" in followed
+    code, out = await run_karma(["signal", handle.action_id, "-e", "-"], env, stdin=done)
+    assert code == 2
+    assert f"action '{handle.action_id}' has ended: it takes no more events" in out
     code, out = await run_karma(["events", handle.action_id, "--json"], env)
     assert code == 0, out
     assert [json.loads(line)["seq"] for line in out.splitlines()] == [1, 2, 3, 4, 5, 6]
