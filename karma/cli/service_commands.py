@@ -52,7 +52,7 @@ async def dev(args: argparse.Namespace) -> int:
             settings, persistent=not args.in_memory, progress=lambda m: print(m, flush=True)
         ) as karma,
     ):
-        print(_banner(settings, karma.servers.temporal.ui_url), flush=True)
+        print(_banner(karma.settings, karma.servers.temporal.ui_url), flush=True)
         await until_stopped(stop, karma.wait())
         print("stopping…", flush=True)
     return 0
@@ -142,8 +142,10 @@ def _banner(settings: Settings, ui_url: str) -> str:
             f"  Web UI      {ui_url}",
             f"  Kafka       {settings.kafka.bootstrap_servers}  topics {', '.join(topics.all())}",
             f"  ClickHouse  {_dsn_for_display(settings)}  (owned by this process)",
+            *(f"  Service     {name} at {url}" for name, url in sorted(settings.services.items())),
             f"  Data dir    {settings.data_dir.resolve()}  (server logs in logs/)",
-            "Worker and bridge run in this process. Press Ctrl-C to stop.",
+            "Worker, bridge (ledger sink and ingress) and the reference jobs service run in "
+            "this process. Press Ctrl-C to stop.",
         ]
     )
 

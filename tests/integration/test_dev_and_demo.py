@@ -68,11 +68,21 @@ async def start_dev(tmp_path: Path) -> tuple[KarmaProcess, dict[str, str], set[i
 async def test_dev_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
     dev, env, servers = await start_dev(tmp_path)
     output = dev.output()
-    for line in ("starting the Temporal dev server", "Web UI      http://127.0.0.1:", "Kafka"):
+    for line in (
+        "starting the Temporal dev server",
+        "Web UI      http://127.0.0.1:",
+        "Kafka",
+        "Service     jobs at http://127.0.0.1:",
+    ):
         assert line in output
     assert (tmp_path / "temporal.db").exists()  # SQLite in the data dir
     code, out = await run_karma(["request", "log", "-p", "message=hi", "--wait"], env)
     assert code == 0, out
+    assert "SUCCEEDED after 1 attempt(s)" in out
+    # An event-driven job completes through the reference service's Kafka callbacks.
+    code, out = await run_karma(["request", "demo.job", "-p", "steps=1", "--wait"], env)
+    assert code == 0, out
+    assert "action.progress" in out
     assert "SUCCEEDED after 1 attempt(s)" in out
     assert dev.terminate() == 0, dev.output()
     assert await gone(servers), "servers outlived `karma dev`"
