@@ -31,6 +31,7 @@ from karma.errors import (
 )
 from karma.executor import (
     ActionContext,
+    BaseActionExecutor,
     EventContext,
     EventDrivenActionExecutor,
     EventResult,
@@ -158,20 +159,18 @@ class ActionActivities:
     @activity.defn(name=names.HANDLE_EVENT)
     async def handle_event(self, inp: HandleEventInput) -> EventResult:
         """Let the executor judge one external event (retried under the action's policy)."""
-        executor = self._registry.executor(inp.request.action_type)
-        if not isinstance(executor, EventDrivenActionExecutor):
-            raise PermanentError(f"{inp.request.action_type} does not handle events")
-        ctx = EventContext(
-            action_id=inp.request.action_id,
-            action_type=inp.request.action_type,
-            params=self._sealer.unseal(inp.params),
-            external_workflow_id=inp.external_workflow_id,
-            event=inp.event,
-            outputs=inp.outputs,
-            logger=logger_for(inp.request),
-        )
         try:
-            return await executor.on_event(ctx)
+            executor = self._registry.executor(inp.request.action_type)
+            ctx = EventContext(
+                action_id=inp.request.action_id,
+                action_type=inp.request.action_type,
+                params=self._sealer.unseal(inp.params),
+                external_workflow_id=inp.external_workflow_id,
+                event=inp.event,
+                outputs=inp.outputs,
+                logger=logger_for(inp.request),
+            )
+            return await _event_driven(executor).on_event(ctx)
         except Exception as exc:
             raise application_error(
                 exc, ExecuteFailure(error=ErrorInfo.from_exception(exc))
@@ -210,6 +209,12 @@ class ActionActivities:
     async def _emit(self, inp: ExecuteInput, acked: ExecuteHeartbeat) -> int:
         acked.emitted_seq = await self._publisher.publish(inp.pending, timeout=self._emit_timeout)
         return acked.emitted_seq
+
+
+def _event_driven(executor: BaseActionExecutor) -> EventDrivenActionExecutor:
+    if not isinstance(executor, EventDrivenActionExecutor):
+        raise PermanentError(f"{type(executor).__name__} does not handle events")
+    return executor
 
 
 def logger_for(request: ActionRequest) -> logging.LoggerAdapter[logging.Logger]:

@@ -41,9 +41,10 @@ PASSING_RPC_STATUSES = frozenset(
         RPCStatusCode.DEADLINE_EXCEEDED,
         RPCStatusCode.RESOURCE_EXHAUSTED,
         RPCStatusCode.ABORTED,
-        RPCStatusCode.UNKNOWN,
     }
 )
+# UNKNOWN may be a network hiccup or a refusal that will never change: retried a few times.
+UNKNOWN_ATTEMPTS = 5
 
 
 class Unusable(Exception):
@@ -83,6 +84,7 @@ class IngressConsumer:
         self._task: asyncio.Task[None] | None = None
         self.handled = 0
         self.dead_lettered = 0
+        self._unknown: dict[tuple[str, int, int], int] = {}
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -136,8 +138,14 @@ class IngressConsumer:
         except (Unusable, ValidationError) as exc:
             await self._dead_letter(record, str(exc))
         except RPCError as exc:
-            if exc.status in PASSING_RPC_STATUSES:
+            position = (record.topic, record.partition, record.offset)
+            if exc.status is RPCStatusCode.UNKNOWN:
+                self._unknown[position] = self._unknown.get(position, 0) + 1
+            if exc.status in PASSING_RPC_STATUSES or (
+                exc.status is RPCStatusCode.UNKNOWN and self._unknown[position] < UNKNOWN_ATTEMPTS
+            ):
                 raise _Passing(f"Temporal: {exc}") from exc
+            self._unknown.pop(position, None)
             await self._dead_letter(record, f"Temporal refused it: {exc}")
         except (_Passing, KafkaError, OSError, asyncio.CancelledError):
             raise
@@ -147,6 +155,7 @@ class IngressConsumer:
             log.exception("%s: unexpected error handling offset %d", self.name, record.offset)
             await self._dead_letter(record, f"unexpected error: {exc!r}")
         else:
+            self._unknown.pop((record.topic, record.partition, record.offset), None)
             self.handled += 1
 
     async def _dead_letter(self, record: Any, reason: str) -> None:

@@ -10,10 +10,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from karma.errors import TopicNotFoundError
 from karma.kafka_config import client_kwargs
 from karma.settings import KafkaSettings
 
 METADATA_WAIT_SECONDS = 10.0
+DRAIN_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -50,13 +52,18 @@ async def read_topics(settings: KafkaSettings, topics: Iterable[str]) -> list[Me
         end = await consumer.end_offsets(partitions)
         out: list[Message] = []
         # The broker's end offsets can trail what is already readable (seen with tansu):
-        # read until they are reached, then until a short poll finds nothing more.
+        # read until they are reached, then on while polls still find records, but for no
+        # more than DRAIN_SECONDS (a topic being written to keeps growing).
+        loop = asyncio.get_running_loop()
+        drain_until: float | None = None
         while True:
             behind = [tp for tp in partitions if await consumer.position(tp) < end[tp]]
+            if not behind and drain_until is None:
+                drain_until = loop.time() + DRAIN_SECONDS
             batch = await consumer.getmany(*partitions, timeout_ms=500 if behind else 200)
             for records in batch.values():
                 out.extend(_message(r) for r in records)
-            if not behind and not batch:
+            if not behind and (not batch or loop.time() > (drain_until or 0)):
                 break
         out.sort(key=lambda m: (m.topic, m.partition, m.offset))
         return out
@@ -84,7 +91,9 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
         if found:
             return set(found)
         if loop.time() > deadline:
-            raise LookupError(f"Kafka topic {topic!r} does not exist")
+            raise TopicNotFoundError(
+                f"Kafka topic {topic!r} does not exist (karma setup creates it)"
+            )
         # aiokafka has no public way to refresh the metadata partitions_for_topic reads.
         await consumer._client.force_metadata_update()
         await asyncio.sleep(0.1)

@@ -103,6 +103,12 @@ def field_errors(exc: PydanticValidationError, prefix: str = "") -> list[FieldEr
     return out
 
 
+class TopicNotFoundError(KarmaError):
+    """A Kafka topic Karma needs does not exist (yet): `karma setup` creates them."""
+
+    retryable = True
+
+
 class ActionEndedError(KarmaError):
     """The action has ended, so it takes no more events."""
 

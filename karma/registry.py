@@ -143,3 +143,7 @@ def _check_kind(meta: ActionMeta, executor_class: type[BaseActionExecutor], sour
         steps = getattr(executor_class, "steps", ())
         if not steps or len(set(steps)) != len(steps):
             raise TypeError(f"{source}: a transactional action needs distinct step names")
+    if meta.mode is ExecutionMode.STATEFUL:
+        per_run = getattr(executor_class, "iterations_per_run", 0)
+        if not isinstance(per_run, int) or per_run < 1:
+            raise TypeError(f"{source}: iterations_per_run must be a positive integer")

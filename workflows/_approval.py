@@ -85,6 +85,8 @@ class Approval(ActionCore):
             try:
                 await workflow.wait_condition(lambda: self._decision is not None, timeout=timeout)
             except TimeoutError:
+                if self._decision is not None:  # accepted in the same activation
+                    return self._decision
                 if round_ + 1 < rounds:
                     self._record(
                         EventType.ESCALATED,

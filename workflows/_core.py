@@ -110,6 +110,9 @@ class ActionCore:
                 self._error = None
                 return result
             self._error = error
+            if self._cancel_requested():
+                # It came while the attempt failed anyway: do not retry.
+                raise asyncio.CancelledError
             if not error.retryable or attempt >= plan.retry.max_attempts:
                 return Ending(EventType.FAILED, outputs=dict(previous or {}), error=error)
             delay = (

@@ -91,7 +91,12 @@ class EventWaiting(ActionCore):
             )
         except ActivityError as err:
             error, _ = classify(err)
-            return Ending(EventType.FAILED, outputs=outputs, error=error)
+            # An event the executor cannot judge (malformed, from outside) must not end a
+            # healthy action: it is ignored and the action keeps waiting.
+            workflow.logger.warning(
+                "ignored event %s: on_event failed: %s", event.event_id, error.message
+            )
+            return None
         match result.decision:
             case EventDecision.COMPLETE:
                 outputs.update(result.outputs)

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy as TemporalRetryPolicy
-from temporalio.exceptions import CancelledError, FailureError
+from temporalio.exceptions import ActivityError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from karma import names
@@ -51,14 +51,26 @@ class Outbox:
                 if isinstance(failure, CancelledError) or isinstance(failure.cause, CancelledError):
                     raise asyncio.CancelledError from failure
                 workflow.logger.warning("Kafka is slow or down; transitions wait in the outbox")
-                out = await workflow.execute_activity(
-                    names.EMIT_TRANSITIONS,
-                    EmitInput(events=self._log.pending()),
-                    result_type=EmitOutput,
-                    start_to_close_timeout=DURABLE_EMIT_TIMEOUT,
-                    retry_policy=DURABLE_EMIT_RETRY,
-                )
+                out = await self._durable_emit()
             self._log.acknowledge(out.emitted_seq)
+
+    async def _durable_emit(self) -> EmitOutput:
+        """Emit through a regular activity retried until Kafka is back. A cancellation of
+        the action surfaces as asyncio.CancelledError, as everywhere else, so the caller
+        records CANCELLED (and flushes it) instead of failing the workflow."""
+        try:
+            out: EmitOutput = await workflow.execute_activity(
+                names.EMIT_TRANSITIONS,
+                EmitInput(events=self._log.pending()),
+                result_type=EmitOutput,
+                start_to_close_timeout=DURABLE_EMIT_TIMEOUT,
+                retry_policy=DURABLE_EMIT_RETRY,
+            )
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                raise asyncio.CancelledError from err
+            raise
+        return out
 
     async def flush_to_the_end(self) -> None:
         """Flush even if a cancellation arrives now: the action has already ended."""

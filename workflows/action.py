@@ -73,7 +73,7 @@ class ActionWorkflow(EventWaiting, Saga, Approval, Iterations):
         self._log = TransitionLog(request)
         self._outbox = Outbox(self._log)
         self._attempt = request.resume.attempt if request.resume else 0
-        self._outputs = {}
+        self._outputs = dict(request.resume.outputs) if request.resume else {}
         self._output_names = []
         self._error = None
         self._external_id = ""
@@ -186,6 +186,8 @@ class ActionWorkflow(EventWaiting, Saga, Approval, Iterations):
             return Ending(EventType.SKIPPED, outputs=done.outputs, reason=done.skipped)
         if done.awaiting is None:
             return Ending(EventType.SUCCEEDED, outputs={**self._outputs, **done.outputs})
+        if self._cancel_requested():  # it came while the executor handed the work off
+            return self._cancelled(dict(done.awaiting.outputs))
         return await self._wait_for_events(params, plan, done.awaiting)
 
     async def _finish(self, ending: Ending) -> ActionOutcome:

@@ -204,3 +204,11 @@ async def test_each_kind_runs_from_the_command_line_into_the_ledger(karma: Embed
                 rows = await asyncio.to_thread(karma.ledger.transitions, [action_id])
         assert [r.seq for r in rows] == list(range(1, count + 1))
         assert await asyncio.to_thread(karma.ledger.count_events, [action_id]) == count
+
+
+async def test_dlq_list_on_a_missing_topic_says_so(karma: EmbeddedKarma) -> None:
+    topic = unique("no-dlq")
+    env = karma_env(karma.settings, KARMA_KAFKA__TOPICS__DLQ=topic)
+    code, out = await run_karma(["dlq", "list"], env)
+    assert code == 3, out
+    assert f"Kafka topic '{topic}' does not exist (karma setup creates it)" in out

@@ -72,6 +72,7 @@ async def test_signalled_events_progress_ignored_duplicate_then_complete(
     handle = await karma.client.request("test.await", {"external_id": external})
     await reached(handle, ActionState.WAITING)
     await handle.signal({"event_type": "chatter", "event_id": "e1"})
+    await handle.signal({"event_type": "unreadable", "event_id": "e0"})  # on_event raises
     step = {"event_type": "step", "event_id": "e2", "attrs": {"percent": 50, "message": "half"}}
     await handle.signal(step)
     await handle.signal(step)  # redelivered: the same event_id is dropped

@@ -112,6 +112,8 @@ class AwaitExecutor(EventDrivenActionExecutor):
                 return EventResult.fail(str(attrs.get("error", "broken")), {"last_seen": "broken"})
             case "step":
                 return EventResult.progress(attrs.get("percent"), str(attrs.get("message", "")))
+            case "unreadable":
+                raise PermanentError("cannot make sense of this event")
             case other:
                 return EventResult.ignore(f"not interested in {other!r}")
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from karma.errors import DuplicateActionError, UnknownActionError
@@ -7,6 +9,7 @@ from karma.executor import ActionContext, ActionResult, BaseActionExecutor
 from karma.meta import ActionMeta, ExecutionMode
 from karma.registry import ActionRegistry, default_registry, register_action
 from karma.saga import CompensationContext, StepResult, TransactionalActionExecutor
+from karma.stateful import Break, Continue, StatefulActionExecutor
 
 BUILT_INS = {"log", "delay", "http_request", "demo.flaky"}
 
@@ -110,3 +113,17 @@ def test_built_in_kinds_are_registered_with_their_modes() -> None:
         "demo.approval": ExecutionMode.INTERACTIVE,
         "demo.drain": ExecutionMode.STATEFUL,
     }
+
+
+def test_a_stateful_action_needs_a_positive_iterations_per_run() -> None:
+    class Never(StatefulActionExecutor):
+        meta = ActionMeta(type="test.never", name="Never", mode=ExecutionMode.STATEFUL)
+        iterations_per_run = 0
+
+        async def execute_with_state(
+            self, ctx: ActionContext, state: dict[str, Any]
+        ) -> Continue | Break:
+            return Break()
+
+    with pytest.raises(TypeError, match="iterations_per_run must be a positive integer"):
+        ActionRegistry().add(Never)
