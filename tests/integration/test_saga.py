@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 from bridge.dlq import read_dead_letters
+from karma.client import ActionHandle
 from karma.errors import ErrorType
 from karma.lifecycle import ActionState, EventType
+from karma.status import ActionStatus
 from tests.conftest import unique
 from tests.support.actions import SagaExecutor
 from tests.support.checks import assert_mirrored, event_types
@@ -27,6 +29,18 @@ COMPENSATING, STEP, COMPENSATED = (
 
 def calls_of(action_id: str) -> list[tuple[str, dict[str, object]]]:
     return [(what, data) for a, what, data in SagaExecutor.calls if a == action_id]
+
+
+async def cancel_during_step_b(handle: ActionHandle) -> ActionStatus:
+    """Cancel once step a is done (b running); the final status once the action ended."""
+    async with asyncio.timeout(30):
+        while True:
+            if event_types(await handle.status()).count(P) == 1:
+                break
+            await asyncio.sleep(0.05)
+    await handle.cancel()
+    await asyncio.wait_for(handle.result(), 60)
+    return await handle.status()
 
 
 async def test_a_failed_step_compensates_the_completed_ones_in_reverse(
@@ -102,15 +116,8 @@ async def test_a_compensation_that_keeps_failing_ends_compensation_failed_with_a
 async def test_cancelling_mid_saga_compensates_then_ends_cancelled(karma: EmbeddedKarma) -> None:
     # Steps long enough for the cancellation to reach the running one (by heartbeat).
     handle = await karma.client.request("test.saga", {"step_seconds": 4})
-    async with asyncio.timeout(30):
-        while True:
-            status = await handle.status()
-            if event_types(status).count(P) == 1:  # a done, b running
-                break
-            await asyncio.sleep(0.05)
-    await handle.cancel()
+    status = await cancel_during_step_b(handle)
     outcome = await asyncio.wait_for(handle.result(), 60)
-    status = await handle.status()
     assert outcome.state is ActionState.CANCELLED
     assert event_types(status) == [
         R, A, S, P, COMPENSATING, STEP, COMPENSATED, EventType.CANCELLED,
@@ -176,14 +183,8 @@ async def test_a_cancellation_while_a_step_finishes_anyway_starts_no_further_ste
 ) -> None:
     # Steps shorter than the heartbeat interval: b completes despite the cancellation.
     handle = await karma.client.request("test.saga", {"step_seconds": 1})
-    async with asyncio.timeout(30):
-        while True:
-            if event_types(await handle.status()).count(P) == 1:  # a done, b running
-                break
-            await asyncio.sleep(0.05)
-    await handle.cancel()
+    status = await cancel_during_step_b(handle)
     outcome = await asyncio.wait_for(handle.result(), 60)
-    status = await handle.status()
     assert outcome.state is ActionState.CANCELLED
     assert "run c" not in [w for w, _ in calls_of(handle.action_id)]
     assert event_types(status)[-4:] == [STEP, STEP, COMPENSATED, EventType.CANCELLED]
