@@ -11,7 +11,12 @@ from karma.client import ActionHandle
 from karma.lifecycle import ActionState, EventType
 from tests.conftest import unique
 from tests.support.checks import assert_mirrored, event_types
-from tests.support.processes import KarmaProcess, karma_env, wait_until_group_caught_up
+from tests.support.processes import (
+    KarmaProcess,
+    finish_on_a_new_worker,
+    karma_env,
+    wait_until_group_caught_up,
+)
 from workers.embedded import EmbeddedKarma
 
 
@@ -33,12 +38,9 @@ async def test_worker_killed_mid_action_resumes_on_a_new_worker(
     await asyncio.sleep(1)  # the executor is sleeping inside the activity now
     first.kill()
 
-    second = KarmaProcess(["worker"], env, tmp_path / "worker-2.log")
-    try:
-        outcome = await asyncio.wait_for(handle.result(), 90)
-        status = await handle.status()
-    finally:
-        assert second.terminate() == 0, second.output()
+    outcome, status = await finish_on_a_new_worker(
+        handle, env, tmp_path / "worker-2.log", timeout=90
+    )
     assert outcome.state is ActionState.SUCCEEDED
     assert outcome.attempts == 2
     assert event_types(status) == [

@@ -14,7 +14,7 @@ from karma.status import ActionStatus
 from tests.conftest import unique
 from tests.support.actions import SagaExecutor
 from tests.support.checks import assert_mirrored, event_types
-from tests.support.processes import KarmaProcess, karma_env
+from tests.support.processes import KarmaProcess, finish_on_a_new_worker, karma_env
 from tests.support.waiting import reached
 from workers.embedded import EmbeddedKarma
 
@@ -146,12 +146,9 @@ async def test_a_worker_killed_mid_compensation_resumes_the_rollback(
             await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)
     first.kill()
-    second = KarmaProcess(["worker"], env, tmp_path / "worker-2.log")
-    try:
-        outcome = await asyncio.wait_for(handle.result(), 120)
-        status = await handle.status()
-    finally:
-        assert second.terminate() == 0, second.output()
+    outcome, status = await finish_on_a_new_worker(
+        handle, env, tmp_path / "worker-2.log", timeout=120
+    )
     assert outcome.state is ActionState.FAILED
     assert event_types(status)[-5:] == [COMPENSATING, STEP, STEP, COMPENSATED, EventType.FAILED]
     steps = [e.attrs["step"] for e in status.transitions if e.event_type is STEP]

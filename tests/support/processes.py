@@ -11,7 +11,9 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from karma.client import ActionHandle
 from karma.settings import Settings
+from karma.status import ActionOutcome, ActionStatus
 
 
 def karma_env(settings: Settings, **overrides: str | Path) -> dict[str, str]:
@@ -111,3 +113,16 @@ async def wait_until_group_caught_up(settings: Settings, group: str, timeout: fl
             await asyncio.sleep(0.2)
     finally:
         await consumer.stop()
+
+
+async def finish_on_a_new_worker(
+    handle: ActionHandle, env: dict[str, str], log_path: Path, timeout: float
+) -> tuple[ActionOutcome, ActionStatus]:
+    """Start a replacement `karma worker`, wait for the action to end there, stop the worker."""
+    worker = KarmaProcess(["worker"], env, log_path)
+    try:
+        outcome = await asyncio.wait_for(handle.result(), timeout)
+        status = await handle.status()
+    finally:
+        assert worker.terminate() == 0, worker.output()
+    return outcome, status
