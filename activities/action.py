@@ -22,6 +22,7 @@ from bridge.emit import TransitionPublisher
 from karma import names
 from karma.errors import (
     ErrorInfo,
+    ErrorType,
     FieldError,
     KarmaError,
     PermanentError,
@@ -38,10 +39,12 @@ from karma.executor import (
 )
 from karma.meta import SUPPORTED_MODES
 from karma.params import redact_params, validate_params
+from karma.payload_size import check_result
 from karma.registry import ActionRegistry
 from karma.request import ActionRequest
 from karma.saga import TransactionalActionExecutor
 from karma.secrets import SecretSealer
+from karma.settings import LimitsSettings
 from karma.workflow_io import (
     EmitInput,
     EmitOutput,
@@ -74,11 +77,13 @@ class ActionActivities:
         emit_timeout: float,
         callback_topic: str,
         services: Mapping[str, str],
+        max_payload_bytes: int = LimitsSettings().max_payload_bytes,
     ) -> None:
         self._registry = registry
         self._publisher = publisher
         self._sealer = sealer
         self._emit_timeout = emit_timeout
+        self._max_payload_bytes = max_payload_bytes
         self._callback_topic = callback_topic
         self._services = dict(services)
 
@@ -143,14 +148,22 @@ class ActionActivities:
             params = self._sealer.unseal(inp.params)
             result = await run_phase(executor, inp, self._context(inp, params))
             output = output_of(executor, result)
+            check_result(output, output.outputs, self._max_payload_bytes, "the attempt's result")
         except Exception as exc:
             failure = ExecuteFailure(
                 error=ErrorInfo.from_exception(exc), emitted_seq=await _settle(emission)
             )
             raise application_error(exc, failure) from exc
-        except BaseException:
-            emission.cancel()
-            raise
+        except BaseException as exc:
+            details = activity.cancellation_details()
+            if not (
+                isinstance(exc, asyncio.CancelledError) and details and details.cancel_requested
+            ):
+                emission.cancel()
+                raise
+            # The action is being cancelled. Say what Kafka acknowledged (a cancellation
+            # carries no details), so the workflow does not publish those transitions again.
+            raise _cancelled(await _settle(emission)) from exc
         finally:
             heartbeat.cancel()
         output.emitted_seq = await _settle(emission)
@@ -170,11 +183,13 @@ class ActionActivities:
                 outputs=inp.outputs,
                 logger=logger_for(inp.request),
             )
-            return await _event_driven(executor).on_event(ctx)
+            result = await _event_driven(executor).on_event(ctx)
+            check_result(result, result.outputs, self._max_payload_bytes, "on_event's result")
         except Exception as exc:
             raise application_error(
                 exc, ExecuteFailure(error=ErrorInfo.from_exception(exc))
             ) from exc
+        return result
 
     @activity.defn(name=names.EMIT_TRANSITIONS)
     async def emit_transitions(self, inp: EmitInput) -> EmitOutput:
@@ -238,6 +253,17 @@ def application_error(exc: Exception, failure: ExecuteFailure) -> ApplicationErr
             if isinstance(exc, KarmaError)
             else ApplicationErrorCategory.UNSPECIFIED
         ),
+    )
+
+
+def _cancelled(emitted_seq: int) -> ApplicationError:
+    error = ErrorInfo(type=ErrorType.CANCELLED, message="cancelled on request")
+    return ApplicationError(
+        error.message,
+        ExecuteFailure(error=error, emitted_seq=emitted_seq),
+        type=error.type.value,
+        non_retryable=True,
+        category=ApplicationErrorCategory.BENIGN,
     )
 
 

@@ -6,20 +6,27 @@ the message came from travel in headers (`karma.dlq.*`), as Kafka Connect does i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel
+from aiokafka.errors import MessageSizeTooLargeError
+from pydantic import BaseModel, Field
 
 from bridge.inbound import ORIGIN_HEADER, Inbound
 from bridge.producer import LazyProducer
 from bridge.topic_reader import Message, read_topics
 from karma.errors import FieldError, ValidationError
-from karma.settings import KafkaSettings
+from karma.settings import KafkaSettings, LimitsSettings
+
+log = logging.getLogger(__name__)
 
 HEADER_PREFIX = "karma.dlq."
 REPLAYED_FROM_HEADER = "karma.replayed-from"
+MAX_REASON_CHARS = 2000
+# Room for the headers when a dead letter is as large as the broker allows a message.
+HEADROOM_BYTES = 64 * 1024
 
 
 class DeadLetter(BaseModel):
@@ -35,10 +42,16 @@ class DeadLetter(BaseModel):
     value: bytes | None = None
     ts: str = ""
     position: str = ""  # partition:offset on the DLQ topic, once read back
+    truncated_from: int | None = Field(
+        default=None, description="the original size, when the value kept is only its start"
+    )
 
     def headers(self) -> list[tuple[str, bytes]]:
+        reason = self.reason
+        if len(reason) > MAX_REASON_CHARS:
+            reason = reason[:MAX_REASON_CHARS] + f"… ({len(self.reason):,} characters)"
         fields = {
-            "reason": self.reason,
+            "reason": reason,
             "stage": self.stage,
             "topic": self.topic,
             "partition": str(self.partition),
@@ -46,7 +59,14 @@ class DeadLetter(BaseModel):
             "origin": self.origin,
             "ts": self.ts or datetime.now(UTC).isoformat(),
         }
-        return [(HEADER_PREFIX + k, v.encode()) for k, v in fields.items()]
+        if self.truncated_from is not None:
+            fields["truncated-from"] = str(self.truncated_from)
+        return [(HEADER_PREFIX + k, v.encode("utf-8", "replace")) for k, v in fields.items()]
+
+    def truncated(self, size: int) -> DeadLetter:
+        """This letter with only the first `size` bytes of its value."""
+        value = self.value or b""
+        return self.model_copy(update={"value": value[:size], "truncated_from": len(value)})
 
     @classmethod
     def from_message(cls, message: Message) -> DeadLetter:
@@ -56,17 +76,19 @@ class DeadLetter(BaseModel):
             for k, v in message.headers.items()
             if k.startswith(HEADER_PREFIX)
         }
+        truncated = h.get("truncated-from", "")
         return cls(
             reason=h.get("reason", "(no reason recorded)"),
             stage=h.get("stage", ""),
             topic=h.get("topic", ""),
-            partition=int(h.get("partition") or -1),
-            offset=int(h.get("offset") or -1),
+            partition=_number(h.get("partition")),
+            offset=_number(h.get("offset")),
             origin=h.get("origin", ""),
             key=message.key,
             value=message.value,
             ts=h.get("ts", ""),
             position=message.position,
+            truncated_from=int(truncated) if truncated.isdigit() else None,
         )
 
     @classmethod
@@ -84,18 +106,47 @@ class DeadLetter(BaseModel):
         )
 
 
-class DeadLetterPublisher:
-    """Publishes dead letters; `send` returns only once Kafka acknowledged the record."""
+def _number(text: str | None) -> int:
+    """A header written by someone else may hold anything."""
+    try:
+        return int(text or -1)
+    except ValueError:
+        return -1
 
-    def __init__(self, settings: KafkaSettings) -> None:
+
+class DeadLetterPublisher:
+    """Publishes dead letters; `send` returns only once Kafka acknowledged the record.
+
+    A letter the broker refuses as too large (its original was as large as the broker
+    allows, and the headers add to it) is kept with the start of its value and the original
+    size in `karma.dlq.truncated-from`, so even that message cannot block a consumer.
+    """
+
+    def __init__(self, settings: KafkaSettings, limits: LimitsSettings | None = None) -> None:
         self.topic = settings.topics.dlq
-        self._producer = LazyProducer(settings)
+        limits = limits or LimitsSettings()
+        self._keep_bytes = limits.max_message_bytes
+        self._producer = LazyProducer(
+            settings, max_request_size=4 * limits.max_message_bytes + HEADROOM_BYTES
+        )
 
     async def send(self, letter: DeadLetter) -> None:
         producer = await self._producer.get()
-        await producer.send_and_wait(
-            self.topic, key=letter.key, value=letter.value, headers=letter.headers()
-        )
+        try:
+            await producer.send_and_wait(
+                self.topic, key=letter.key, value=letter.value, headers=letter.headers()
+            )
+        except MessageSizeTooLargeError:
+            smaller = letter.truncated(max(0, self._keep_bytes - HEADROOM_BYTES))
+            log.warning(
+                "dead letter from %s@%d too large for Kafka; keeping its first %d bytes",
+                letter.topic,
+                letter.offset,
+                len(smaller.value or b""),
+            )
+            await producer.send_and_wait(
+                self.topic, key=letter.key, value=smaller.value, headers=smaller.headers()
+            )
 
     async def stop(self) -> None:
         await self._producer.stop()
@@ -128,6 +179,12 @@ async def replay(settings: KafkaSettings, positions: Sequence[str]) -> list[Dead
             )
         elif not letters[position].topic:
             errors.append(FieldError(field=position, reason="the record names no source topic"))
+        elif letters[position].truncated_from is not None:
+            reason = (
+                f"the record keeps only the start of a {letters[position].truncated_from:,}"
+                "-byte original, which cannot be replayed"
+            )
+            errors.append(FieldError(field=position, reason=reason))
     if errors:
         raise ValidationError(errors)
     chosen = [letters[p] for p in dict.fromkeys(positions)]

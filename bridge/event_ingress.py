@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -12,6 +13,8 @@ from bridge.inbound import Callback, Inbound, decode_callback
 from bridge.ingress_consumer import Unusable
 from karma import names, search_attributes
 from karma.ids import action_id_from_workflow_id, workflow_id_for
+from karma.payload_size import check_event
+from karma.settings import LimitsSettings
 
 log = logging.getLogger(__name__)
 
@@ -23,26 +26,54 @@ class EventIngress:
     otherwise through the `KarmaExternalId` search attribute of the running actions.
 
     Visibility is eventually consistent (and an event may come before its action waits),
-    so resolving an external id is retried for `resolve_timeout` seconds; after that the
-    event is an orphan and goes to the DLQ.
+    so resolving an external id is retried until `resolve_timeout` seconds after the event
+    reached Kafka (its record timestamp, so a restart does not start the wait again); after
+    that the event is an orphan and goes to the DLQ. The wait holds back only later events
+    about the same action or external id (`order_key`), never the partition.
     """
 
     def __init__(
-        self, temporal: Client, *, resolve_timeout: float, search_attributes: bool = True
+        self,
+        temporal: Client,
+        *,
+        resolve_timeout: float,
+        search_attributes: bool = True,
+        limits: LimitsSettings | None = None,
     ) -> None:
         self._temporal = temporal
         self._resolve_timeout = resolve_timeout
         self._indexed = search_attributes
+        self._limits = limits or LimitsSettings()
         self.delivered = 0
 
+    def order_key(self, message: Inbound) -> str:
+        """Events about one action (or one external id) are delivered in order."""
+        callback = decode_callback(message, self._limits)
+        if callback.action_id:
+            return f"action:{callback.action_id}"
+        return f"external:{callback.external_workflow_id}"
+
     async def __call__(self, message: Inbound) -> None:
-        callback = decode_callback(message)
-        action_ids = [callback.action_id] if callback.action_id else await self._resolve(callback)
+        callback = decode_callback(message, self._limits)
+        check_event(callback.event, self._limits.max_payload_bytes)
+        action_ids = (
+            [callback.action_id]
+            if callback.action_id
+            else await self._resolve(callback, self._deadline(message))
+        )
         delivered = [a for a in action_ids if await self._signal(a, callback)]
         if not delivered:
             raise Unusable(f"the action for {callback.target} has already ended")
         self.delivered += 1
         log.info("event %s delivered to %s", callback.event.event_id, ", ".join(delivered))
+
+    def _deadline(self, message: Inbound) -> float:
+        """When to give up resolving, on the event loop's clock: `resolve_timeout` after the
+        message reached Kafka (never later than that from now: producers set timestamps)."""
+        loop = asyncio.get_running_loop()
+        now = time.time()
+        arrived = min(message.timestamp_ms / 1000, now) if message.timestamp_ms > 0 else now
+        return loop.time() + (arrived + self._resolve_timeout - now)
 
     async def _signal(self, action_id: str, callback: Callback) -> bool:
         """Signal one action; False if it has ended since it was found."""
@@ -57,7 +88,7 @@ class EventIngress:
             return False
         return True
 
-    async def _resolve(self, callback: Callback) -> list[str]:
+    async def _resolve(self, callback: Callback, deadline: float) -> list[str]:
         """The running actions waiting on the callback's external id."""
         external = callback.external_workflow_id
         if not self._indexed:
@@ -70,7 +101,6 @@ class EventIngress:
             f"AND WorkflowType = '{names.ACTION_WORKFLOW}' AND ExecutionStatus = 'Running'"
         )
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._resolve_timeout
         delay = 0.2
         while True:
             found = [
@@ -83,7 +113,7 @@ class EventIngress:
             if remaining <= 0:
                 raise Unusable(
                     f"orphan event: no running action waits for external id {external!r} "
-                    f"(looked for {self._resolve_timeout:g}s)"
+                    f"(looked for {self._resolve_timeout:g}s after it arrived)"
                 )
             log.debug("no action waits for %r yet; looking again in %.1fs", external, delay)
             await asyncio.sleep(min(delay, remaining))

@@ -15,13 +15,16 @@ from pydantic import ValidationError as PydanticValidationError
 
 from bridge.decode import decode_envelope, is_karma_transition
 from karma.errors import FieldError, ValidationError, field_errors
-from karma.events import Envelope
+from karma.events import MAX_ID_CHARS, Envelope
 from karma.lifecycle import EventType
 from karma.request import ActionRequest
+from karma.settings import LimitsSettings
 
 # Set by `karma dlq replay`: where the message first arrived, so a replayed request keeps
 # the action id it would have had (its idempotency key derives from the first position).
 ORIGIN_HEADER = "karma.origin"
+# A request may wait in Kafka at most this long (ten years): beyond it `ts + ttl` overflows.
+MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class Inbound:
     offset: int
     value: bytes | None
     headers: dict[str, bytes]
+    timestamp_ms: int = 0
 
     @classmethod
     def from_record(cls, record: Any) -> Inbound:
@@ -42,7 +46,8 @@ class Inbound:
             record.partition,
             record.offset,
             record.value,
-            {k: bytes(v) for k, v in record.headers or ()},
+            {k: bytes(v or b"") for k, v in record.headers or ()},
+            record.timestamp or 0,
         )
 
     @property
@@ -60,17 +65,23 @@ class RequestAttrs(BaseModel):
     command: str = Field(min_length=1, description="the action type")
     args: dict[str, Any] = Field(default_factory=dict, description="the action's parameters")
     ttl_sec: float | None = Field(
-        default=None, gt=0, description="a request older than this is not started"
+        default=None,
+        gt=0,
+        le=MAX_TTL_SECONDS,
+        allow_inf_nan=False,
+        description="a request older than this is not started",
     )
 
 
-def decode_request(message: Inbound, now: datetime) -> ActionRequest | None:
+def decode_request(
+    message: Inbound, now: datetime, limits: LimitsSettings | None = None
+) -> ActionRequest | None:
     """The request in a message, or None for Karma's own mirrored transitions.
 
     Without an idempotency key the message's origin is the key, so a message read twice
     (after a crash before the commit) is still one action.
     """
-    envelope = decode_envelope(message.value)
+    envelope = decode_envelope(message.value, limits)
     if is_karma_transition(envelope):
         return None
     if envelope.event_type != EventType.REQUESTED.value:
@@ -84,17 +95,20 @@ def decode_request(message: Inbound, now: datetime) -> ActionRequest | None:
         reason = f"expired: requested at {envelope.ts.isoformat()} with a ttl of {attrs.ttl_sec:g}s"
         raise ValidationError([FieldError(field="attrs.ttl_sec", reason=reason)])
     tags = dict(envelope.tags)
-    request = ActionRequest.new(
-        attrs.command,
-        attrs.args,
-        idempotency_key=envelope.idempotency_key or message.origin,
-        entity_id=envelope.entity_id,
-        correlation_id=envelope.correlation_id,
-        tenant=tags.pop("tenant", ""),
-        priority=tags.pop("priority", "normal"),
-        tags={k: v for k, v in tags.items() if k != "action"},
-        source=envelope.source,
-    )
+    try:
+        request = ActionRequest.new(
+            attrs.command,
+            attrs.args,
+            idempotency_key=envelope.idempotency_key or message.origin,
+            entity_id=envelope.entity_id,
+            correlation_id=envelope.correlation_id,
+            tenant=tags.pop("tenant", ""),
+            priority=tags.pop("priority", "normal"),
+            tags={k: v for k, v in tags.items() if k != "action"},
+            source=envelope.source,
+        )
+    except PydanticValidationError as exc:
+        raise ValidationError(field_errors(exc)) from exc
     if envelope.action_id:
         request = request.model_copy(update={"action_id": envelope.action_id})
     return request
@@ -113,13 +127,16 @@ class Callback:
         return self.action_id or f"external id {self.external_workflow_id!r}"
 
 
-def decode_callback(message: Inbound) -> Callback:
+def decode_callback(message: Inbound, limits: LimitsSettings | None = None) -> Callback:
     """The event in a message on the callback topic; it must name its action or the
     external workflow id the action waits on (`attrs.external_workflow_id`)."""
-    envelope = decode_envelope(message.value)
+    envelope = decode_envelope(message.value, limits)
     external = envelope.attrs.get("external_workflow_id", "")
     if not isinstance(external, str):
         reason = f"must be a string, got {type(external).__name__}"
+        raise ValidationError([FieldError(field="attrs.external_workflow_id", reason=reason)])
+    if len(external) > MAX_ID_CHARS:
+        reason = f"must be at most {MAX_ID_CHARS} characters, got {len(external):,}"
         raise ValidationError([FieldError(field="attrs.external_workflow_id", reason=reason)])
     if not envelope.action_id and not external:
         reason = "the event names neither its action nor attrs.external_workflow_id"

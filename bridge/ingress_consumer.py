@@ -1,11 +1,15 @@
 """A consumer group that hands each message to a handler and commits only what was handled.
 
-Messages of one partition are handled one after the other (callbacks about one action keep
-their order); partitions are handled concurrently. A handler either succeeds, rejects the
-message (`Unusable`: it goes to the DLQ with the reason and the original bytes) or fails
-for a reason that may pass (Temporal or Kafka unreachable): then the same message is tried
-again until it works or the consumer stops. An offset is committed only after its message
-was handled or dead-lettered, so a crash re-reads rather than loses.
+Messages with the same order key (callbacks about one action, requests for one action id)
+are handled one after the other, in offset order; everything else runs concurrently, up to
+`max_in_flight` messages. So one slow message (a callback whose action cannot be found yet)
+holds back only the messages about the same thing, never the partition.
+
+A handler either succeeds, rejects the message (`Unusable` or `ValidationError`: it goes to
+the DLQ with the reason and the original bytes) or fails for a reason that may pass
+(Temporal or Kafka unreachable): then the same message is tried again until it works or the
+consumer stops. The committed offset of a partition is the first one not handled yet, so a
+crash re-reads rather than loses (and re-reads only what may not have been handled).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 2.0
 
 Handler = Callable[[Inbound], Awaitable[None]]
+OrderKey = Callable[[Inbound], str]
 
 # Temporal answers these while it is unavailable or overloaded: try the message again.
 PASSING_RPC_STATUSES = frozenset(
@@ -55,6 +60,41 @@ class _Passing(Exception):
     """A failure that may pass: handle the same message again later."""
 
 
+def by_partition(message: Inbound) -> str:
+    """The default order: a whole partition, one message after the other."""
+    return f"{message.topic}:{message.partition}"
+
+
+class _Watermarks:
+    """Per partition: the offsets in hand and the next offset to fetch, so the offset to
+    commit is the first one not handled yet."""
+
+    def __init__(self) -> None:
+        self._in_hand: dict[TopicPartition, set[int]] = {}
+        self._next: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+
+    def take(self, tp: TopicPartition, offset: int) -> None:
+        self._in_hand.setdefault(tp, set()).add(offset)
+        self._next[tp] = max(self._next.get(tp, 0), offset + 1)
+
+    def done(self, tp: TopicPartition, offset: int) -> None:
+        self._in_hand[tp].discard(offset)
+
+    def to_commit(self) -> dict[TopicPartition, int]:
+        """Partitions whose committable offset moved since the last commit."""
+        out = {}
+        for tp, following in self._next.items():
+            in_hand = self._in_hand.get(tp)
+            offset = min(in_hand) if in_hand else following
+            if offset > self._committed.get(tp, -1):
+                out[tp] = offset
+        return out
+
+    def committed(self, offsets: dict[TopicPartition, int]) -> None:
+        self._committed.update(offsets)
+
+
 class IngressConsumer:
     """Consumes one topic in one consumer group through `handler`."""
 
@@ -68,11 +108,15 @@ class IngressConsumer:
         dlq: DeadLetterPublisher,
         handler: Handler,
         max_records: int,
+        order_key: OrderKey = by_partition,
+        max_in_flight: int = 1000,
     ) -> None:
         self.name = name
         self._handler = handler
+        self._order_key = order_key
         self._dlq = dlq
         self._max_records = max_records
+        self._slots = asyncio.Semaphore(max_in_flight)
         self._consumer = AIOKafkaConsumer(
             topic,
             group_id=group,
@@ -82,6 +126,9 @@ class IngressConsumer:
         )
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._tails: dict[str, asyncio.Task[None]] = {}  # the last message of each key
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._marks = _Watermarks()
         self.handled = 0
         self.dead_lettered = 0
         self._unknown: dict[tuple[str, int, int], int] = {}
@@ -91,14 +138,23 @@ class IngressConsumer:
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
-        """Let the message in hand finish for a moment, then abandon it uncommitted (it is
-        handled again on the next start, which starts and signals tolerate)."""
+        """Stop fetching, let the messages in hand finish for a moment, then abandon the
+        rest uncommitted (they are handled again on the next start, which starts and
+        signals tolerate)."""
         self._stopping.set()
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=STOP_GRACE_SECONDS)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._in_flight:
+            await asyncio.wait(self._in_flight, timeout=STOP_GRACE_SECONDS)
+        for task in list(self._in_flight):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        with contextlib.suppress(KafkaError, OSError):
+            await self._commit()
         await self._consumer.stop()
 
     async def wait(self) -> None:
@@ -106,35 +162,78 @@ class IngressConsumer:
         if self._task is not None:
             await asyncio.shield(self._task)
 
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
     async def _run(self) -> None:
         while not self._stopping.is_set():
             fetched = await self._consumer.getmany(timeout_ms=500, max_records=self._max_records)
-            await asyncio.gather(*(self._partition(tp, records) for tp, records in fetched.items()))
+            for tp, records in fetched.items():
+                for record in records:
+                    await self._slots.acquire()
+                    self._dispatch(tp, record)
+            await self._commit()
 
-    async def _partition(self, tp: TopicPartition, records: list[Any]) -> None:
-        done = None
-        for record in records:
-            outcome = await until_stopped(
-                f"{self.name}: handle {tp.topic}@{tp.partition}:{record.offset}",
-                functools.partial(self._handle, record),
-                self._stopping,
-                (_Passing, KafkaError, OSError),
-            )
-            if isinstance(outcome, Stopped):
-                break
-            done = record.offset
-        if done is None:
+    def _dispatch(self, tp: TopicPartition, record: Any) -> None:
+        """Handle `record` after the previous message with the same order key."""
+        message = Inbound.from_record(record)
+        try:
+            key = self._order_key(message)
+        except Exception:  # noqa: BLE001 - unusable: the handler dead-letters it
+            key = f"{tp.topic}:{tp.partition}:{record.offset}"
+        self._marks.take(tp, record.offset)
+        task = asyncio.create_task(self._after(self._tails.get(key), tp, record, message))
+        self._tails[key] = task
+        self._in_flight.add(task)
+        task.add_done_callback(functools.partial(self._finished, key, tp, record.offset))
+
+    def _finished(
+        self, key: str, tp: TopicPartition, offset: int, task: asyncio.Task[None]
+    ) -> None:
+        self._in_flight.discard(task)
+        self._slots.release()
+        if self._tails.get(key) is task:
+            del self._tails[key]
+        if not task.cancelled() and task.exception() is None:
+            self._marks.done(tp, offset)
+
+    async def _after(
+        self,
+        previous: asyncio.Task[None] | None,
+        tp: TopicPartition,
+        record: Any,
+        message: Inbound,
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait({previous})
+            if not previous.done() or previous.cancelled() or previous.exception() is not None:
+                raise asyncio.CancelledError  # keep the order: nothing overtakes it
+        outcome = await until_stopped(
+            f"{self.name}: handle {tp.topic}@{tp.partition}:{record.offset}",
+            functools.partial(self._handle, record, message),
+            self._stopping,
+            (_Passing, KafkaError, OSError),
+        )
+        if isinstance(outcome, Stopped):
+            raise asyncio.CancelledError
+
+    async def _commit(self) -> None:
+        offsets = self._marks.to_commit()
+        if not offsets:
             return
         try:
-            await self._consumer.commit({tp: done + 1})
+            await self._consumer.commit(offsets)
         except CommitFailedError as exc:
             # The group rebalanced: the partition's new owner handles these again, which
             # is harmless (starts and signals are idempotent).
             log.warning("%s: offset commit failed after a rebalance: %s", self.name, exc)
+            return
+        self._marks.committed(offsets)
 
-    async def _handle(self, record: Any) -> None:
+    async def _handle(self, record: Any, message: Inbound) -> None:
         try:
-            await self._handler(Inbound.from_record(record))
+            await self._handler(message)
         except (Unusable, ValidationError) as exc:
             await self._dead_letter(record, str(exc))
         except RPCError as exc:
@@ -160,6 +259,6 @@ class IngressConsumer:
 
     async def _dead_letter(self, record: Any, reason: str) -> None:
         letter = DeadLetter.from_record(record, reason=reason, stage=self.name)
-        log.warning("dead letter from %s@%d: %s", letter.topic, letter.offset, reason)
+        log.warning("dead letter from %s@%d: %s", letter.topic, letter.offset, reason[:500])
         await self._dlq.send(letter)
         self.dead_lettered += 1

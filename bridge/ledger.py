@@ -17,6 +17,7 @@ from clickhouse_connect.driver.client import Client
 
 from bridge.ledger_schema import ACTION_EVENTS_COLUMNS, schema_statements
 from karma import names
+from karma.errors import FieldError, ValidationError
 from karma.events import ActionEvent
 
 
@@ -43,10 +44,23 @@ class LedgerEvent:
     attrs: dict[str, Any]
 
 
+MAX_ATTEMPT = 2**16 - 1  # UInt16
+
+
 def ledger_row(event: ActionEvent, position: KafkaPosition) -> list[Any]:
-    """One `action_events` row, columns in ACTION_EVENTS_COLUMNS order."""
+    """One `action_events` row, columns in ACTION_EVENTS_COLUMNS order.
+
+    Raises:
+        karma.errors.ValidationError: a value the ledger's columns cannot hold.
+    """
     attrs = event.attrs
     error = attrs.get("error") or {}
+    if not isinstance(error, dict):
+        raise ValidationError([FieldError(field="attrs.error", reason="must be an object")])
+    attempt = attrs.get("attempt") or 0
+    if not isinstance(attempt, int) or not 0 <= attempt <= MAX_ATTEMPT:
+        reason = f"must be an integer from 0 to {MAX_ATTEMPT}, got {str(attempt)[:40]!r}"
+        raise ValidationError([FieldError(field="attrs.attempt", reason=reason)])
     state = event.event_type.state
     return [
         event.event_id,
@@ -61,7 +75,7 @@ def ledger_row(event: ActionEvent, position: KafkaPosition) -> list[Any]:
         event.idempotency_key,
         event.tags.get("tenant", ""),
         event.tags.get("priority", ""),
-        int(attrs.get("attempt") or 0),
+        attempt,
         str(error.get("type", "")),
         str(error.get("message", "")),
         event.tags,

@@ -15,15 +15,16 @@ class LazyProducer:
     """Starts the producer when first needed, so a broker that is down at start-up only
     delays publishing instead of stopping the process."""
 
-    def __init__(self, settings: KafkaSettings) -> None:
+    def __init__(self, settings: KafkaSettings, **overrides: Any) -> None:
         self._settings = settings
+        self._overrides = overrides
         self._producer: Any = None
         self._lock = asyncio.Lock()
 
     async def get(self) -> Any:
         async with self._lock:
             if self._producer is None:
-                producer = AIOKafkaProducer(**producer_kwargs(self._settings))
+                producer = AIOKafkaProducer(**producer_kwargs(self._settings), **self._overrides)
                 try:
                     await producer.start()
                 except BaseException:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from bridge.inbound import Inbound, decode_request
 from karma.client import KarmaClient
+from karma.settings import LimitsSettings
 
 log = logging.getLogger(__name__)
 
@@ -16,16 +17,24 @@ class RequestIngress:
     key, so a request read twice is one action; Karma's own mirrored transitions on the
     same topic are recognised and skipped, so nothing loops."""
 
-    def __init__(self, client: KarmaClient) -> None:
+    def __init__(self, client: KarmaClient, limits: LimitsSettings | None = None) -> None:
         self._client = client
+        self._limits = limits or LimitsSettings()
         self.started = 0
         self.duplicates = 0
 
+    def order_key(self, message: Inbound) -> str:
+        """Requests for the same action are handled in order (the first one starts it)."""
+        request = decode_request(message, datetime.now(UTC), self._limits)
+        if request is None:  # a mirrored transition: nothing to do, no order to keep
+            return f"{message.topic}:{message.partition}:{message.offset}"
+        return request.action_id
+
     async def __call__(self, message: Inbound) -> None:
-        request = decode_request(message, datetime.now(UTC))
+        request = decode_request(message, datetime.now(UTC), self._limits)
         if request is None:
             return
-        # Bad types and parameters raise ValidationError: the message is dead-lettered.
+        # Bad types, parameters and sizes raise ValidationError: the message is dead-lettered.
         handle = await self._client.submit(request)
         if handle.created:
             self.started += 1

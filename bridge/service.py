@@ -29,7 +29,7 @@ class Bridge:
     def __init__(self, settings: Settings, *, client: KarmaClient | None = None) -> None:
         self._settings = settings
         self._client = client
-        self._dlq = DeadLetterPublisher(settings.kafka)
+        self._dlq = DeadLetterPublisher(settings.kafka, settings.limits)
         self._sink: LedgerSink | None = None
         self.requests: IngressConsumer | None = None
         self.events: IngressConsumer | None = None
@@ -52,7 +52,7 @@ class Bridge:
                 "ingress.requests",
                 settings.kafka.topics.requested,
                 settings.ingress.requests_group,
-                RequestIngress(client),
+                RequestIngress(client, settings.limits),
             )
             await self.requests.start()
             self.events = self._consumer(
@@ -63,6 +63,7 @@ class Bridge:
                     client.temporal,
                     resolve_timeout=settings.ingress.resolve_timeout_s,
                     search_attributes=settings.temporal.search_attributes,
+                    limits=settings.limits,
                 ),
             )
             await self.events.start()
@@ -82,7 +83,9 @@ class Bridge:
             kafka=self._settings.kafka,
             dlq=self._dlq,
             handler=handler,
+            order_key=handler.order_key,
             max_records=self._settings.ingress.max_records,
+            max_in_flight=self._settings.ingress.max_in_flight,
         )
 
     async def stop(self) -> None:

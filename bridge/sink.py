@@ -3,19 +3,26 @@
 Offsets are committed only after ClickHouse accepted the batch (and the dead letters of the
 batch were acknowledged), so a crash at any point re-reads rather than loses; the ledger
 skips event ids it already holds, so re-reading never duplicates.
+
+No message can stop the sink: one that cannot be decoded, or that ClickHouse cannot store
+(found by inserting halves of the batch until the row is alone), goes to the DLQ with the
+reason and its original bytes. Only infrastructure failures (Kafka or ClickHouse
+unreachable) are retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
-from clickhouse_connect.driver.exceptions import ClickHouseError
+from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
 from bridge.decode import claims_to_be_transition, decode_transition
 from bridge.dlq import DeadLetter, DeadLetterPublisher
@@ -28,7 +35,18 @@ from karma.settings import Settings
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-RETRYABLE = (OSError, KafkaError, ClickHouseError)
+# Unreachable or failing servers: the same batch is tried again.
+RETRYABLE = (OSError, KafkaError, OperationalError, DatabaseError)
+# Raised while the client serialises a row: that row can never be stored.
+ROW_ERRORS = (DataError, UnicodeError, TypeError, AttributeError, ValueError, struct.error)
+STAGE = "ledger"
+
+
+@dataclass
+class _Refused:
+    """ClickHouse's client could not serialise one of the rows."""
+
+    error: Exception
 
 
 class LedgerSink:
@@ -51,8 +69,13 @@ class LedgerSink:
             **client_kwargs(settings.kafka),
         )
         self._stopping = asyncio.Event()
+        self._draining = False
+        self._idle = False  # the last poll found nothing new
+        self._committed: dict[TopicPartition, int] = {}
         self._task: asyncio.Task[None] | None = None
         self.batches_written = 0
+        self.rows_written = 0
+        self.dead_lettered = 0
 
     async def start(self) -> None:
         """Open the ledger (creating its schema if needed), then join the consumer group."""
@@ -79,14 +102,62 @@ class LedgerSink:
         if self._task is not None:
             await asyncio.shield(self._task)
 
+    async def lag(self) -> int:
+        """Records on the sink's partitions not committed to the ledger yet (as far as the
+        broker's end offsets tell: they can trail what is readable)."""
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return 0
+        ends = await self._consumer.end_offsets(assigned)
+        for tp in assigned:
+            if tp not in self._committed:  # committed before this sink started
+                self._committed[tp] = await self._consumer.committed(tp) or 0
+        return sum(max(0, ends[tp] - self._committed[tp]) for tp in assigned)
+
+    async def drain(self, timeout: float, progress: Callable[[str], None]) -> bool:
+        """Write what is on the topics now, then stop; False if `timeout` ran out first.
+
+        Batches are written as soon as a poll finds nothing more, and the sink waits for
+        one empty poll after the end offsets are reached (the broker's end offsets can
+        trail what is readable).
+        """
+        self._draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        reported = -1
+        caught_up = False
+        while self._task is not None and not self._task.done():
+            behind = await self._retry_lag()
+            if behind == 0 and self._idle:
+                caught_up = True
+                break
+            if loop.time() > deadline:
+                break
+            if behind != reported:
+                progress(f"ledger: {behind} transition(s) left to write")
+                reported = behind
+            await asyncio.sleep(0.2)
+        progress("ledger: caught up" if caught_up else f"ledger: gave up after {timeout:g}s")
+        await self.stop()
+        return caught_up
+
+    async def _retry_lag(self) -> int:
+        try:
+            return await self.lag()
+        except (KafkaError, OSError) as exc:
+            log.warning("cannot read end offsets: %r", exc)
+            return -1
+
     async def _run(self) -> None:
         while not self._stopping.is_set():
             batch = await self._next_batch()
+            self._idle = not batch
             if batch and not await self._write(batch):
                 return
 
     async def _next_batch(self) -> list[Any]:
-        """Wait for records, then keep collecting until the batch is full or old enough."""
+        """Wait for records, then keep collecting until the batch is full or old enough
+        (while draining: until a poll finds nothing more)."""
         bridge = self._settings.bridge
         records: list[Any] = []
         deadline: float | None = None
@@ -95,9 +166,13 @@ class LedgerSink:
             wait = 0.5 if deadline is None else deadline - loop.time()
             if wait <= 0:
                 break
+            if self._draining and records:
+                wait = min(wait, 0.2)
             fetched = await self._consumer.getmany(
                 timeout_ms=int(wait * 1000), max_records=bridge.batch_max_rows - len(records)
             )
+            if self._draining and records and not fetched:
+                break
             for partition_records in fetched.values():
                 records.extend(partition_records)
             if records and deadline is None:
@@ -106,37 +181,78 @@ class LedgerSink:
 
     async def _write(self, records: list[Any]) -> bool:
         """Write one batch; False if the sink was stopped before the batch was stored."""
-        assert self._ledger is not None, "start() opens the ledger"
-        ledger = self._ledger
-        rows, letters = [], []
-        for record in records:
-            try:
-                event = decode_transition(record.value)
-            except ValidationError as exc:
-                if self._ingress_judges(record):
-                    continue
-                letters.append(DeadLetter.from_record(record, reason=str(exc), stage="ledger"))
-                continue
-            if event is not None:
-                position = KafkaPosition(record.topic, record.partition, record.offset)
-                rows.append(ledger_row(event, position))
-        written = await self._retry("write to ClickHouse", lambda: self._in_db(ledger.write, rows))
-        if isinstance(written, Stopped):
+        entries, letters = self._decode(records)
+        refused = await self._insert(entries)
+        if isinstance(refused, Stopped):
             return False
-        for letter in letters:
+        for letter in letters + refused:
             log.warning("dead letter from %s@%d: %s", letter.topic, letter.offset, letter.reason)
             sent = await self._retry("publish a dead letter", lambda: self._dlq.send(letter))  # noqa: B023
             if isinstance(sent, Stopped):
                 return False
+            self.dead_lettered += 1
         await self._commit(records)
         self.batches_written += 1
         log.info(
-            "ledger batch committed: %d records, %d new rows, %d dead letters",
+            "ledger batch committed: %d records, %d dead letters",
             len(records),
-            written,
-            len(letters),
+            len(letters) + len(refused),
         )
         return True
+
+    def _decode(self, records: list[Any]) -> tuple[list[tuple[Any, list[Any]]], list[DeadLetter]]:
+        """Rows for the transitions, dead letters for what cannot be used."""
+        limits = self._settings.limits
+        entries: list[tuple[Any, list[Any]]] = []
+        letters: list[DeadLetter] = []
+        for record in records:
+            try:
+                event = decode_transition(record.value, limits)
+                if event is not None:
+                    position = KafkaPosition(record.topic, record.partition, record.offset)
+                    entries.append((record, ledger_row(event, position)))
+            except ValidationError as exc:
+                if not self._ingress_judges(record):
+                    letters.append(DeadLetter.from_record(record, reason=str(exc), stage=STAGE))
+            except Exception as exc:
+                # A defect in decoding: set the message aside rather than stop the ledger.
+                log.exception("unexpected error decoding %s@%d", record.topic, record.offset)
+                reason = f"unexpected error decoding it: {exc!r}"
+                letters.append(DeadLetter.from_record(record, reason=reason, stage=STAGE))
+        return entries, letters
+
+    async def _insert(self, entries: list[tuple[Any, list[Any]]]) -> list[DeadLetter] | Stopped:
+        """Insert the rows; the dead letters of rows ClickHouse cannot take, each found by
+        inserting halves until it is alone."""
+        if not entries:
+            return []
+        assert self._ledger is not None, "start() opens the ledger"
+        ledger = self._ledger
+        rows = [row for _, row in entries]
+
+        async def attempt() -> int | _Refused:
+            try:
+                return await self._in_db(ledger.write, rows)
+            except ROW_ERRORS as exc:
+                return _Refused(exc)
+
+        written = await self._retry("write to ClickHouse", attempt)
+        if isinstance(written, Stopped):
+            return written
+        if not isinstance(written, _Refused):
+            self.rows_written += written
+            return []
+        if len(entries) == 1:
+            reason = f"ClickHouse cannot store it: {written.error}"
+            return [DeadLetter.from_record(entries[0][0], reason=reason, stage=STAGE)]
+        middle = len(entries) // 2
+        letters: list[DeadLetter] = []
+        for half in (entries[:middle], entries[middle:]):
+            refused = await self._insert(half)
+            if isinstance(refused, Stopped):
+                return refused
+            letters += refused
+        return letters
 
     def _ingress_judges(self, record: Any) -> bool:
         """Unusable requests on `actions.requested` are the ingress's to dead-letter (once);
@@ -144,7 +260,7 @@ class LedgerSink:
         return (
             self._settings.ingress.enabled
             and record.topic == self._settings.kafka.topics.requested
-            and not claims_to_be_transition(record.value)
+            and not claims_to_be_transition(record.value, self._settings.limits)
         )
 
     async def _commit(self, records: list[Any]) -> None:
@@ -158,6 +274,8 @@ class LedgerSink:
             # The group rebalanced; the new owner re-reads these records and the ledger
             # skips what it already holds.
             log.warning("offset commit failed after a rebalance: %s", exc)
+            return
+        self._committed.update(offsets)
 
     async def _in_db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)

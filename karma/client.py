@@ -40,10 +40,11 @@ from karma.errors import (
 from karma.events import ActionEvent, Envelope
 from karma.ids import workflow_id_for
 from karma.params import validate_params
+from karma.payload_size import check_event, check_request
 from karma.registry import ActionRegistry, default_registry
 from karma.request import ActionRequest
 from karma.secrets import SecretSealer
-from karma.settings import Settings, get_settings
+from karma.settings import LimitsSettings, Settings, get_settings
 from karma.status import ActionOutcome, ActionStatus
 
 
@@ -73,10 +74,12 @@ class ActionHandle:
         *,
         created: bool = True,
         workflow_handle: WorkflowHandle[Any, Any] | None = None,
+        max_payload_bytes: int = LimitsSettings().max_payload_bytes,
     ) -> None:
         self.action_id = action_id
         self.workflow_id = workflow_id_for(action_id)
         self.created = created
+        self._max_payload_bytes = max_payload_bytes
         # Prefer the handle start_workflow returned: client interceptors may have adapted it.
         self._handle = workflow_handle or temporal.get_workflow_handle(self.workflow_id)
 
@@ -130,7 +133,7 @@ class ActionHandle:
         has already seen. Returns the event as delivered.
 
         Raises:
-            karma.errors.ValidationError: the event is not a valid envelope.
+            karma.errors.ValidationError: the event is not a valid envelope or is too large.
             karma.errors.ActionNotFoundError: no such action.
             karma.errors.ActionEndedError: the action has ended.
         """
@@ -143,6 +146,7 @@ class ActionHandle:
                 raise ValidationError(field_errors(exc)) from exc
         if not envelope.event_id:
             envelope = envelope.model_copy(update={"event_id": f"signal:{uuid.uuid4().hex}"})
+        check_event(envelope, self._max_payload_bytes)
         try:
             await self._handle.signal(names.DELIVER_EVENT_SIGNAL, envelope)
         except RPCError as exc:
@@ -222,12 +226,14 @@ class KarmaClient:
         registry: ActionRegistry | None = None,
         search_attributes: bool = True,
         sealer: SecretSealer | None = None,
+        limits: LimitsSettings | None = None,
     ) -> None:
         self.temporal = temporal
         self.task_queue = task_queue
         self._registry = registry
         self._index = search_attributes
         self._sealer = sealer
+        self._max_payload_bytes = (limits or LimitsSettings()).max_payload_bytes
 
     @classmethod
     async def connect(cls, settings: Settings | None = None) -> KarmaClient:
@@ -238,6 +244,7 @@ class KarmaClient:
             task_queue=settings.temporal.task_queue,
             search_attributes=settings.temporal.search_attributes,
             sealer=SecretSealer.from_settings(settings),
+            limits=settings.limits,
         )
 
     @property
@@ -263,18 +270,22 @@ class KarmaClient:
         """Start an action and return its handle at once.
 
         Raises:
-            karma.errors.ValidationError: unknown type or bad parameters (nothing is started).
+            karma.errors.ValidationError: unknown type, bad parameters or ids, or a request
+                too large for Temporal (nothing is started).
         """
-        request = ActionRequest.new(
-            action_type,
-            params,
-            idempotency_key=idempotency_key,
-            entity_id=entity_id,
-            correlation_id=correlation_id,
-            tenant=tenant,
-            priority=priority,
-            tags=tags,
-        )
+        try:
+            request = ActionRequest.new(
+                action_type,
+                params,
+                idempotency_key=idempotency_key,
+                entity_id=entity_id,
+                correlation_id=correlation_id,
+                tenant=tenant,
+                priority=priority,
+                tags=tags,
+            )
+        except PydanticValidationError as exc:
+            raise ValidationError(field_errors(exc)) from exc
         return await self.submit(request, validate=validate, task_queue=task_queue)
 
     async def submit(
@@ -284,12 +295,16 @@ class KarmaClient:
         existing action's handle (`created=False`), it never runs twice.
 
         Secret parameters are sealed here, so only the executor ever sees them in clear.
+
+        Raises:
+            karma.errors.ValidationError: as for `request`.
         """
         if validate:
             validate_params(self.registry.meta(request.action_type), request.params)
         if self._sealer is not None and request.action_type in self.registry:
             meta = self.registry.meta(request.action_type)
             request = request.model_copy(update={"params": self._sealer.seal(meta, request.params)})
+        check_request(request, request.params, self._max_payload_bytes)
         try:
             started = await self.temporal.start_workflow(
                 names.ACTION_WORKFLOW,
@@ -301,8 +316,15 @@ class KarmaClient:
                 static_summary=f"{request.action_type} {request.entity_id}".strip(),
             )
         except WorkflowAlreadyStartedError:
-            return ActionHandle(self.temporal, request.action_id, created=False)
-        return ActionHandle(self.temporal, request.action_id, workflow_handle=started)
+            return self.handle(request.action_id, created=False)
+        return ActionHandle(
+            self.temporal,
+            request.action_id,
+            workflow_handle=started,
+            max_payload_bytes=self._max_payload_bytes,
+        )
 
-    def handle(self, action_id: str) -> ActionHandle:
-        return ActionHandle(self.temporal, action_id)
+    def handle(self, action_id: str, *, created: bool = True) -> ActionHandle:
+        return ActionHandle(
+            self.temporal, action_id, created=created, max_payload_bytes=self._max_payload_bytes
+        )

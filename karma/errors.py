@@ -26,6 +26,7 @@ class ErrorType(StrEnum):
     COMPENSATION_FAILED = "compensation_failed"
     HEARTBEAT_TIMEOUT = "heartbeat_timeout"
     CANCELLED = "cancelled"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
     INTERNAL = "internal"
 
 
@@ -92,6 +93,12 @@ class PermanentError(KarmaError):
     """A failure that retrying cannot fix: the action fails at once."""
 
     error_type = ErrorType.PERMANENT
+
+
+class PayloadTooLargeError(PermanentError):
+    """What an executor returned is too large for the action's Temporal history."""
+
+    error_type = ErrorType.PAYLOAD_TOO_LARGE
 
 
 def field_errors(exc: PydanticValidationError, prefix: str = "") -> list[FieldError]:

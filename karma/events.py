@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, Field, field_serializer, field_validator, model_validator
 
@@ -13,27 +13,38 @@ from karma.lifecycle import EventType
 
 KARMA_SYSTEM = "karma"
 
+# Ids travel as Temporal search attributes (2 KB a value at most) and ClickHouse keys.
+MAX_ID_CHARS = 512
+MAX_NAME_CHARS = 256
+# What ClickHouse's DateTime64 can hold.
+EARLIEST_YEAR, LATEST_YEAR = 1900, 2299
+MAX_SEQ = 2**32 - 1
+
+Id = Annotated[str, Field(max_length=MAX_ID_CHARS)]
+Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
+Tags = dict[Name, Id]
+
 
 class EventSource(BaseModel):
     """Who produced an event: a system and free-form namespace labels."""
 
-    system: str = KARMA_SYSTEM
-    ns: dict[str, str] = Field(default_factory=dict)
+    system: Name = KARMA_SYSTEM
+    ns: Tags = Field(default_factory=dict)
 
 
 class Envelope(BaseModel):
     """The common envelope. Observations leave the action fields empty."""
 
-    event_id: str = ""
+    event_id: Id = ""
     ts: datetime
-    event_type: str
-    action_id: str = ""
-    seq: int = Field(default=0, ge=0)
-    entity_id: str = ""
-    correlation_id: str = ""
-    idempotency_key: str = ""
+    event_type: Name
+    action_id: Id = ""
+    seq: int = Field(default=0, ge=0, le=MAX_SEQ)
+    entity_id: Id = ""
+    correlation_id: Id = ""
+    idempotency_key: Id = ""
     source: EventSource = Field(default_factory=EventSource)
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: Tags = Field(default_factory=dict)
     attrs: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("ts")
@@ -41,7 +52,12 @@ class Envelope(BaseModel):
     def _utc_millis(cls, ts: datetime) -> datetime:
         if ts.tzinfo is None:
             raise ValueError("ts must carry a timezone")
-        ts = ts.astimezone(UTC)
+        try:
+            ts = ts.astimezone(UTC)
+        except OverflowError as exc:
+            raise ValueError("ts is out of range") from exc
+        if not EARLIEST_YEAR <= ts.year <= LATEST_YEAR:
+            raise ValueError(f"ts must be between the years {EARLIEST_YEAR} and {LATEST_YEAR}")
         return ts.replace(microsecond=ts.microsecond // 1000 * 1000)
 
     @field_serializer("ts")
@@ -53,8 +69,8 @@ class ActionEvent(Envelope):
     """One transition of one action; `event_id == action_id:seq`."""
 
     event_type: EventType
-    action_id: str = Field(min_length=1)
-    seq: int = Field(ge=1)
+    action_id: Id = Field(min_length=1)
+    seq: int = Field(ge=1, le=MAX_SEQ)
 
     @model_validator(mode="after")
     def _event_id(self) -> Self:

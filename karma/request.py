@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from karma.events import KARMA_SYSTEM, ActionEvent, EventSource
+from karma.events import KARMA_SYSTEM, ActionEvent, EventSource, Id, Name, Tags
 from karma.ids import action_id_for_key, new_action_id
 from karma.lifecycle import ActionState
 
@@ -36,15 +36,15 @@ class ActionRequest(BaseModel):
     `action_id` is derived from `idempotency_key` when one is given (see `ActionRequest.new`).
     """
 
-    action_id: str = Field(min_length=1)
-    action_type: str = Field(min_length=1)
+    action_id: Id = Field(min_length=1)
+    action_type: Name = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
-    idempotency_key: str = ""
-    entity_id: str = ""
-    correlation_id: str = ""
-    tenant: str = ""
-    priority: str = "normal"
-    tags: dict[str, str] = Field(default_factory=dict)
+    idempotency_key: Id = ""
+    entity_id: Id = ""
+    correlation_id: Id = ""
+    tenant: Name = ""
+    priority: Name = "normal"
+    tags: Tags = Field(default_factory=dict)
     source: EventSource = Field(default_factory=EventSource)
     resume: Resume | None = Field(default=None, description="set by continue-as-new only")
 

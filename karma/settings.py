@@ -88,6 +88,35 @@ class IngressSettings(BaseModel):
         "(search attributes are eventually consistent) before it goes to the DLQ as an orphan",
     )
     max_records: int = Field(default=100, ge=1, description="messages fetched per poll")
+    max_in_flight: int = Field(
+        default=1000,
+        ge=1,
+        description="messages handled at once per consumer (callbacks waiting for their "
+        "action included)",
+    )
+
+
+class LimitsSettings(BaseModel):
+    """What Karma accepts from outside, checked before anything is parsed or started."""
+
+    max_message_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="a Kafka message larger than this goes to the DLQ unparsed",
+    )
+    max_json_depth: int = Field(
+        default=64, ge=2, le=1000, description="deeper JSON nesting goes to the DLQ unparsed"
+    )
+    utf8_only: bool = Field(
+        default=True, description="JSON must be UTF-8 (no UTF-16/32 auto-detection)"
+    )
+    max_payload_bytes: int = Field(
+        default=262_144,
+        ge=1024,
+        le=1_572_864,
+        description="the largest encoded request, outputs, state or callback an action "
+        "takes into its Temporal history (Temporal refuses blobs over 2 MB)",
+    )
 
 
 class OtelSettings(BaseModel):
@@ -117,6 +146,7 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="base URLs of the services executors call (KARMA_SERVICES__JOBS=http://…)",
     )
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     otel: OtelSettings = Field(default_factory=OtelSettings)
 
     @property

@@ -64,6 +64,7 @@ class EmbeddedKarma:
             registry=self._registry,
             search_attributes=self.settings.temporal.search_attributes,
             sealer=SecretSealer.from_settings(self.settings),
+            limits=self.settings.limits,
         )
 
     @property

@@ -60,6 +60,7 @@ class ActionWorker:
             emit_timeout=settings.kafka.emit_timeout_s,
             callback_topic=settings.kafka.topics.events,
             services=settings.services,
+            max_payload_bytes=settings.limits.max_payload_bytes,
         )
         self._worker = Worker(
             client,

@@ -110,8 +110,9 @@ class ActionCore:
                 self._error = None
                 return result
             self._error = error
-            if self._cancel_requested():
-                # It came while the attempt failed anyway: do not retry.
+            if self._cancel_requested() or error.type is ErrorType.CANCELLED:
+                # It came while the attempt failed anyway (do not retry), or the attempt
+                # stopped for it and said what Kafka had acknowledged.
                 raise asyncio.CancelledError
             if not error.retryable or attempt >= plan.retry.max_attempts:
                 return Ending(EventType.FAILED, outputs=dict(previous or {}), error=error)

@@ -91,6 +91,10 @@ class EventWaiting(ActionCore):
             )
         except ActivityError as err:
             error, _ = classify(err)
+            if error.type is ErrorType.PAYLOAD_TOO_LARGE:
+                # The executor's answer cannot enter the history: no later event can be
+                # judged differently, so the action fails with the reason.
+                return Ending(EventType.FAILED, outputs=outputs, error=error)
             # An event the executor cannot judge (malformed, from outside) must not end a
             # healthy action: it is ignored and the action keeps waiting.
             workflow.logger.warning(

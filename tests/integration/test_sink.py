@@ -22,7 +22,7 @@ async def test_unusable_messages_go_to_the_dlq_and_the_sink_keeps_going(
     marker = unique("bad")
     bad = {
         f"not json {marker}".encode(): "not JSON",
-        json.dumps([marker]).encode(): "expected a JSON object, got list",
+        json.dumps([marker]).encode(): "expected a JSON object, got an array",
         json.dumps(
             {
                 "ts": "2025-08-10T16:42:00Z",

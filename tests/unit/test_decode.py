@@ -34,8 +34,9 @@ def test_requests_from_other_systems_are_not_transitions() -> None:
     ("raw", "field", "reason"),
     [
         (None, "(value)", "message has no value"),
-        (b"\xff\xfe", "(value)", "not JSON"),
-        (b"[1, 2]", "(value)", "expected a JSON object, got list"),
+        (b"\xff\xfe", "(value)", "not UTF-8"),
+        (b"\x80{}", "(value)", "not UTF-8"),
+        (b"[1, 2]", "(value)", "expected a JSON object, got an array"),
         (json.dumps({**TRANSITION, "seq": "x"}).encode(), "seq", "valid integer"),
         (
             json.dumps({**TRANSITION, "event_type": "action.exploded"}).encode(),

@@ -75,7 +75,7 @@ def test_karmas_own_mirrored_request_starts_nothing() -> None:
     ("message", "reason"),
     [
         (b"{oops", "(value): not JSON"),
-        (b"[1, 2]", "(value): expected a JSON object, got list"),
+        (b"[1, 2]", "(value): expected a JSON object, got an array"),
         ({"event_type": "action.requested"}, "ts: Field required"),
         (requested(event_type="action.started"), "event_type: must be 'action.requested'"),
         (requested(attrs={"command": ""}), "attrs.command: String should have at least 1"),
