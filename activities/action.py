@@ -30,6 +30,7 @@ from karma.errors import (
     UnknownActionError,
     ValidationError,
 )
+from karma.events import ActionEvent
 from karma.executor import (
     ActionContext,
     BaseActionExecutor,
@@ -45,6 +46,7 @@ from karma.request import ActionRequest
 from karma.saga import TransactionalActionExecutor
 from karma.secrets import SecretSealer
 from karma.settings import LimitsSettings
+from karma.status import PastActions
 from karma.workflow_io import (
     EmitInput,
     EmitOutput,
@@ -78,7 +80,9 @@ class ActionActivities:
         callback_topic: str,
         services: Mapping[str, str],
         max_payload_bytes: int = LimitsSettings().max_payload_bytes,
+        past: PastActions | None = None,
     ) -> None:
+        self._past = past
         self._registry = registry
         self._publisher = publisher
         self._sealer = sealer
@@ -90,8 +94,17 @@ class ActionActivities:
     @activity.defn(name=names.PREPARE_ACTION)
     async def prepare_action(self, request: ActionRequest) -> PreparedAction:
         """Validate a request against the worker's registry. Never raises for bad input:
-        the workflow records the validation failure as a transition."""
+        the workflow records the validation failure as a transition.
+
+        A request with an idempotency key whose action the ledger already holds (its
+        workflow is past Temporal's retention) is answered from the ledger instead: nothing
+        of this run has been published yet, so any transition there is an earlier run's.
+        """
         now = datetime.now(UTC)
+        if request.idempotency_key and request.resume is None:
+            ran_before = await self._ran_before(request.action_id)
+            if ran_before:
+                return PreparedAction(prepared_at=now, ran_before=ran_before)
         try:
             meta = self._registry.meta(request.action_type)
         except UnknownActionError as exc:
@@ -135,6 +148,15 @@ class ActionActivities:
                 iterations_per_run=getattr(executor_class, "iterations_per_run", 100),
             ),
         )
+
+    async def _ran_before(self, action_id: str) -> list[ActionEvent]:
+        if self._past is None:
+            return []
+        try:
+            return list(await self._past(action_id))
+        except Exception as exc:  # noqa: BLE001 - an unreadable ledger must not stop actions
+            log.warning("cannot read the ledger to check %s: %r", action_id, exc)
+            return []
 
     @activity.defn(name=names.EXECUTE_ACTION)
     async def execute_action(self, inp: ExecuteInput) -> ExecuteOutput:

@@ -6,10 +6,16 @@ code calls these methods off the event loop.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import Sequence
+import os
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
@@ -17,8 +23,9 @@ from clickhouse_connect.driver.client import Client
 
 from bridge.ledger_schema import ACTION_EVENTS_COLUMNS, schema_statements
 from karma import names
-from karma.errors import FieldError, ValidationError
-from karma.events import ActionEvent
+from karma.errors import FieldError, LedgerUnavailableError, ValidationError
+from karma.events import ActionEvent, EventSource
+from karma.lifecycle import TERMINAL_STATES
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,31 @@ class LedgerEvent:
 
 
 MAX_ATTEMPT = 2**16 - 1  # UInt16
+CHDB_SCHEME = "chdb://"
+
+
+def embedded_path(dsn: str) -> Path | None:
+    """The data path of an embedded (chdb) DSN on disk; None for servers and memory."""
+    if not dsn.startswith(CHDB_SCHEME):
+        return None
+    rest = dsn.removeprefix(CHDB_SCHEME)
+    return Path(rest.split("?")[0]) if rest.startswith("/") else None
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Keep what native code writes to file descriptor 2 off the terminal (Python's own
+    `sys.stderr` is untouched)."""
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def ledger_row(event: ActionEvent, position: KafkaPosition) -> list[Any]:
@@ -103,6 +135,22 @@ def _ledger_event(row: Sequence[Any]) -> LedgerEvent:
     )
 
 
+def _action_event(action_id: str, row: Sequence[Any]) -> ActionEvent:
+    ts, event_type, seq, entity_id, correlation_id, idempotency_key, tags, attrs, source = row
+    return ActionEvent(
+        ts=ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts,
+        event_type=event_type,
+        action_id=action_id,
+        seq=seq,
+        entity_id=entity_id,
+        correlation_id=correlation_id,
+        idempotency_key=idempotency_key,
+        tags=dict(tags),
+        attrs=json.loads(attrs),
+        source=EventSource(system=source),
+    )
+
+
 class Ledger:
     """Reads and writes the ledger tables through one clickhouse-connect client."""
 
@@ -116,6 +164,45 @@ class Ledger:
     def open(cls, dsn: str, database: str = names.LEDGER_DATABASE) -> Ledger:
         """Connect (`chdb:///path` is the embedded engine; one process owns a path)."""
         return cls(clickhouse_connect.get_client(dsn=dsn), database)
+
+    @classmethod
+    def open_existing(cls, dsn: str, database: str = names.LEDGER_DATABASE) -> Ledger:
+        """Connect to a ledger that must exist already, for reading it.
+
+        Raises:
+            karma.errors.LedgerUnavailableError: in one line an operator can act on: there
+                is no ledger there, another process holds it, or the server is unreachable.
+        """
+        path = embedded_path(dsn)
+        if path is not None and not path.exists():
+            raise LedgerUnavailableError(
+                f"no ledger at {path}: it is created by `karma dev` (or `karma demo --keep`); "
+                "run Karma from its data dir or set KARMA_DATA_DIR or KARMA_CLICKHOUSE__DSN"
+            )
+        try:
+            with quiet_stderr():  # chdb prints its own error there before raising
+                ledger = cls.open(dsn, database)
+        except Exception as exc:
+            if path is not None:
+                raise LedgerUnavailableError(
+                    f"the ledger at {path} is held by another process (a running `karma dev`?): "
+                    "embedded ClickHouse lets one process open it; stop that process first, "
+                    "or use a ClickHouse server (KARMA_CLICKHOUSE__DSN)"
+                ) from exc
+            raise LedgerUnavailableError(f"cannot reach the ledger's ClickHouse: {exc}") from exc
+        if not ledger.exists():
+            ledger.close()
+            raise LedgerUnavailableError(
+                f"the ledger has no {database!r} database yet (`karma setup` creates it)"
+            )
+        return ledger
+
+    def exists(self) -> bool:
+        result = self._client.query(
+            "SELECT count() FROM system.tables WHERE database = %(db)s AND name = %(table)s",
+            parameters={"db": self.database, "table": names.TABLE_ACTION_EVENTS},
+        )
+        return bool(result.result_rows[0][0])
 
     def close(self) -> None:
         self._client.close()
@@ -172,3 +259,87 @@ class Ledger:
             parameters={"ids": list(action_ids)},
         )
         return {row[0]: row[1] for row in result.result_rows}
+
+    def seqs(self, action_ids: Sequence[str]) -> dict[str, set[int]]:
+        """The seqs the ledger holds for each of the actions (absent: none)."""
+        out: dict[str, set[int]] = {}
+        for chunk in _chunks(sorted(set(action_ids))):
+            result = self._client.query(
+                f"SELECT action_id, groupUniqArray(seq) FROM {self._events} "
+                "WHERE action_id IN %(ids)s GROUP BY action_id",
+                parameters={"ids": chunk},
+            )
+            out.update({row[0]: set(row[1]) for row in result.result_rows})
+        return out
+
+    def complete(self, action_ids: Sequence[str]) -> set[str]:
+        """The actions whose transitions are all in the ledger: seqs 1..n, n terminal."""
+        done: set[str] = set()
+        terminal = [state.value for state in TERMINAL_STATES]
+        for chunk in _chunks(sorted(set(action_ids))):
+            result = self._client.query(
+                f"""SELECT action_id FROM {self._events}
+                    WHERE action_id IN %(ids)s GROUP BY action_id
+                    HAVING uniqExact(seq) = max(seq)
+                       AND argMax(state, seq) IN %(terminal)s""",
+                parameters={"ids": chunk, "terminal": terminal},
+            )
+            done.update(row[0] for row in result.result_rows)
+        return done
+
+    def last_ingested_at(self) -> datetime | None:
+        """When the newest row reached the ledger; None for an empty ledger."""
+        result = self._client.query(f"SELECT count(), max(ingested_at) FROM {self._events}")
+        count, newest = result.result_rows[0]
+        return newest.replace(tzinfo=UTC) if count else None
+
+    def action_events(self, action_id: str) -> list[ActionEvent]:
+        """One action's transitions rebuilt as envelopes, in seq order."""
+        result = self._client.query(
+            f"""SELECT ts, event_type, seq, entity_id, correlation_id, idempotency_key,
+                       tags, attrs, source_system
+                FROM {self._events} FINAL WHERE action_id = %(id)s ORDER BY seq""",
+            parameters={"id": action_id},
+        )
+        return [_action_event(action_id, row) for row in result.result_rows]
+
+
+def _chunks(ids: list[str], size: int = 1000) -> Iterator[list[str]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+class PastActions:
+    """Answers "has this action run before?" from the ledger, for as long as the ledger
+    keeps it (Temporal forgets a closed workflow after its retention). Blocking reads run
+    in a thread; the connection opens on first use."""
+
+    def __init__(self, dsn: str, database: str = names.LEDGER_DATABASE) -> None:
+        self._dsn = dsn
+        self._database = database
+        self._ledger: Ledger | None = None
+        self._lock = threading.Lock()
+
+    async def __call__(self, action_id: str) -> list[ActionEvent]:
+        """The action's transitions in the ledger, in seq order ([] if it has none)."""
+        return await asyncio.to_thread(self._read, action_id)
+
+    def _read(self, action_id: str) -> list[ActionEvent]:
+        with self._lock:
+            if self._ledger is None:
+                self._ledger = Ledger.open(self._dsn, self._database)
+            return self._ledger.action_events(action_id)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._ledger is not None:
+                self._ledger.close()
+                self._ledger = None
+
+    @classmethod
+    def reachable(cls, dsn: str, database: str, *, owns_embedded: bool) -> PastActions | None:
+        """A reader, if this process may read the ledger: a ClickHouse server, or embedded
+        ClickHouse that this very process owns (chdb allows one process per path)."""
+        if dsn.startswith(CHDB_SCHEME) and not owns_embedded:
+            return None
+        return cls(dsn, database)

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from types import TracebackType
 
 from bridge.dlq import DeadLetterPublisher
 from bridge.event_ingress import EventIngress
 from bridge.ingress_consumer import IngressConsumer
+from bridge.ledger import PastActions
 from bridge.request_ingress import RequestIngress
 from bridge.sink import LedgerSink
 from bridge.topics import ensure_topics
 from karma.client import KarmaClient
 from karma.first_to_stop import first_to_stop
 from karma.settings import Settings
+
+Progress = Callable[[str], None]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,7 @@ class Bridge:
         self._client = client
         self._dlq = DeadLetterPublisher(settings.kafka, settings.limits)
         self._sink: LedgerSink | None = None
+        self._past: PastActions | None = None  # when the bridge makes its own client
         self.requests: IngressConsumer | None = None
         self.events: IngressConsumer | None = None
 
@@ -47,7 +52,10 @@ class Bridge:
         self._sink = LedgerSink(settings, self._dlq)
         await self._sink.start()
         if settings.ingress.enabled:
-            client = self._client or await KarmaClient.connect(settings)
+            if self._client is None:
+                self._past = PastActions(settings.clickhouse_dsn, settings.clickhouse.database)
+                self._client = await KarmaClient.connect(settings, past=self._past)
+            client = self._client
             self.requests = self._consumer(
                 "ingress.requests",
                 settings.kafka.topics.requested,
@@ -88,15 +96,36 @@ class Bridge:
             max_in_flight=self._settings.ingress.max_in_flight,
         )
 
-    async def stop(self) -> None:
+    async def stop_intake(self) -> None:
+        """Stop starting actions and delivering callbacks (the ledger sink goes on)."""
         for consumer in (self.events, self.requests):
             if consumer is not None:
                 await consumer.stop()
         self.events = self.requests = None
+
+    async def catch_up(self, timeout: float, progress: Progress = lambda message: None) -> bool:
+        """Return once the ledger holds what is on the transition topics now."""
+        return self._sink is not None and await self._sink.catch_up(timeout, progress)
+
+    async def drain(self, progress: Progress = lambda message: None) -> bool:
+        """Stop taking new work, write what is on the topics to the ledger (at most
+        `KARMA_BRIDGE__DRAIN_TIMEOUT_S`), then stop; False if the time ran out."""
+        await self.stop_intake()
+        drained = True
+        if self._sink is not None:
+            drained = await self._sink.drain(self._settings.bridge.drain_timeout_s, progress)
+            self._sink = None
+        await self.stop()
+        return drained
+
+    async def stop(self) -> None:
+        await self.stop_intake()
         if self._sink is not None:
             await self._sink.stop()
             self._sink = None
         await self._dlq.stop()
+        if self._past is not None:
+            self._past.close()
 
     async def wait(self) -> None:
         """Return when one of the bridge's consumers stops by itself."""

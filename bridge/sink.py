@@ -35,6 +35,7 @@ from karma.settings import Settings
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Progress = Callable[[str], None]
 # Unreachable or failing servers: the same batch is tried again.
 RETRYABLE = (OSError, KafkaError, OperationalError, DatabaseError)
 # Raised while the client serialises a row: that row can never be stored.
@@ -70,7 +71,7 @@ class LedgerSink:
         )
         self._stopping = asyncio.Event()
         self._draining = False
-        self._idle = False  # the last poll found nothing new
+        self._idle = asyncio.Event()  # set by each poll that finds nothing new
         self._committed: dict[TopicPartition, int] = {}
         self._task: asyncio.Task[None] | None = None
         self.batches_written = 0
@@ -114,29 +115,38 @@ class LedgerSink:
                 self._committed[tp] = await self._consumer.committed(tp) or 0
         return sum(max(0, ends[tp] - self._committed[tp]) for tp in assigned)
 
-    async def drain(self, timeout: float, progress: Callable[[str], None]) -> bool:
-        """Write what is on the topics now, then stop; False if `timeout` ran out first.
+    async def catch_up(self, timeout: float, progress: Progress = lambda message: None) -> bool:
+        """Return once what is on the topics now is in the ledger; False if `timeout` ran
+        out first.
 
-        Batches are written as soon as a poll finds nothing more, and the sink waits for
-        one empty poll after the end offsets are reached (the broker's end offsets can
-        trail what is readable).
+        Batches are written as soon as a poll finds nothing more, and the sink waits for an
+        empty poll after the end offsets are reached (they can trail what is readable).
         """
         self._draining = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         reported = -1
-        caught_up = False
-        while self._task is not None and not self._task.done():
-            behind = await self._retry_lag()
-            if behind == 0 and self._idle:
-                caught_up = True
-                break
-            if loop.time() > deadline:
-                break
-            if behind != reported:
-                progress(f"ledger: {behind} transition(s) left to write")
-                reported = behind
-            await asyncio.sleep(0.2)
+        try:
+            while self._task is not None and not self._task.done():
+                self._idle.clear()
+                behind = await self._retry_lag()
+                try:  # one more empty poll after the end offsets were read
+                    await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    return False
+                if behind == 0:
+                    return True
+                if behind != reported:
+                    progress(f"ledger: {behind} transition(s) left to write")
+                    reported = behind
+        finally:
+            self._draining = False
+        return False
+
+    async def drain(self, timeout: float, progress: Progress = lambda message: None) -> bool:
+        """Write what is on the topics now (`catch_up`), then stop."""
+        self._draining = True
+        caught_up = await self.catch_up(timeout, progress)
         progress("ledger: caught up" if caught_up else f"ledger: gave up after {timeout:g}s")
         await self.stop()
         return caught_up
@@ -151,7 +161,8 @@ class LedgerSink:
     async def _run(self) -> None:
         while not self._stopping.is_set():
             batch = await self._next_batch()
-            self._idle = not batch
+            if not batch:
+                self._idle.set()
             if batch and not await self._write(batch):
                 return
 
@@ -171,8 +182,8 @@ class LedgerSink:
             fetched = await self._consumer.getmany(
                 timeout_ms=int(wait * 1000), max_records=bridge.batch_max_rows - len(records)
             )
-            if self._draining and records and not fetched:
-                break
+            if not fetched and (self._draining or not records):
+                break  # nothing new: an empty batch says the sink is idle
             for partition_records in fetched.values():
                 records.extend(partition_records)
             if records and deadline is None:
@@ -282,3 +293,41 @@ class LedgerSink:
 
     async def _retry(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T | Stopped:
         return await until_stopped(what, attempt, self._stopping, RETRYABLE)
+
+
+async def group_lag(settings: Settings) -> int:
+    """How far the ledger's consumer group (maybe in another process) is behind the end
+    offsets of the transition topics."""
+    topics = settings.kafka.topics
+    consumer = AIOKafkaConsumer(
+        group_id=settings.bridge.consumer_group,
+        enable_auto_commit=False,
+        **client_kwargs(settings.kafka),
+    )
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in (topics.requested, topics.progress, topics.result)
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not partitions:
+            return 0
+        ends = await consumer.end_offsets(partitions)
+        behind = 0
+        for tp in partitions:
+            behind += max(0, ends[tp] - (await consumer.committed(tp) or 0))
+        return behind
+    finally:
+        await consumer.stop()
+
+
+async def ledger_lag_settled(settings: Settings, timeout: float = 30.0) -> bool:
+    """Wait until the ledger's consumer group has caught up; False if it did not in time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await group_lag(settings) > 0:
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.5)
+    return True

@@ -10,6 +10,7 @@ outcome = await handle.result()  # the terminal state; failures are outcomes too
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -45,7 +46,9 @@ from karma.registry import ActionRegistry, default_registry
 from karma.request import ActionRequest
 from karma.secrets import SecretSealer
 from karma.settings import LimitsSettings, Settings, get_settings
-from karma.status import ActionOutcome, ActionStatus
+from karma.status import ActionOutcome, ActionStatus, LedgerAnswer, PastActions
+
+log = logging.getLogger(__name__)
 
 
 async def connect_temporal(
@@ -75,24 +78,33 @@ class ActionHandle:
         created: bool = True,
         workflow_handle: WorkflowHandle[Any, Any] | None = None,
         max_payload_bytes: int = LimitsSettings().max_payload_bytes,
+        past: PastActions | None = None,
     ) -> None:
         self.action_id = action_id
         self.workflow_id = workflow_id_for(action_id)
         self.created = created
         self._max_payload_bytes = max_payload_bytes
+        self._past = past
         # Prefer the handle start_workflow returned: client interceptors may have adapted it.
         self._handle = workflow_handle or temporal.get_workflow_handle(self.workflow_id)
 
     async def status(self) -> ActionStatus:
+        """The action's state; from the ledger when Temporal no longer holds it."""
         try:
             status: ActionStatus = await self._handle.query(
                 names.STATUS_QUERY, result_type=ActionStatus
             )
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
-                raise ActionNotFoundError(self.action_id) from exc
+                return (await self._from_ledger(exc)).status()
             raise
         return status
+
+    async def _from_ledger(self, not_found: RPCError) -> LedgerAnswer:
+        events = await self._past(self.action_id) if self._past is not None else []
+        if not events:
+            raise ActionNotFoundError(self.action_id) from not_found
+        return LedgerAnswer(transitions=list(events))
 
     async def result(self) -> ActionOutcome:
         """Wait for the terminal state; failures and cancellations are outcomes, not errors."""
@@ -115,7 +127,7 @@ class ActionHandle:
             raise
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
-                raise ActionNotFoundError(self.action_id) from exc
+                return (await self._from_ledger(exc)).outcome()
             raise
 
     async def cancel(self) -> None:
@@ -227,16 +239,22 @@ class KarmaClient:
         search_attributes: bool = True,
         sealer: SecretSealer | None = None,
         limits: LimitsSettings | None = None,
+        past: PastActions | None = None,
     ) -> None:
         self.temporal = temporal
         self.task_queue = task_queue
         self._registry = registry
         self._index = search_attributes
         self._sealer = sealer
+        self._past = past
         self._max_payload_bytes = (limits or LimitsSettings()).max_payload_bytes
 
     @classmethod
-    async def connect(cls, settings: Settings | None = None) -> KarmaClient:
+    async def connect(
+        cls, settings: Settings | None = None, *, past: PastActions | None = None
+    ) -> KarmaClient:
+        """Connect with `settings` (default: KARMA_* variables). `past` reads the ledger
+        (see `submit`)."""
         settings = settings or get_settings()
         temporal = await connect_temporal(settings)
         return cls(
@@ -245,6 +263,7 @@ class KarmaClient:
             search_attributes=settings.temporal.search_attributes,
             sealer=SecretSealer.from_settings(settings),
             limits=settings.limits,
+            past=past,
         )
 
     @property
@@ -292,7 +311,10 @@ class KarmaClient:
         self, request: ActionRequest, *, validate: bool = True, task_queue: str | None = None
     ) -> ActionHandle:
         """Start a prepared request; a second request with the same action id returns the
-        existing action's handle (`created=False`), it never runs twice.
+        existing action's handle (`created=False`), it never runs twice: while Temporal
+        holds the action's workflow, and after that for as long as the ledger holds its
+        transitions (when this client can read the ledger: `past`; otherwise the worker
+        answers the request from the ledger).
 
         Secret parameters are sealed here, so only the executor ever sees them in clear.
 
@@ -305,6 +327,8 @@ class KarmaClient:
             meta = self.registry.meta(request.action_type)
             request = request.model_copy(update={"params": self._sealer.seal(meta, request.params)})
         check_request(request, request.params, self._max_payload_bytes)
+        if request.idempotency_key and await self._ran_before(request.action_id):
+            return self.handle(request.action_id, created=False)
         try:
             started = await self.temporal.start_workflow(
                 names.ACTION_WORKFLOW,
@@ -322,9 +346,23 @@ class KarmaClient:
             request.action_id,
             workflow_handle=started,
             max_payload_bytes=self._max_payload_bytes,
+            past=self._past,
         )
 
     def handle(self, action_id: str, *, created: bool = True) -> ActionHandle:
         return ActionHandle(
-            self.temporal, action_id, created=created, max_payload_bytes=self._max_payload_bytes
+            self.temporal,
+            action_id,
+            created=created,
+            max_payload_bytes=self._max_payload_bytes,
+            past=self._past,
         )
+
+    async def _ran_before(self, action_id: str) -> bool:
+        if self._past is None:
+            return False
+        try:
+            return bool(await self._past(action_id))
+        except Exception as exc:  # noqa: BLE001 - the worker checks too; do not block the start
+            log.warning("cannot read the ledger to check %s: %r", action_id, exc)
+            return False

@@ -116,6 +116,12 @@ class TopicNotFoundError(KarmaError):
     retryable = True
 
 
+class LedgerUnavailableError(KarmaError):
+    """The ledger cannot be read from here (not created yet, or held by another process)."""
+
+    retryable = True
+
+
 class ActionEndedError(KarmaError):
     """The action has ended, so it takes no more events."""
 

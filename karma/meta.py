@@ -115,7 +115,7 @@ class ParamDefinition(BaseModel):
 def _json_problem(value: Any) -> str | None:
     try:
         json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         return f"must be JSON-serialisable ({exc})"
     return None
 

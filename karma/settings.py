@@ -73,6 +73,11 @@ class BridgeSettings(BaseModel):
     consumer_group: str = names.LEDGER_CONSUMER_GROUP
     batch_max_rows: int = Field(default=1000, ge=1)
     batch_max_seconds: float = Field(default=1.0, gt=0)
+    drain_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="on stop, how long the sink may take to write what is on Kafka",
+    )
 
 
 class IngressSettings(BaseModel):

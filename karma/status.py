@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -44,3 +45,57 @@ class ActionStatus(BaseModel):
     )
     decision: Decision | None = None
     compensated_steps: list[str] = Field(default_factory=list)
+    from_ledger: bool = Field(
+        default=False,
+        description="read from the ledger: the action ran before and Temporal no longer "
+        "holds its workflow",
+    )
+
+
+# The transitions the ledger holds for an action id ([] for none): how an action is still
+# known after Temporal forgot its workflow (retention).
+PastActions = Callable[[str], Awaitable[Sequence[ActionEvent]]]
+
+
+class LedgerAnswer(BaseModel):
+    """An action known only from its recorded transitions (its workflow is past Temporal's
+    retention): what the SDK and a duplicate request are answered with."""
+
+    transitions: list[ActionEvent] = Field(min_length=1)
+
+    @property
+    def state(self) -> ActionState:
+        states = [e.event_type.state for e in self.transitions if e.event_type.state]
+        return states[-1] if states else ActionState.REQUESTED
+
+    @property
+    def _last_attrs(self) -> dict[str, Any]:
+        return self.transitions[-1].attrs
+
+    def status(self) -> ActionStatus:
+        first = self.transitions[0]
+        error = self._last_attrs.get("error")
+        return ActionStatus(
+            action_id=first.action_id,
+            action_type=first.tags.get("action", str(first.attrs.get("command", ""))),
+            state=self.state,
+            attempt=int(self._last_attrs.get("attempt") or 0),
+            outputs=dict(self._last_attrs.get("outputs") or {}),
+            error=ErrorInfo.model_validate(error) if isinstance(error, dict) else None,
+            transitions=self.transitions,
+            emitted_seq=self.transitions[-1].seq,
+            from_ledger=True,
+        )
+
+    def outcome(self) -> ActionOutcome:
+        status = self.status()
+        return ActionOutcome(
+            action_id=status.action_id,
+            action_type=status.action_type,
+            state=status.state,
+            outputs=status.outputs,
+            error=status.error,
+            attempts=status.attempt,
+            duration_ms=int(self._last_attrs.get("duration_ms") or 0),
+            reason=str(self._last_attrs.get("reason") or ""),
+        )

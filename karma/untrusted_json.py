@@ -20,6 +20,7 @@ from karma.settings import LimitsSettings
 # without parsing, at the speed of the regex engine. An unterminated string runs to the
 # end of the input (the optional closing quote), so no input makes the scan backtrack.
 _TOKEN = re.compile(rb'"(?:[^"\\]+|\\.)*"?|[\[\]{}]', re.DOTALL)
+_CONSTANT = re.compile(rb'"(?:[^"\\]+|\\.)*"?|(-?Infinity|NaN)', re.DOTALL)
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _UTF_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 
@@ -85,7 +86,7 @@ def loads(raw: bytes | None, limits: LimitsSettings | None = None) -> Any:
         raise _refuse(f"not JSON: {exc}") from exc
     except (ValueError, RecursionError) as exc:
         # NaN/Infinity, integers beyond Python's digit limit, nesting the scan missed.
-        raise _refuse(f"not JSON: {exc}") from exc
+        raise _refuse(f"not JSON: {exc}{_where_constant(raw)}") from exc
     if _SURROGATE_ESCAPE.search(raw):
         _check_encodable(data)
     return data
@@ -97,6 +98,17 @@ def loads_object(raw: bytes | None, limits: LimitsSettings | None = None) -> dic
     if not isinstance(data, dict):
         raise _refuse(f"expected a JSON object, got {_json_kind(data)}")
     return data
+
+
+def _where_constant(raw: bytes) -> str:
+    """Where the first NaN or Infinity outside a string is, if there is one."""
+    for match in _CONSTANT.finditer(raw):
+        if match.group(1):
+            before = raw[: match.start(1)]
+            line = before.count(b"\n") + 1
+            column = match.start(1) - (before.rfind(b"\n") + 1) + 1
+            return f" (line {line} column {column})"
+    return ""
 
 
 def _text(raw: bytes, limits: LimitsSettings) -> str:

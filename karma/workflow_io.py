@@ -47,6 +47,11 @@ class PreparedAction(BaseModel):
     )
     plan: ExecutionPlan | None = None
     error: ErrorInfo | None = None
+    ran_before: list[ActionEvent] = Field(
+        default_factory=list,
+        description="the ledger's transitions of this action id from an earlier run (its "
+        "workflow is gone from Temporal): the request is answered with them",
+    )
 
 
 class Phase(StrEnum):

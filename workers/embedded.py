@@ -7,13 +7,17 @@ that can read the ledger while running (`EmbeddedKarma.ledger`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from types import TracebackType
 
 from temporalio.client import Client
 
-from bridge.ledger import Ledger
+from bridge.emit import TransitionPublisher
+from bridge.ledger import Ledger, PastActions
+from bridge.reconcile import ReconcileReport, reconcile
 from bridge.service import Bridge
 from karma.client import KarmaClient, connect_temporal
 from karma.embedded import EmbeddedServers
@@ -24,6 +28,9 @@ from karma.secrets import SecretSealer
 from karma.settings import Settings
 from workers.telemetry import tracing_interceptors
 from workers.worker import ActionWorker
+
+RECONCILE_WINDOW = timedelta(hours=1)
+RECONCILE_CATCH_UP_SECONDS = 30.0
 
 
 class EmbeddedKarma:
@@ -37,7 +44,9 @@ class EmbeddedKarma:
         registry: ActionRegistry | None = None,
         progress: Callable[[str], None] = lambda message: None,
         reference_service: bool = True,
+        reconcile: bool = True,
     ) -> None:
+        self._reconcile = reconcile
         self.settings = settings
         self._with_reference_service = reference_service
         self.reference_service: ReferenceService | None = None
@@ -47,6 +56,9 @@ class EmbeddedKarma:
         self._stack = contextlib.AsyncExitStack()
         self._temporal: Client | None = None
         self._ledger: Ledger | None = None
+        # This process owns the embedded ledger: its client and worker answer a request
+        # whose action ran before (past Temporal's retention) from it.
+        self._past = PastActions(settings.clickhouse_dsn, settings.clickhouse.database)
         self.worker: ActionWorker | None = None
         self.bridge: Bridge | None = None
 
@@ -65,6 +77,7 @@ class EmbeddedKarma:
             search_attributes=self.settings.temporal.search_attributes,
             sealer=SecretSealer.from_settings(self.settings),
             limits=self.settings.limits,
+            past=self._past,
         )
 
     @property
@@ -94,11 +107,48 @@ class EmbeddedKarma:
                 services = {**self.settings.services, "jobs": self.reference_service.url}
                 self.settings = self.settings.model_copy(update={"services": services})
             self._progress("starting the worker…")
-            self.worker = ActionWorker(self._temporal, self.settings, registry=self._registry)
+            self.worker = ActionWorker(
+                self._temporal, self.settings, registry=self._registry, past=self._past
+            )
             await self._stack.enter_async_context(self.worker)
+            if self._reconcile:
+                await self.reconcile()
         except BaseException:
             await self.stop()
             raise
+
+    async def reconcile(self, since: datetime | None = None) -> ReconcileReport:
+        """Publish again what Temporal recorded and the ledger lacks (transitions lost with
+        an in-memory broker after a crash). By default: actions running now or closed in
+        the hour before the ledger's newest row."""
+        assert self.bridge is not None, "start() first"
+        self._progress("reconciling the ledger with Temporal…")
+        if since is None:
+            newest = await asyncio.to_thread(self.ledger.last_ingested_at)
+            since = newest - RECONCILE_WINDOW if newest is not None else None
+        bridge = self.bridge
+        async with TransitionPublisher(self.settings.kafka) as publisher:
+            report = await reconcile(
+                self.temporal,
+                self.ledger,
+                publisher,
+                since=since,
+                caught_up=lambda: bridge.catch_up(RECONCILE_CATCH_UP_SECONDS),
+                progress=self._progress,
+            )
+        self._progress(f"reconciled: {report.summary()}")
+        return report
+
+    async def drain(self) -> None:
+        """Stop taking new work (ingress, then the worker, whose running activities may
+        finish), then let the ledger catch up with Kafka; `stop` does the rest."""
+        if self.bridge is not None:
+            await self.bridge.stop_intake()
+        if self.worker is not None:
+            self._progress("stopping the worker (running attempts may finish)…")
+            await self.worker.stop()
+        if self.bridge is not None:
+            await self.bridge.drain(self._progress)
 
     async def wait(self) -> None:
         """Return (or raise) when the worker or the bridge stops by itself."""
@@ -110,6 +160,7 @@ class EmbeddedKarma:
             self._ledger.close()
             self._ledger = None
         await self._stack.aclose()
+        self._past.close()
 
     async def __aenter__(self) -> EmbeddedKarma:
         await self.start()

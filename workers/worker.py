@@ -18,6 +18,7 @@ from bridge.emit import TransitionPublisher
 from karma.registry import ActionRegistry, default_registry
 from karma.secrets import SecretSealer
 from karma.settings import Settings
+from karma.status import PastActions
 from workers.telemetry import tracing_interceptors
 from workflows.action import ActionWorkflow
 
@@ -46,6 +47,7 @@ class ActionWorker:
         *,
         registry: ActionRegistry | None = None,
         task_queue: str | None = None,
+        past: PastActions | None = None,
     ) -> None:
         self.task_queue = task_queue or settings.temporal.task_queue
         self._publisher = TransitionPublisher(settings.kafka)
@@ -61,6 +63,7 @@ class ActionWorker:
             callback_topic=settings.kafka.topics.events,
             services=settings.services,
             max_payload_bytes=settings.limits.max_payload_bytes,
+            past=past,
         )
         self._worker = Worker(
             client,

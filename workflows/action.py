@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from karma.meta import ExecutionMode
     from karma.params import redact_params
     from karma.request import ActionRequest
-    from karma.status import ActionOutcome, ActionStatus
+    from karma.status import ActionOutcome, ActionStatus, LedgerAnswer
     from karma.transitions import TransitionLog
     from karma.workflow_io import ExecutionPlan, PreparedAction
 
@@ -82,6 +82,7 @@ class ActionWorkflow(EventWaiting, Saga, Approval, Iterations):
         self._question = None
         self._decision = None
         self._compensated = []
+        self._answered: LedgerAnswer | None = None
         self._indexed_state = ActionState.REQUESTED
         # Started without Karma's search attributes (a namespace without them): leave them be.
         self._indexing = (
@@ -90,6 +91,8 @@ class ActionWorkflow(EventWaiting, Saga, Approval, Iterations):
 
     @workflow.query(name=names.STATUS_QUERY)
     def status(self) -> ActionStatus:
+        if self._answered is not None:
+            return self._answered.status()
         return ActionStatus(
             action_id=self._request.action_id,
             action_type=self._request.action_type,
@@ -143,7 +146,22 @@ class ActionWorkflow(EventWaiting, Saga, Approval, Iterations):
         except asyncio.CancelledError:
             cancelled = ErrorInfo(type=ErrorType.CANCELLED, message="cancelled on request")
             ending = Ending(EventType.CANCELLED, outputs=self._outputs, error=cancelled)
+        if self._answered is not None:
+            return await self._answer(self._answered)
         return await self._finish(ending)
+
+    async def _answer(self, answered: LedgerAnswer) -> ActionOutcome:
+        """The action ran before (the ledger says so): answer with that run's outcome,
+        recording and publishing nothing."""
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        outcome = answered.outcome()
+        if outcome.state in (ActionState.SUCCEEDED, ActionState.SKIPPED):
+            return outcome
+        error = outcome.error or ErrorInfo(
+            type=ErrorType.INTERNAL,
+            message=f"the action ran before; its last recorded state is {outcome.state.value}",
+        )
+        raise ApplicationError(error.message, outcome, type=error.type.value, non_retryable=True)
 
     async def _run(self) -> Ending:
         prepared: PreparedAction = await workflow.execute_local_activity(
@@ -152,6 +170,9 @@ class ActionWorkflow(EventWaiting, Saga, Approval, Iterations):
             result_type=PreparedAction,
             start_to_close_timeout=PREPARE_TIMEOUT,
         )
+        if prepared.ran_before:
+            self._answered = LedgerAnswer(transitions=prepared.ran_before)
+            return Ending(EventType.SUCCEEDED)  # not recorded: run() answers instead
         self._record_requested(prepared.requested_args)
         # Right after a local activity workflow.now() is not replay-stable; its result is.
         at = prepared.prepared_at

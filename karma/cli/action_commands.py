@@ -10,7 +10,6 @@ from karma.cli.render import (
     action_text,
     catalogue,
     error_text,
-    ledger_line,
     status_text,
     transition_line,
 )
@@ -41,7 +40,7 @@ async def request(args: argparse.Namespace) -> int:
         priority=args.priority,
         tags=tags,
     )
-    client = await KarmaClient.connect(get_settings())
+    client = await connect()
     handle = await client.submit(action, validate=False)
     verb = "requested" if handle.created else "already requested (same idempotency key)"
     print(f"action {handle.action_id} {verb}; workflow id {handle.workflow_id}")
@@ -60,14 +59,14 @@ async def request(args: argparse.Namespace) -> int:
 
 
 async def status(args: argparse.Namespace) -> int:
-    client = await KarmaClient.connect(get_settings())
+    client = await connect()
     current = await client.handle(args.action_id).status()
     print(current.model_dump_json(indent=2) if args.json else status_text(current))
     return EXIT_OK
 
 
 async def cancel(args: argparse.Namespace) -> int:
-    client = await KarmaClient.connect(get_settings())
+    client = await connect()
     await client.handle(args.action_id).cancel()
     print(f"cancellation requested for {args.action_id}")
     return EXIT_OK
@@ -87,32 +86,16 @@ async def actions(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def ledger(args: argparse.Namespace) -> int:
-    from bridge.ledger import Ledger  # the ledger client is only needed here
+async def connect() -> KarmaClient:
+    """A client that also reads the ledger when it is a ClickHouse server (an embedded one
+    belongs to the process running it: there the worker answers from the ledger)."""
+    from bridge.ledger import PastActions
 
     settings = get_settings()
-    try:
-        store = Ledger.open(settings.clickhouse_dsn, settings.clickhouse.database)
-    except Exception as exc:
-        raise ConnectionError(
-            f"cannot open the ledger ({exc}). With embedded chdb only one process may hold "
-            "the data path: stop `karma dev` first, or point KARMA_CLICKHOUSE__DSN at a server."
-        ) from exc
-    try:
-        events = store.transitions(args.action_id or None)
-    finally:
-        store.close()
-    if args.json:
-        for e in events:
-            print(json.dumps({**e.__dict__, "ts": e.ts.isoformat()}, default=str))
-        return EXIT_OK
-    current = None
-    for e in events:
-        if e.action_id != current:
-            current = e.action_id
-            print(f"{e.action_id}  {e.action_type}")
-        print(ledger_line(e.seq, e.ts, e.event_type, e.attrs))
-    return EXIT_OK
+    past = PastActions.reachable(
+        settings.clickhouse_dsn, settings.clickhouse.database, owns_embedded=False
+    )
+    return await KarmaClient.connect(settings, past=past)
 
 
 def _tags(pairs: list[str]) -> dict[str, str]:

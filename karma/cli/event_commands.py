@@ -9,34 +9,36 @@ import json
 import sys
 from typing import Any
 
+from karma import untrusted_json
+from karma.cli.action_commands import connect
 from karma.cli.render import transition_line
-from karma.client import KarmaClient
 from karma.errors import FieldError, ValidationError
 from karma.settings import get_settings
 
 EXIT_OK = 0
 PREVIEW_CHARS = 120
+PAST_TENSE = {"approve": "approved", "reject": "rejected"}
 
 
 async def signal(args: argparse.Namespace) -> int:
     event = _read_event(args.event)
-    client = await KarmaClient.connect(get_settings())
+    client = await connect()
     delivered = await client.handle(args.action_id).signal(event)
     print(f"event {delivered.event_id} ({delivered.event_type}) delivered to {args.action_id}")
     return EXIT_OK
 
 
 async def decide(args: argparse.Namespace) -> int:
-    client = await KarmaClient.connect(get_settings())
+    client = await connect()
     decision = await client.handle(args.action_id).decide(
         args.verdict, by=args.by or getpass.getuser(), reason=args.reason or ""
     )
-    print(f"{args.action_id}: {decision.verdict.value}d by {decision.by}")
+    print(f"{args.action_id}: {PAST_TENSE[decision.verdict.value]} by {decision.by}")
     return EXIT_OK
 
 
 async def events(args: argparse.Namespace) -> int:
-    client = await KarmaClient.connect(get_settings())
+    client = await connect()
     handle = client.handle(args.action_id)
     if args.follow:
         async for event in handle.events():
@@ -82,17 +84,18 @@ async def dlq_replay(args: argparse.Namespace) -> int:
 
 def _read_event(source: str) -> dict[str, Any]:
     try:
-        raw = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()  # noqa: SIM115
+        if source == "-":
+            raw = sys.stdin.buffer.read()
+        else:
+            with open(source, "rb") as file:
+                raw = file.read()
     except OSError as exc:
         raise ValidationError([FieldError(field="--event", reason=str(exc))]) from exc
     try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValidationError([FieldError(field="--event", reason=f"not JSON: {exc}")]) from exc
-    if not isinstance(data, dict):
-        reason = f"expected a JSON object, got {type(data).__name__}"
-        raise ValidationError([FieldError(field="--event", reason=reason)])
-    return data
+        return untrusted_json.loads_object(raw)
+    except ValidationError as exc:
+        errors = [FieldError(field="--event", reason=e.reason) for e in exc.errors]
+        raise ValidationError(errors) from exc
 
 
 def _print_event(line: str | dict[str, Any]) -> None:

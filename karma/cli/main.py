@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError as SettingsError
 from temporalio.service import RPCError
 
-from karma.cli import action_commands, event_commands, service_commands
+from karma.cli import action_commands, event_commands, ledger_commands, service_commands
 from karma.errors import KarmaError
 from karma.logs import configure_logging
 from karma.settings import get_settings
@@ -43,6 +43,7 @@ examples:
   karma request demo.job --param steps=3 --wait     # completes through Kafka callbacks
   echo '{"event_type": "job.completed"}' | karma signal act_… --event -
   karma dlq list   |   karma dlq replay 0:12
+  karma ledger act_…   |   karma ledger reconcile --since 2h
   karma request demo.approval -p change=bump-replicas   then   karma approve act_… -r ok
   karma request demo.provision -p fail_at=activate --wait   # compensates reserve, configure
 """
@@ -189,10 +190,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     actions.set_defaults(run=action_commands.actions)
 
-    ledger = sub.add_parser("ledger", help="print transitions from the ClickHouse ledger")
-    ledger.add_argument("action_id", nargs="*", help="only these actions")
+    ledger = sub.add_parser(
+        "ledger",
+        help="print transitions from the ClickHouse ledger, or reconcile it with Temporal",
+        usage="karma ledger [ACTION_ID ...] [--json]\n       karma ledger reconcile [--since T]",
+        description="Print the ledger's transitions (all, or those of the given actions). "
+        "`karma ledger reconcile` compares what Temporal recorded with the ledger and "
+        "publishes the missing transitions again (idempotent: the ledger deduplicates on "
+        "event_id); it prints the counts. A worker must be running to answer the status "
+        "queries. `karma dev` reconciles its embedded ledger itself at start.",
+    )
+    ledger.add_argument("action_id", nargs="*", help="only these actions; or `reconcile`")
     ledger.add_argument("--json", action="store_true", help="one JSON object per line")
-    ledger.set_defaults(run=action_commands.ledger)
+    ledger.add_argument(
+        "--since",
+        metavar="T",
+        help="reconcile only actions running now or closed since T (ISO 8601 with a "
+        "timezone, or an age: 30m, 2h, 7d)",
+    )
+    ledger.set_defaults(run=ledger_commands.ledger)
 
     demo = sub.add_parser(
         "demo",
@@ -243,7 +259,7 @@ def _run(args: argparse.Namespace) -> int:
     command: Command = args.run
     try:
         return asyncio.run(command(args))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         return 130
     except KarmaError as exc:
         print(f"karma: {exc}", file=sys.stderr)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
+from karma import untrusted_json
 from karma.errors import FieldError, ValidationError
 from karma.meta import ActionMeta, ParamDefinition, ParamType
 
@@ -21,16 +21,11 @@ def parse_params(
     params: dict[str, Any] = {}
     if params_json:
         try:
-            loaded = json.loads(params_json)
-        except json.JSONDecodeError as exc:
+            params.update(untrusted_json.loads_object(_utf8(params_json)))
+        except ValidationError as exc:
             raise ValidationError(
-                [FieldError(field="--params-json", reason=f"not JSON: {exc}")]
+                [FieldError(field="--params-json", reason=e.reason) for e in exc.errors]
             ) from exc
-        if not isinstance(loaded, dict):
-            raise ValidationError(
-                [FieldError(field="--params-json", reason="must be a JSON object")]
-            )
-        params.update(loaded)
     seen: set[str] = set()
     for pair in pairs:
         name, sep, raw = pair.partition("=")
@@ -84,6 +79,11 @@ def coerce(definition: ParamDefinition | None, raw: str) -> Any:
 
 def _json(raw: str) -> Any:
     try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON ({exc})") from None
+        return untrusted_json.loads(_utf8(raw))
+    except ValidationError as exc:
+        raise ValueError(exc.errors[0].reason) from None
+
+
+def _utf8(text: str) -> bytes:
+    """Command-line text as UTF-8 (undecodable argv bytes arrive as lone surrogates)."""
+    return text.encode("utf-8", "surrogateescape")

@@ -14,11 +14,19 @@ from karma.settings import Settings, get_settings
 @contextlib.asynccontextmanager
 async def stop_signals() -> AsyncIterator[asyncio.Event]:
     """An event set by SIGINT/SIGTERM, installed before anything starts so that a signal
-    during start-up still stops the process cleanly."""
+    during start-up still stops the process cleanly. A second signal cancels the caller
+    (the drain on stop is not waited for)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+
+    def on_signal() -> None:
+        if stop.is_set() and main is not None:
+            main.cancel()  # a second signal: stop now, without waiting for the drain
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     try:
         yield stop
     finally:
@@ -54,11 +62,14 @@ async def dev(args: argparse.Namespace) -> int:
     ):
         print(_banner(karma.settings, karma.servers.temporal.ui_url), flush=True)
         await until_stopped(stop, karma.wait())
-        print("stopping…", flush=True)
+        print("stopping: no new work; letting the ledger catch up…", flush=True)
+        await karma.drain()
+        print("stopped", flush=True)
     return 0
 
 
 async def worker(args: argparse.Namespace) -> int:
+    from bridge.ledger import PastActions
     from karma.client import connect_temporal
     from workers.telemetry import tracing_interceptors
     from workers.worker import ActionWorker
@@ -66,12 +77,17 @@ async def worker(args: argparse.Namespace) -> int:
     settings = get_settings()
     async with stop_signals() as stop:
         client = await connect_temporal(settings, interceptors=tracing_interceptors(settings.otel))
-        async with ActionWorker(client, settings) as running:
+        past = PastActions.reachable(
+            settings.clickhouse_dsn, settings.clickhouse.database, owns_embedded=False
+        )
+        async with ActionWorker(client, settings, past=past) as running:
             print(
                 f"worker on task queue {running.task_queue!r} at {settings.temporal.address}",
                 flush=True,
             )
             await until_stopped(stop, running.wait())
+            print("stopping: no new work; running attempts may finish…", flush=True)
+    print("stopped", flush=True)
     return 0
 
 
@@ -86,6 +102,9 @@ async def bridge(args: argparse.Namespace) -> int:
             flush=True,
         )
         await until_stopped(stop, running.wait())
+        print("stopping: no new work; letting the ledger catch up…", flush=True)
+        await running.drain(lambda message: print(message, flush=True))
+        print("stopped", flush=True)
     return 0
 
 

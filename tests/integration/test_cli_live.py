@@ -98,7 +98,7 @@ async def test_signal_and_follow_events(karma: EmbeddedKarma, tmp_path: Path) ->
     assert f"(step) delivered to {handle.action_id}" in out
     code, out = await run_karma(["signal", handle.action_id, "--event", "-"], env, stdin=b"[1]")
     assert code == 2
-    assert "--event: expected a JSON object, got list" in out
+    assert "--event: expected a JSON object, got an array" in out
     done = json.dumps({"event_type": "done", "attrs": {"answer": "cli"}}).encode()
     code, out = await run_karma(["signal", handle.action_id, "-e", "-"], env, stdin=done)
     assert code == 0, out

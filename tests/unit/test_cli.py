@@ -43,8 +43,8 @@ def test_malformed_params_are_all_reported() -> None:
     assert [str(e) for e in caught.value.errors] == [
         "--param 'url': expected NAME=VALUE",
         "params.expected_status: must be a number, got 'many'",
-        "params.body: not valid JSON (Expecting property name enclosed in double quotes: "
-        "line 1 column 2 (char 1))",
+        "params.body: not JSON: Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1)",
         "params.url: given more than once",
     ]
 
@@ -57,7 +57,7 @@ def test_malformed_params_are_all_reported() -> None:
         (["request", "delay", "-p", "seconds=-1"], "params.seconds: must be >= 0"),
         (["request", "delay", "-p", "seconds"], "--param 'seconds': expected NAME=VALUE"),
         (["request", "log", "-p", "message=x", "-p", "colour=red"], "params.colour: unknown"),
-        (["request", "log", "--params-json", "[1]"], "--params-json: must be a JSON object"),
+        (["request", "log", "--params-json", "[1]"], "--params-json: expected a JSON object, got an array"),
     ],
 )
 def test_bad_requests_exit_2_naming_the_field_without_connecting(
