@@ -106,6 +106,11 @@ async def test_approve_and_reject_from_the_command_line(karma: EmbeddedKarma) ->
     assert code == 2
     assert "is not waiting for a decision" in out
     assert (await asyncio.wait_for(handle.result(), 60)).state is ActionState.SUCCEEDED
+    rejected = await karma.client.request("demo.approval", {"change": "cli change 2"})
+    await reached(rejected, ActionState.WAITING)
+    code, out = await run_karma(["reject", rejected.action_id, "--by", "erin", "-r", "no"], env)
+    assert code == 0, out
+    assert f"{rejected.action_id}: rejected by erin" in out
 
 
 async def test_timeout_policies_on_the_real_stack(karma: EmbeddedKarma) -> None:

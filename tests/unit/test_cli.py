@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
+from karma.cli.event_commands import PAST_TENSE
+from karma.cli.ledger_commands import parse_since
 from karma.cli.main import run
+from karma.decision import Verdict
 from karma.cli.params import parse_params
 from karma.errors import ValidationError
 from karma.registry import default_registry
@@ -101,3 +105,20 @@ def test_actions_lists_the_catalogue_and_exports_schemas(
     assert schema["required"] == ["seconds"]
     assert schema["properties"]["seconds"]["minimum"] == 0
     assert run(["actions", "nope"]) == 2
+
+
+def test_since_takes_a_time_with_a_zone_or_an_age() -> None:
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    assert parse_since("2h", now) == datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+    assert parse_since("90s", now) == datetime(2026, 11, 25, 11, 58, 30, tzinfo=UTC)
+    assert parse_since("2026-11-24T08:00:00Z") == datetime(2026, 11, 24, 8, tzinfo=UTC)
+    assert parse_since("2026-11-24T09:00:00+01:00") == datetime(2026, 11, 24, 8, tzinfo=UTC)
+    assert parse_since(None) is None
+    for bad in ("2026-11-24T08:00:00", "yesterday", "5w"):
+        with pytest.raises(ValidationError, match="--since: expected a time with a timezone"):
+            parse_since(bad)
+
+
+def test_reject_and_approve_say_what_happened() -> None:
+    assert PAST_TENSE == {"approve": "approved", "reject": "rejected"}
+    assert set(PAST_TENSE) == {v.value for v in Verdict}

@@ -81,6 +81,16 @@ def test_karmas_own_mirrored_request_starts_nothing() -> None:
         (requested(attrs={"command": ""}), "attrs.command: String should have at least 1"),
         (requested(attrs={"args": [1]}), "attrs.args: Input should be a valid dictionary"),
         (requested(attrs={"ttl_sec": -1}), "attrs.ttl_sec: Input should be greater than 0"),
+        (requested(attrs={"ttl_sec": 1e308}), "attrs.ttl_sec: Input should be less than or"),
+        (requested(attrs={"ttl_sec": "1e400"}), "attrs.ttl_sec: Input should be a finite"),
+        (b'{"attrs": {"ttl_sec": Infinity}}', "Infinity is not valid JSON (line 1 column 23)"),
+        ('{"ts": "x"}'.encode("utf-16"), "(value): not UTF-8 JSON"),
+        (requested(entity_id="e" * 10_000), "entity_id: String should have at most 512"),
+        (requested(idempotency_key="k" * 513), "idempotency_key: String should have at most"),
+        (requested(tags={"t" * 300: "v"}), "String should have at most 256 characters"),
+        (requested(ts="9999-12-31T23:59:59-05:00"), "ts: Value error, ts is out of range"),
+        (requested(ts="0001-01-01T00:00:00Z"), "ts: Value error, ts must be between the years"),
+        (requested(attrs={"command": "c" * 300}), "action_type: String should have at most 256"),
     ],
 )
 def test_unusable_requests_name_the_field(message: Any, reason: str) -> None:
@@ -95,6 +105,21 @@ def test_an_expired_request_is_refused_and_a_fresh_one_is_not() -> None:
     with pytest.raises(ValidationError) as exc:
         decode_request(inbound(message), NOW + timedelta(seconds=61))
     assert "attrs.ttl_sec: expired" in reason_of(exc)
+
+
+def test_a_callback_with_an_overlong_external_id_is_refused() -> None:
+    attrs = {"external_workflow_id": "x" * 513}
+    with pytest.raises(ValidationError) as exc:
+        decode_callback(inbound({"ts": NOW.isoformat(), "event_type": "x", "attrs": attrs}))
+    assert "attrs.external_workflow_id: must be at most 512 characters, got 513" in str(exc.value)
+
+
+def test_a_header_without_a_value_is_read_as_empty() -> None:
+    class Record:
+        topic, partition, offset, value, timestamp = "t", 0, 1, b"{}", 5
+        headers = [("karma.origin", None), ("other", b"x")]
+
+    assert Inbound.from_record(Record()).headers == {"karma.origin": b"", "other": b"x"}
 
 
 def test_a_callback_names_its_action_or_its_external_id() -> None:
@@ -147,3 +172,23 @@ def test_a_dead_letter_reads_back_from_its_headers() -> None:
     )
     assert back.position == "0:5"
     assert back.ts
+
+
+def test_a_dead_letter_with_foreign_headers_still_reads_back() -> None:
+    headers = {"karma.dlq.partition": b"two", "karma.dlq.offset": b"\xff", "karma.dlq.reason": b""}
+    back = DeadLetter.from_message(Message("actions.dlq", 0, 9, None, b"v", headers))
+    assert (back.partition, back.offset, back.truncated_from) == (-1, -1, None)
+
+
+def test_a_truncated_dead_letter_says_so_and_keeps_its_reason_short() -> None:
+    letter = DeadLetter(
+        reason="r" * 5000, stage="ledger", topic="t", partition=0, offset=1, value=b"x" * 100
+    )
+    short = letter.truncated(10)
+    headers = dict(short.headers())
+    assert short.value == b"x" * 10
+    assert headers["karma.dlq.truncated-from"] == b"100"
+    assert len(headers["karma.dlq.reason"]) < 2100
+    assert headers["karma.dlq.reason"].endswith(b"(5,000 characters)")
+    back = DeadLetter.from_message(Message("actions.dlq", 0, 3, None, short.value, headers))
+    assert back.truncated_from == 100
