@@ -48,6 +48,15 @@ def claims_to_be_transition(raw: bytes | None, limits: LimitsSettings | None = N
         return False
 
 
+def decode_foreign_envelope(
+    raw: bytes | None, limits: LimitsSettings | None = None
+) -> Envelope | None:
+    """The envelope of a message from another system, or None when the message claims to
+    be one of Karma's transitions (valid or not: the ledger sink judges those, once)."""
+    data = decode_json(raw, limits)
+    return None if _claims_karma(data) else _validated(Envelope, data)
+
+
 def decode_transition(
     raw: bytes | None, limits: LimitsSettings | None = None
 ) -> ActionEvent | None:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from bridge.decode import decode_envelope, is_karma_transition
+from bridge.decode import decode_envelope, decode_foreign_envelope
 from karma.errors import FieldError, ValidationError, field_errors
 from karma.events import MAX_ID_CHARS, Envelope
 from karma.lifecycle import EventType
@@ -81,8 +81,8 @@ def decode_request(
     Without an idempotency key the message's origin is the key, so a message read twice
     (after a crash before the commit) is still one action.
     """
-    envelope = decode_envelope(message.value, limits)
-    if is_karma_transition(envelope):
+    envelope = decode_foreign_envelope(message.value, limits)
+    if envelope is None:
         return None
     if envelope.event_type != EventType.REQUESTED.value:
         reason = f"must be {EventType.REQUESTED.value!r} on this topic, got {envelope.event_type!r}"

@@ -7,7 +7,8 @@ that misbehaves fails the tests.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -50,3 +51,26 @@ async def karma(stack_settings: Settings) -> AsyncIterator[EmbeddedKarma]:
 
 def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+REPORT_KEY = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture
+def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Lines for the run's summary (the counts of the campaign and chaos tests)."""
+    lines = request.config.stash.setdefault(REPORT_KEY, [])
+    name = request.node.name
+
+    def add(line: str) -> None:
+        lines.append(f"{name}: {line}")
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    lines = config.stash.get(REPORT_KEY, [])
+    if lines:
+        terminalreporter.section("what the hardening tests did")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -114,6 +114,8 @@ class AwaitExecutor(EventDrivenActionExecutor):
                 return EventResult.progress(attrs.get("percent"), str(attrs.get("message", "")))
             case "unreadable":
                 raise PermanentError("cannot make sense of this event")
+            case "huge":  # an answer too large for the history
+                return EventResult.complete({"answer": "x" * int(attrs.get("bytes", 0))})
             case other:
                 return EventResult.ignore(f"not interested in {other!r}")
 
@@ -229,3 +231,19 @@ class CounterExecutor(StatefulActionExecutor):
 
 
 TEST_EXECUTORS.append(CounterExecutor)
+
+
+@register_action(
+    ActionMeta(
+        type="test.big",
+        name="Returns outputs of a given size",
+        params=(ParamDefinition(name="output_bytes", type=ParamType.NUMBER, default=10),),
+        outputs=(OutputDefinition(name="blob"),),
+    )
+)
+class BigOutputExecutor(BaseActionExecutor):
+    async def execute(self, ctx: ActionContext) -> ActionResult:
+        return ActionResult(outputs={"blob": "b" * int(ctx.params["output_bytes"])})
+
+
+TEST_EXECUTORS.append(BigOutputExecutor)

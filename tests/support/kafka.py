@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
 
+from bridge.dlq import DeadLetter, read_dead_letters
 from bridge.topic_reader import Message, read_topics
 from karma.kafka_config import producer_kwargs
 from karma.settings import KafkaSettings
 
-__all__ = ["Message", "produce", "read_topics", "transitions_on_kafka"]
+__all__ = [
+    "Message",
+    "dead_letters_at",
+    "produce",
+    "produce_each",
+    "read_topics",
+    "transitions_on_kafka",
+]
 
 
 async def transitions_on_kafka(
@@ -37,3 +46,38 @@ async def produce(
             await producer.send_and_wait(topic, value=value, key=key)
     finally:
         await producer.stop()
+
+
+async def produce_each(
+    settings: KafkaSettings, messages: list[tuple[str, bytes | None]], *, key: bytes | None = None
+) -> list[tuple[str, int, int]]:
+    """Publish (topic, value) pairs in order, each acknowledged (any size the broker takes);
+    return where each landed: (topic, partition, offset)."""
+    producer = AIOKafkaProducer(**producer_kwargs(settings), max_request_size=64 * 1024 * 1024)
+    await producer.start()
+    try:
+        positions = []
+        for topic, value in messages:
+            meta = await producer.send_and_wait(topic, value=value, key=key)
+            positions.append((meta.topic, meta.partition, meta.offset))
+        return positions
+    finally:
+        await producer.stop()
+
+
+async def dead_letters_at(
+    settings: KafkaSettings, positions: Iterable[tuple[str, int, int]], *, timeout: float = 60
+) -> dict[tuple[str, int, int], list[DeadLetter]]:
+    """The dead letters of messages first seen at `positions`, once each of them has one."""
+    wanted = set(positions)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        found: dict[tuple[str, int, int], list[DeadLetter]] = {p: [] for p in wanted}
+        for letter in await read_dead_letters(settings):
+            position = (letter.topic, letter.partition, letter.offset)
+            if position in found:
+                found[position].append(letter)
+        if all(found.values()) or loop.time() > deadline:
+            return found
+        await asyncio.sleep(0.3)

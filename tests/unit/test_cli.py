@@ -11,8 +11,8 @@ import pytest
 from karma.cli.event_commands import PAST_TENSE
 from karma.cli.ledger_commands import parse_since
 from karma.cli.main import run
-from karma.decision import Verdict
 from karma.cli.params import parse_params
+from karma.decision import Verdict
 from karma.errors import ValidationError
 from karma.registry import default_registry
 from karma.settings import get_settings
@@ -61,7 +61,10 @@ def test_malformed_params_are_all_reported() -> None:
         (["request", "delay", "-p", "seconds=-1"], "params.seconds: must be >= 0"),
         (["request", "delay", "-p", "seconds"], "--param 'seconds': expected NAME=VALUE"),
         (["request", "log", "-p", "message=x", "-p", "colour=red"], "params.colour: unknown"),
-        (["request", "log", "--params-json", "[1]"], "--params-json: expected a JSON object, got an array"),
+        (
+            ["request", "log", "--params-json", "[1]"],
+            "--params-json: expected a JSON object, got an array",
+        ),
     ],
 )
 def test_bad_requests_exit_2_naming_the_field_without_connecting(

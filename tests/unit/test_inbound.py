@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -115,11 +116,15 @@ def test_a_callback_with_an_overlong_external_id_is_refused() -> None:
 
 
 def test_a_header_without_a_value_is_read_as_empty() -> None:
-    class Record:
-        topic, partition, offset, value, timestamp = "t", 0, 1, b"{}", 5
-        headers = [("karma.origin", None), ("other", b"x")]
-
-    assert Inbound.from_record(Record()).headers == {"karma.origin": b"", "other": b"x"}
+    record = SimpleNamespace(
+        topic="t",
+        partition=0,
+        offset=1,
+        value=b"{}",
+        timestamp=5,
+        headers=[("karma.origin", None), ("other", b"x")],
+    )
+    assert Inbound.from_record(record).headers == {"karma.origin": b"", "other": b"x"}
 
 
 def test_a_callback_names_its_action_or_its_external_id() -> None:
