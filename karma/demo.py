@@ -144,7 +144,7 @@ async def run_demo(*, keep: bool = False) -> int:
 
 async def _run_all(karma: EmbeddedKarma, todo: list[Scenario]) -> list[Ran]:
     print(f"Running {len(todo)} actions…", flush=True)
-    ran = await asyncio.gather(*(_run_one(karma, s) for s in todo))
+    ran = await asyncio.gather(*(run_scenario(karma, s) for s in todo))
     for r in ran:
         error = f"{r.outcome.error.type}: {r.outcome.error.message}" if r.outcome.error else ""
         attempts = f"{r.outcome.attempts} attempt(s)"
@@ -155,7 +155,8 @@ async def _run_all(karma: EmbeddedKarma, todo: list[Scenario]) -> list[Ran]:
     return ran
 
 
-async def _run_one(karma: EmbeddedKarma, scenario: Scenario) -> Ran:
+async def run_scenario(karma: EmbeddedKarma, scenario: Scenario) -> Ran:
+    """Request one scenario's action, steer it (cancel, approve) and wait for its end."""
     client = karma.client
     if scenario.via_kafka:
         handle = await _request_through_kafka(karma, scenario)

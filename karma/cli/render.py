@@ -70,6 +70,9 @@ def status_text(status: ActionStatus) -> str:
         f"state    {status.state}",
         f"attempt  {status.attempt}",
     ]
+    if status.from_ledger:
+        lines.append("note     answered from the ledger: the action ran before and Temporal no")
+        lines.append("         longer holds its workflow (retention)")
     if status.external_workflow_id:
         lines.append(f"waits on {status.external_workflow_id}")
     if status.pending_events:
