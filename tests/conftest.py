@@ -7,7 +7,8 @@ that misbehaves fails the tests.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from karma.embedded.stack import with_free_ports
 from karma.registry import default_registry
 from karma.settings import BridgeSettings, IngressSettings, Settings
 from tests.support.actions import TEST_EXECUTORS
+from tests.support.processes import KarmaProcess, Spawn
 from workers.embedded import EmbeddedKarma
 
 
@@ -51,6 +53,22 @@ async def karma(stack_settings: Settings) -> AsyncIterator[EmbeddedKarma]:
 
 def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Spawn]:
+    """Start `karma` processes (output in tmp_path/NAME.log); any still running when the
+    test ends is killed, so a failed test leaves no stack behind."""
+    started: list[KarmaProcess] = []
+
+    def start(args: list[str], env: dict[str, str], name: str) -> KarmaProcess:
+        process = KarmaProcess(args, env, tmp_path / f"{name}.log")
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.ensure_stopped()
 
 
 REPORT_KEY = pytest.StashKey[list[str]]()

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -22,6 +23,7 @@ def karma_env(settings: Settings, **overrides: str | Path) -> dict[str, str]:
         KARMA_TEMPORAL__ADDRESS=settings.temporal.address,
         KARMA_TEMPORAL__NAMESPACE=settings.temporal.namespace,
         KARMA_TEMPORAL__TASK_QUEUE=settings.temporal.task_queue,
+        KARMA_TEMPORAL__UI_PORT=str(settings.temporal.ui_port),
         KARMA_KAFKA__BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
         KARMA_DATA_DIR=str(settings.data_dir),
         KARMA_LOG_LEVEL="INFO",
@@ -60,6 +62,11 @@ class KarmaProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
         self._log.close()
+
+    def ensure_stopped(self) -> None:
+        """After a failed test: SIGKILL if it still runs (its servers die with it)."""
+        if self.proc.poll() is None:
+            self.kill()
 
     def terminate(self, timeout: float = 30) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -126,3 +133,7 @@ async def finish_on_a_new_worker(
     finally:
         assert worker.terminate() == 0, worker.output()
     return outcome, status
+
+
+# The `spawn` fixture: start `karma ARGS` with ENV, output in NAME.log.
+Spawn = Callable[[list[str], dict[str, str], str], KarmaProcess]
