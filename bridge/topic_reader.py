@@ -16,6 +16,7 @@ from karma.settings import KafkaSettings
 
 METADATA_WAIT_SECONDS = 10.0
 DRAIN_SECONDS = 2.0
+EMPTY_POLLS = 2
 
 
 @dataclass(frozen=True)
@@ -52,18 +53,21 @@ async def read_topics(settings: KafkaSettings, topics: Iterable[str]) -> list[Me
         end = await consumer.end_offsets(partitions)
         out: list[Message] = []
         # The broker's end offsets can trail what is already readable (seen with tansu):
-        # read until they are reached, then on while polls still find records, but for no
-        # more than DRAIN_SECONDS (a topic being written to keeps growing).
+        # read until they are reached, then on while polls still find records (a poll may
+        # come back empty while a large record is on its way: one more is asked for), but
+        # for no more than DRAIN_SECONDS (a topic being written to keeps growing).
         loop = asyncio.get_running_loop()
         drain_until: float | None = None
+        empty_polls = 0
         while True:
             behind = [tp for tp in partitions if await consumer.position(tp) < end[tp]]
             if not behind and drain_until is None:
                 drain_until = loop.time() + DRAIN_SECONDS
-            batch = await consumer.getmany(*partitions, timeout_ms=500 if behind else 200)
+            batch = await consumer.getmany(*partitions, timeout_ms=500)
             for records in batch.values():
                 out.extend(_message(r) for r in records)
-            if not behind and (not batch or loop.time() > (drain_until or 0)):
+            empty_polls = 0 if batch else empty_polls + 1
+            if not behind and (empty_polls >= EMPTY_POLLS or loop.time() > (drain_until or 0)):
                 break
         out.sort(key=lambda m: (m.topic, m.partition, m.offset))
         return out
