@@ -95,20 +95,17 @@ def decode_request(
         reason = f"expired: requested at {envelope.ts.isoformat()} with a ttl of {attrs.ttl_sec:g}s"
         raise ValidationError([FieldError(field="attrs.ttl_sec", reason=reason)])
     tags = dict(envelope.tags)
-    try:
-        request = ActionRequest.new(
-            attrs.command,
-            attrs.args,
-            idempotency_key=envelope.idempotency_key or message.origin,
-            entity_id=envelope.entity_id,
-            correlation_id=envelope.correlation_id,
-            tenant=tags.pop("tenant", ""),
-            priority=tags.pop("priority", "normal"),
-            tags={k: v for k, v in tags.items() if k != "action"},
-            source=envelope.source,
-        )
-    except PydanticValidationError as exc:
-        raise ValidationError(field_errors(exc)) from exc
+    request = ActionRequest.new(
+        attrs.command,
+        attrs.args,
+        idempotency_key=envelope.idempotency_key or message.origin,
+        entity_id=envelope.entity_id,
+        correlation_id=envelope.correlation_id,
+        tenant=tags.pop("tenant", ""),
+        priority=tags.pop("priority", "normal"),
+        tags={k: v for k, v in tags.items() if k != "action"},
+        source=envelope.source,
+    )
     if envelope.action_id:
         request = request.model_copy(update={"action_id": envelope.action_id})
     return request

@@ -292,19 +292,16 @@ class KarmaClient:
             karma.errors.ValidationError: unknown type, bad parameters or ids, or a request
                 too large for Temporal (nothing is started).
         """
-        try:
-            request = ActionRequest.new(
-                action_type,
-                params,
-                idempotency_key=idempotency_key,
-                entity_id=entity_id,
-                correlation_id=correlation_id,
-                tenant=tenant,
-                priority=priority,
-                tags=tags,
-            )
-        except PydanticValidationError as exc:
-            raise ValidationError(field_errors(exc)) from exc
+        request = ActionRequest.new(
+            action_type,
+            params,
+            idempotency_key=idempotency_key,
+            entity_id=entity_id,
+            correlation_id=correlation_id,
+            tenant=tenant,
+            priority=priority,
+            tags=tags,
+        )
         return await self.submit(request, validate=validate, task_queue=task_queue)
 
     async def submit(

@@ -7,7 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+from pydantic import ValidationError as PydanticValidationError
 
+from karma.errors import ValidationError, field_errors
 from karma.events import KARMA_SYSTEM, ActionEvent, EventSource, Id, Name, Tags
 from karma.ids import action_id_for_key, new_action_id
 from karma.lifecycle import ActionState
@@ -62,19 +64,27 @@ class ActionRequest(BaseModel):
         tags: Mapping[str, str] | None = None,
         source: EventSource | None = None,
     ) -> ActionRequest:
+        """A request with its action id derived from the idempotency key (or random).
+
+        Raises:
+            karma.errors.ValidationError: an id or name too long, naming the field.
+        """
         action_id = action_id_for_key(idempotency_key) if idempotency_key else new_action_id()
-        return cls(
-            action_id=action_id,
-            action_type=action_type,
-            params=dict(params or {}),
-            idempotency_key=idempotency_key,
-            entity_id=entity_id,
-            correlation_id=correlation_id,
-            tenant=tenant,
-            priority=priority,
-            tags=dict(tags or {}),
-            source=source or EventSource(),
-        )
+        try:
+            return cls(
+                action_id=action_id,
+                action_type=action_type,
+                params=dict(params or {}),
+                idempotency_key=idempotency_key,
+                entity_id=entity_id,
+                correlation_id=correlation_id,
+                tenant=tenant,
+                priority=priority,
+                tags=dict(tags or {}),
+                source=source or EventSource(),
+            )
+        except PydanticValidationError as exc:
+            raise ValidationError(field_errors(exc)) from exc
 
     @property
     def event_source(self) -> EventSource:

@@ -52,6 +52,12 @@ META = ActionMeta(
             description="how long each compensation takes",
         ),
         ParamDefinition(
+            name="features",
+            type=ParamType.MULTISELECT,
+            options=("tls", "backups", "metrics"),
+            description="what the configure step turns on",
+        ),
+        ParamDefinition(
             name="already_provisioned",
             type=ParamType.BOOLEAN,
             default=False,
@@ -61,6 +67,7 @@ META = ActionMeta(
     outputs=(
         OutputDefinition(name="reservation", type=ParamType.STRING),
         OutputDefinition(name="config_version", type=ParamType.NUMBER),
+        OutputDefinition(name="features", type=ParamType.MULTISELECT),
         OutputDefinition(name="endpoint", type=ParamType.STRING),
     ),
     retry=RetryPolicy(max_attempts=2, initial_interval=timedelta(milliseconds=200)),
@@ -91,7 +98,11 @@ class ProvisionExecutor(TransactionalActionExecutor):
                     compensation={"reservation": reservation},
                 )
             case "configure":
-                return StepResult(outputs={"config_version": 2}, compensation={"previous": 1})
+                features = sorted(ctx.params.get("features") or [])
+                return StepResult(
+                    outputs={"config_version": 2, "features": features},
+                    compensation={"previous": 1},
+                )
             case _:
                 endpoint = f"https://{name}.example.internal"
                 return StepResult(outputs={"endpoint": endpoint}, compensation={"name": name})

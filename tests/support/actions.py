@@ -247,3 +247,25 @@ class BigOutputExecutor(BaseActionExecutor):
 
 
 TEST_EXECUTORS.append(BigOutputExecutor)
+
+
+@register_action(
+    ActionMeta(
+        type="test.every_type",
+        name="Takes a parameter of every type",
+        params=(
+            ParamDefinition(name="text", type=ParamType.STRING, required=True),
+            ParamDefinition(name="count", type=ParamType.NUMBER, min=1, max=10),
+            ParamDefinition(name="flag", type=ParamType.BOOLEAN),
+            ParamDefinition(name="colour", type=ParamType.SELECT, options=("red", "green")),
+            ParamDefinition(name="sizes", type=ParamType.MULTISELECT, options=("s", "m", "l")),
+            ParamDefinition(name="doc", type=ParamType.JSON),
+        ),
+    )
+)
+class EveryTypeExecutor(BaseActionExecutor):
+    async def execute(self, ctx: ActionContext) -> ActionResult:
+        return ActionResult()
+
+
+TEST_EXECUTORS.append(EveryTypeExecutor)
