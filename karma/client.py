@@ -13,7 +13,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
@@ -22,6 +22,7 @@ from temporalio.client import (
     Interceptor,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDReusePolicy
@@ -34,6 +35,7 @@ from karma.decision import Decision, DecisionInput
 from karma.errors import (
     ActionEndedError,
     ActionNotFoundError,
+    ActionUnreadableError,
     DecisionRefusedError,
     ValidationError,
     field_errors,
@@ -49,6 +51,9 @@ from karma.settings import LimitsSettings, Settings, get_settings
 from karma.status import ActionOutcome, ActionStatus, LedgerAnswer, PastActions
 
 log = logging.getLogger(__name__)
+
+# How long `status` waits for a worker to answer before explaining why it did not.
+QUERY_TIMEOUT = timedelta(seconds=10)
 
 
 async def connect_temporal(
@@ -92,13 +97,36 @@ class ActionHandle:
         """The action's state; from the ledger when Temporal no longer holds it."""
         try:
             status: ActionStatus = await self._handle.query(
-                names.STATUS_QUERY, result_type=ActionStatus
+                names.STATUS_QUERY, result_type=ActionStatus, rpc_timeout=QUERY_TIMEOUT
             )
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 return (await self._from_ledger(exc)).status()
+            if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+                # Our rpc_timeout ran out (reported as CANCELLED by the client).
+                raise ActionUnreadableError(await self._why_silent()) from exc
             raise
+        except WorkflowQueryFailedError as exc:
+            raise ActionUnreadableError(
+                f"action {self.action_id} cannot answer its status query: {exc}"
+            ) from exc
         return status
+
+    async def _why_silent(self) -> str:
+        """Why the workflow did not answer: its last workflow task failure, if any."""
+        failure = ""
+        async for event in self._handle.fetch_history_events():
+            if event.HasField("workflow_task_failed_event_attributes"):
+                failure = event.workflow_task_failed_event_attributes.failure.message
+        if failure:
+            return (
+                f"action {self.action_id} cannot run: its workflow task keeps failing "
+                f"({failure[:300]})"
+            )
+        return (
+            f"action {self.action_id} did not answer within {QUERY_TIMEOUT.total_seconds():g}s: "
+            "is a worker polling its task queue?"
+        )
 
     async def _from_ledger(self, not_found: RPCError) -> LedgerAnswer:
         events = await self._past(self.action_id) if self._past is not None else []

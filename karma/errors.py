@@ -171,6 +171,13 @@ class ErrorInfo(BaseModel):
         )
 
 
+class ActionUnreadableError(KarmaError):
+    """The action's workflow exists but cannot answer (its workflow task keeps failing, or
+    no worker polls its task queue)."""
+
+    retryable = True
+
+
 class ActionNotFoundError(KarmaError):
     """No action with this id exists (or it is past the namespace's retention)."""
 

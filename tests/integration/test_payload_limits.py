@@ -7,9 +7,11 @@ import asyncio
 
 import pytest
 
+from karma import names
 from karma.errors import ActionNotFoundError, ErrorType, ValidationError
-from karma.ids import action_id_for_key
+from karma.ids import action_id_for_key, workflow_id_for
 from karma.lifecycle import ActionState
+from karma.request import ActionRequest
 from tests.conftest import unique
 from tests.support.checks import assert_mirrored
 from tests.support.kafka import dead_letters_at, produce_each
@@ -96,3 +98,23 @@ async def test_an_answer_to_an_event_too_large_ends_the_action_failed(
     assert outcome.error is not None
     assert outcome.error.type is ErrorType.PAYLOAD_TOO_LARGE
     await assert_mirrored(karma, [await handle.status()])
+
+
+async def test_status_of_a_workflow_too_large_to_run_explains_why(karma: EmbeddedKarma) -> None:
+    """Started around the SDK's checks (straight through Temporal), the workflow cannot
+    run: `karma status` says why in one line instead of a raw timeout."""
+    oversized = ActionRequest.new("log", {"message": "m" * 1_500_000})
+    handle = await karma.temporal.start_workflow(
+        names.ACTION_WORKFLOW,
+        oversized,
+        id=workflow_id_for(oversized.action_id),
+        task_queue=karma.settings.temporal.task_queue,
+    )
+    try:
+        code, out = await run_karma(["status", oversized.action_id], karma_env(karma.settings))
+        assert code == 3, out
+        assert "cannot run: its workflow task keeps failing" in out
+        assert "exceeded the error limit" in out
+        assert out.count("\n") == 1, out
+    finally:
+        await handle.terminate()
