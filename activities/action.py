@@ -30,7 +30,6 @@ from karma.errors import (
     UnknownActionError,
     ValidationError,
 )
-from karma.events import ActionEvent
 from karma.executor import (
     ActionContext,
     BaseActionExecutor,
@@ -46,7 +45,7 @@ from karma.request import ActionRequest
 from karma.saga import TransactionalActionExecutor
 from karma.secrets import SecretSealer
 from karma.settings import LimitsSettings
-from karma.status import PastActions
+from karma.status import PastActions, ran_before
 from karma.workflow_io import (
     EmitInput,
     EmitOutput,
@@ -102,9 +101,9 @@ class ActionActivities:
         """
         now = datetime.now(UTC)
         if request.idempotency_key and request.resume is None:
-            ran_before = await self._ran_before(request.action_id)
-            if ran_before:
-                return PreparedAction(prepared_at=now, ran_before=ran_before)
+            earlier = await ran_before(self._past, request.action_id)
+            if earlier:
+                return PreparedAction(prepared_at=now, ran_before=earlier)
         try:
             meta = self._registry.meta(request.action_type)
         except UnknownActionError as exc:
@@ -148,15 +147,6 @@ class ActionActivities:
                 iterations_per_run=getattr(executor_class, "iterations_per_run", 100),
             ),
         )
-
-    async def _ran_before(self, action_id: str) -> list[ActionEvent]:
-        if self._past is None:
-            return []
-        try:
-            return list(await self._past(action_id))
-        except Exception as exc:  # noqa: BLE001 - an unreadable ledger must not stop actions
-            log.warning("cannot read the ledger to check %s: %r", action_id, exc)
-            return []
 
     @activity.defn(name=names.EXECUTE_ACTION)
     async def execute_action(self, inp: ExecuteInput) -> ExecuteOutput:

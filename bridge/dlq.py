@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 HEADER_PREFIX = "karma.dlq."
 REPLAYED_FROM_HEADER = "karma.replayed-from"
 MAX_REASON_CHARS = 2000
+MAX_ORIGIN_CHARS = 512
 # Room for the headers when a dead letter is as large as the broker allows a message.
 HEADROOM_BYTES = 64 * 1024
 
@@ -47,16 +48,13 @@ class DeadLetter(BaseModel):
     )
 
     def headers(self) -> list[tuple[str, bytes]]:
-        reason = self.reason
-        if len(reason) > MAX_REASON_CHARS:
-            reason = reason[:MAX_REASON_CHARS] + f"… ({len(self.reason):,} characters)"
         fields = {
-            "reason": reason,
+            "reason": _capped(self.reason, MAX_REASON_CHARS),
             "stage": self.stage,
             "topic": self.topic,
             "partition": str(self.partition),
             "offset": str(self.offset),
-            "origin": self.origin,
+            "origin": _capped(self.origin, MAX_ORIGIN_CHARS),
             "ts": self.ts or datetime.now(UTC).isoformat(),
         }
         if self.truncated_from is not None:
@@ -76,7 +74,6 @@ class DeadLetter(BaseModel):
             for k, v in message.headers.items()
             if k.startswith(HEADER_PREFIX)
         }
-        truncated = h.get("truncated-from", "")
         return cls(
             reason=h.get("reason", "(no reason recorded)"),
             stage=h.get("stage", ""),
@@ -88,7 +85,7 @@ class DeadLetter(BaseModel):
             value=message.value,
             ts=h.get("ts", ""),
             position=message.position,
-            truncated_from=int(truncated) if truncated.isdigit() else None,
+            truncated_from=_number(h.get("truncated-from"), None),
         )
 
     @classmethod
@@ -106,12 +103,16 @@ class DeadLetter(BaseModel):
         )
 
 
-def _number(text: str | None) -> int:
+def _number(text: str | None, default: int | None = -1) -> Any:
     """A header written by someone else may hold anything."""
     try:
-        return int(text or -1)
+        return int(text) if text else default
     except ValueError:
-        return -1
+        return default
+
+
+def _capped(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
 
 
 class DeadLetterPublisher:
@@ -132,21 +133,25 @@ class DeadLetterPublisher:
 
     async def send(self, letter: DeadLetter) -> None:
         producer = await self._producer.get()
-        try:
-            await producer.send_and_wait(
-                self.topic, key=letter.key, value=letter.value, headers=letter.headers()
-            )
-        except MessageSizeTooLargeError:
-            smaller = letter.truncated(max(0, self._keep_bytes - HEADROOM_BYTES))
-            log.warning(
-                "dead letter from %s@%d too large for Kafka; keeping its first %d bytes",
-                letter.topic,
-                letter.offset,
-                len(smaller.value or b""),
-            )
-            await producer.send_and_wait(
-                self.topic, key=letter.key, value=smaller.value, headers=smaller.headers()
-            )
+        # As large as the broker allows, then smaller: a letter is never refused for good.
+        for keep in (None, self._keep_bytes - HEADROOM_BYTES, 0):
+            attempt = letter if keep is None else letter.truncated(max(0, keep))
+            if keep == 0:  # the reason and where it came from, at least (a key can be huge)
+                attempt = attempt.model_copy(update={"key": None})
+            try:
+                await producer.send_and_wait(
+                    self.topic, key=attempt.key, value=attempt.value, headers=attempt.headers()
+                )
+            except MessageSizeTooLargeError:
+                log.warning(
+                    "dead letter from %s@%d too large for Kafka (%d bytes kept)",
+                    letter.topic,
+                    letter.offset,
+                    len(attempt.value or b""),
+                )
+                continue
+            return
+        raise MessageSizeTooLargeError(f"even without its value, {letter.position} is too large")
 
     async def stop(self) -> None:
         await self._producer.stop()

@@ -19,6 +19,7 @@ from karma.settings import LimitsSettings
 log = logging.getLogger(__name__)
 
 RESOLVE_MAX_DELAY_SECONDS = 2.0
+MIN_GRACE_SECONDS = 5.0
 
 
 class EventIngress:
@@ -69,11 +70,14 @@ class EventIngress:
 
     def _deadline(self, message: Inbound) -> float:
         """When to give up resolving, on the event loop's clock: `resolve_timeout` after the
-        message reached Kafka (never later than that from now: producers set timestamps)."""
+        message reached Kafka (never later than that from now: producers set timestamps),
+        but not sooner than a short grace from now (visibility lags a little; a backlog
+        read after downtime deserves more than one look)."""
         loop = asyncio.get_running_loop()
         now = time.time()
         arrived = min(message.timestamp_ms / 1000, now) if message.timestamp_ms > 0 else now
-        return loop.time() + (arrived + self._resolve_timeout - now)
+        grace = min(self._resolve_timeout, MIN_GRACE_SECONDS)
+        return loop.time() + max(arrived + self._resolve_timeout - now, grace)
 
     async def _signal(self, action_id: str, callback: Callback) -> bool:
         """Signal one action; False if it has ended since it was found."""

@@ -52,10 +52,11 @@ class Inbound:
 
     @property
     def origin(self) -> str:
-        """`kafka:topic:partition:offset` of the message's first arrival."""
-        replayed = self.headers.get(ORIGIN_HEADER)
-        if replayed:
-            return replayed.decode("utf-8", "replace")
+        """`kafka:topic:partition:offset` of the message's first arrival (as a replay says,
+        when its header looks like one)."""
+        replayed = self.headers.get(ORIGIN_HEADER, b"").decode("utf-8", "replace")
+        if replayed.startswith("kafka:") and len(replayed) <= MAX_ID_CHARS:
+            return replayed
         return f"kafka:{self.topic}:{self.partition}:{self.offset}"
 
 

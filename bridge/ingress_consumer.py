@@ -18,11 +18,11 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from temporalio.service import RPCError, RPCStatusCode
 
 from bridge.dlq import DeadLetter, DeadLetterPublisher
@@ -79,12 +79,22 @@ class _Watermarks:
         self._next[tp] = max(self._next.get(tp, 0), offset + 1)
 
     def done(self, tp: TopicPartition, offset: int) -> None:
-        self._in_hand[tp].discard(offset)
+        self._in_hand.get(tp, set()).discard(offset)
 
-    def to_commit(self) -> dict[TopicPartition, int]:
-        """Partitions whose committable offset moved since the last commit."""
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Another member owns these now: what this one still handles is not committed."""
+        for tp in partitions:
+            self._in_hand.pop(tp, None)
+            self._next.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    def to_commit(self, assigned: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """Partitions (of those assigned) whose committable offset moved since the last
+        commit."""
         out = {}
         for tp, following in self._next.items():
+            if tp not in assigned:
+                continue
             in_hand = self._in_hand.get(tp)
             offset = min(in_hand) if in_hand else following
             if offset > self._committed.get(tp, -1):
@@ -93,6 +103,20 @@ class _Watermarks:
 
     def committed(self, offsets: dict[TopicPartition, int]) -> None:
         self._committed.update(offsets)
+
+
+class _Revoked(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Before partitions move to another member: commit what is done, forget the rest."""
+
+    def __init__(self, consumer: IngressConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._consumer._commit()
+        self._consumer._marks.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        return None
 
 
 class IngressConsumer:
@@ -117,8 +141,8 @@ class IngressConsumer:
         self._dlq = dlq
         self._max_records = max_records
         self._slots = asyncio.Semaphore(max_in_flight)
+        self._topic = topic
         self._consumer = AIOKafkaConsumer(
-            topic,
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -135,6 +159,7 @@ class IngressConsumer:
 
     async def start(self) -> None:
         await self._consumer.start()
+        self._consumer.subscribe([self._topic], listener=_Revoked(self))
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
@@ -195,8 +220,18 @@ class IngressConsumer:
         self._slots.release()
         if self._tails.get(key) is task:
             del self._tails[key]
-        if not task.cancelled() and task.exception() is None:
+        if task.cancelled():
+            return  # stopped: handled again after the restart
+        if task.exception() is None:
             self._marks.done(tp, offset)
+        else:  # cannot happen by design (_handle retries what is not handled): say so
+            log.error(
+                "%s: offset %d of %s is held back: %r",
+                self.name,
+                offset,
+                tp,
+                task.exception(),
+            )
 
     async def _after(
         self,
@@ -219,12 +254,12 @@ class IngressConsumer:
             raise asyncio.CancelledError
 
     async def _commit(self) -> None:
-        offsets = self._marks.to_commit()
+        offsets = self._marks.to_commit(self._consumer.assignment())
         if not offsets:
             return
         try:
             await self._consumer.commit(offsets)
-        except CommitFailedError as exc:
+        except (CommitFailedError, IllegalStateError) as exc:
             # The group rebalanced: the partition's new owner handles these again, which
             # is harmless (starts and signals are idempotent).
             log.warning("%s: offset commit failed after a rebalance: %s", self.name, exc)
@@ -258,7 +293,15 @@ class IngressConsumer:
             self.handled += 1
 
     async def _dead_letter(self, record: Any, reason: str) -> None:
-        letter = DeadLetter.from_record(record, reason=reason, stage=self.name)
-        log.warning("dead letter from %s@%d: %s", letter.topic, letter.offset, reason[:500])
-        await self._dlq.send(letter)
+        """Set the message aside; if even that fails, it is tried again later (never
+        skipped: its offset stays uncommitted until it is in the DLQ)."""
+        try:
+            letter = DeadLetter.from_record(record, reason=reason, stage=self.name)
+            log.warning("dead letter from %s@%d: %s", letter.topic, letter.offset, reason[:500])
+            await self._dlq.send(letter)
+        except (KafkaError, OSError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.exception("%s: cannot dead-letter offset %d", self.name, record.offset)
+            raise _Passing(f"dead-lettering failed: {exc!r}") from exc
         self.dead_lettered += 1

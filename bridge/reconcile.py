@@ -16,22 +16,23 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client
 
 from bridge.emit import TransitionPublisher
 from bridge.ledger import Ledger
 from karma import names
 from karma.events import ActionEvent
-from karma.ids import action_id_from_workflow_id
+from karma.ids import WORKFLOW_ID_PREFIX, action_id_from_workflow_id
 from karma.status import ActionStatus
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 PUBLISH_TIMEOUT_SECONDS = 30.0
-PROGRESS_EVERY = 200
+CONCURRENT_QUERIES = 16
+QUERY_TIMEOUT = timedelta(seconds=10)
 
 
 @dataclass
@@ -82,27 +83,32 @@ async def reconcile(
             is merely on its way is not published twice.
     """
     report = ReconcileReport()
-    runs: dict[str, list[tuple[str, bool]]] = {}
+    runs: dict[str, list[str]] = {}
     async for execution in temporal.list_workflows(visibility_query(since)):
-        running = execution.status is WorkflowExecutionStatus.RUNNING
-        runs.setdefault(execution.id, []).append((execution.run_id or "", running))
+        if execution.id.startswith(WORKFLOW_ID_PREFIX):  # not an action started by Karma
+            runs.setdefault(execution.id, []).append(execution.run_id or "")
     report.actions = len(runs)
     action_ids = {wid: action_id_from_workflow_id(wid) for wid in runs}
     complete = await asyncio.to_thread(ledger.complete, list(action_ids.values()))
     report.complete = len(complete)
-    recorded: dict[str, dict[int, ActionEvent]] = {}
-    for workflow_id, executions in runs.items():
-        action_id = action_ids[workflow_id]
-        if action_id in complete:
-            continue
-        report.checked += 1
-        if report.checked % PROGRESS_EVERY == 0:
-            progress(f"reconcile: {report.checked} action(s) checked…")
-        events = await _recorded(temporal, workflow_id, executions, report)
-        if events:
-            recorded[action_id] = events
-    if caught_up is not None and recorded:
-        await caught_up()
+    todo = {wid: runs[wid] for wid, action_id in action_ids.items() if action_id not in complete}
+    report.checked = len(todo)
+    if todo:
+        progress(f"reconcile: reading the transitions of {len(todo)} action(s)…")
+    limit = asyncio.Semaphore(CONCURRENT_QUERIES)
+
+    async def read(workflow_id: str) -> tuple[str, dict[int, ActionEvent]]:
+        async with limit:
+            return action_ids[workflow_id], await _recorded(
+                temporal, workflow_id, todo[workflow_id], report
+            )
+
+    recorded = {a: events for a, events in await asyncio.gather(*map(read, todo)) if events}
+    if caught_up is not None and recorded and await caught_up() is False:
+        log.warning(
+            "reconcile: the ledger did not catch up with Kafka in time; publishing what it "
+            "lacks anyway (the ledger keeps each transition once)"
+        )
     held = await asyncio.to_thread(ledger.seqs, list(recorded))
     for action_id, events in recorded.items():
         missing = [events[seq] for seq in sorted(events) if seq not in held.get(action_id, set())]
@@ -117,16 +123,18 @@ async def reconcile(
 async def _recorded(
     temporal: Client,
     workflow_id: str,
-    executions: list[tuple[str, bool]],
+    run_ids: list[str],
     report: ReconcileReport,
 ) -> dict[int, ActionEvent]:
     """The transitions the action's runs recorded and published (a running one may hold
     transitions it has not published yet: it will)."""
     events: dict[int, ActionEvent] = {}
-    for run_id, _running in executions:
+    for run_id in run_ids:
         handle = temporal.get_workflow_handle(workflow_id, run_id=run_id or None)
         try:
-            status: ActionStatus = await handle.query(names.STATUS_QUERY, result_type=ActionStatus)
+            status: ActionStatus = await handle.query(
+                names.STATUS_QUERY, result_type=ActionStatus, rpc_timeout=QUERY_TIMEOUT
+            )
         except Exception as exc:  # noqa: BLE001 - one unreadable run must not stop the rest
             log.warning("reconcile: cannot read %s/%s: %s", workflow_id, run_id, exc)
             report.unreadable.append(workflow_id)

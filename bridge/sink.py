@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
-from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from clickhouse_connect.driver.exceptions import DatabaseError, DataError
 
 from bridge.decode import claims_to_be_transition, decode_transition
 from bridge.dlq import DeadLetter, DeadLetterPublisher
@@ -36,10 +36,12 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Progress = Callable[[str], None]
-# Unreachable or failing servers: the same batch is tried again.
-RETRYABLE = (OSError, KafkaError, OperationalError, DatabaseError)
+# Unreachable or failing servers: the same batch is tried again. Errors the server (or
+# chdb's engine) reports count as such too: every row was checked against the column
+# types first (`ledger_row`), so what the server refuses is not one row's fault.
+RETRYABLE = (OSError, KafkaError, DatabaseError)
 # Raised while the client serialises a row: that row can never be stored.
-ROW_ERRORS = (DataError, UnicodeError, TypeError, AttributeError, ValueError, struct.error)
+ROW_ERRORS = (DataError, UnicodeError, ValueError, struct.error)
 STAGE = "ledger"
 
 
@@ -59,20 +61,10 @@ class LedgerSink:
         self._dlq = dlq
         # The ClickHouse client is blocking: one thread makes all of the sink's calls.
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
-        topics = settings.kafka.topics
-        self._consumer = AIOKafkaConsumer(
-            topics.requested,
-            topics.progress,
-            topics.result,
-            group_id=settings.bridge.consumer_group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            **client_kwargs(settings.kafka),
-        )
+        self._consumer: AIOKafkaConsumer | None = None  # created by start()
         self._stopping = asyncio.Event()
         self._draining = False
         self._idle = asyncio.Event()  # set by each poll that finds nothing new
-        self._committed: dict[TopicPartition, int] = {}
         self._task: asyncio.Task[None] | None = None
         self.batches_written = 0
         self.rows_written = 0
@@ -85,6 +77,16 @@ class LedgerSink:
             Ledger.open, self._settings.clickhouse_dsn, clickhouse.database
         )
         await self._in_db(self._ledger.ensure_schema)
+        topics = self._settings.kafka.topics
+        self._consumer = AIOKafkaConsumer(
+            topics.requested,
+            topics.progress,
+            topics.result,
+            group_id=self._settings.bridge.consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **client_kwargs(self._settings.kafka),
+        )
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name="ledger-sink")
 
@@ -92,28 +94,35 @@ class LedgerSink:
         self._stopping.set()
         if self._task is not None:
             await self._task
-        await self._consumer.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()
         if self._ledger is not None:
             await self._in_db(self._ledger.close)
             self._ledger = None
         self._db.shutdown(wait=True)
+
+    @property
+    def _kafka(self) -> AIOKafkaConsumer:
+        assert self._consumer is not None, "start() creates the consumer"
+        return self._consumer
 
     async def wait(self) -> None:
         """Return when the sink stops by itself; cancelling the wait leaves it running."""
         if self._task is not None:
             await asyncio.shield(self._task)
 
-    async def lag(self) -> int:
+    async def lag(self) -> int | None:
         """Records on the sink's partitions not committed to the ledger yet (as far as the
-        broker's end offsets tell: they can trail what is readable)."""
-        assigned = list(self._consumer.assignment())
-        if not assigned:
-            return 0
+        broker's end offsets tell: they can trail what is readable); None while the sink
+        has no partitions yet (it is joining its group)."""
+        assigned = list(self._consumer.assignment()) if self._consumer is not None else []
+        if not assigned or self._consumer is None:
+            return None
         ends = await self._consumer.end_offsets(assigned)
-        for tp in assigned:
-            if tp not in self._committed:  # committed before this sink started
-                self._committed[tp] = await self._consumer.committed(tp) or 0
-        return sum(max(0, ends[tp] - self._committed[tp]) for tp in assigned)
+        behind = 0
+        for tp in assigned:  # asked each time: after a rebalance another member committed
+            behind += max(0, ends[tp] - (await self._consumer.committed(tp) or 0))
+        return behind
 
     async def catch_up(self, timeout: float, progress: Progress = lambda message: None) -> bool:
         """Return once what is on the topics now is in the ledger; False if `timeout` ran
@@ -136,7 +145,7 @@ class LedgerSink:
                     return False
                 if behind == 0:
                     return True
-                if behind != reported:
+                if behind is not None and behind != reported:
                     progress(f"ledger: {behind} transition(s) left to write")
                     reported = behind
         finally:
@@ -151,12 +160,12 @@ class LedgerSink:
         await self.stop()
         return caught_up
 
-    async def _retry_lag(self) -> int:
+    async def _retry_lag(self) -> int | None:
         try:
             return await self.lag()
         except (KafkaError, OSError) as exc:
             log.warning("cannot read end offsets: %r", exc)
-            return -1
+            return None
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
@@ -179,7 +188,7 @@ class LedgerSink:
                 break
             if self._draining and records:
                 wait = min(wait, 0.2)
-            fetched = await self._consumer.getmany(
+            fetched = await self._kafka.getmany(
                 timeout_ms=int(wait * 1000), max_records=bridge.batch_max_rows - len(records)
             )
             if not fetched and (self._draining or not records):
@@ -280,13 +289,11 @@ class LedgerSink:
             tp = TopicPartition(record.topic, record.partition)
             offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
         try:
-            await self._consumer.commit(offsets)
-        except CommitFailedError as exc:
+            await self._kafka.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
             # The group rebalanced; the new owner re-reads these records and the ledger
             # skips what it already holds.
             log.warning("offset commit failed after a rebalance: %s", exc)
-            return
-        self._committed.update(offsets)
 
     async def _in_db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)

@@ -10,7 +10,6 @@ outcome = await handle.result()  # the terminal state; failures are outcomes too
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -48,9 +47,7 @@ from karma.registry import ActionRegistry, default_registry
 from karma.request import ActionRequest
 from karma.secrets import SecretSealer
 from karma.settings import LimitsSettings, Settings, get_settings
-from karma.status import ActionOutcome, ActionStatus, LedgerAnswer, PastActions
-
-log = logging.getLogger(__name__)
+from karma.status import ActionOutcome, ActionStatus, LedgerAnswer, PastActions, ran_before
 
 # How long `status` waits for a worker to answer before explaining why it did not.
 QUERY_TIMEOUT = timedelta(seconds=10)
@@ -352,7 +349,7 @@ class KarmaClient:
             meta = self.registry.meta(request.action_type)
             request = request.model_copy(update={"params": self._sealer.seal(meta, request.params)})
         check_request(request, request.params, self._max_payload_bytes)
-        if request.idempotency_key and await self._ran_before(request.action_id):
+        if request.idempotency_key and await ran_before(self._past, request.action_id):
             return self.handle(request.action_id, created=False)
         try:
             started = await self.temporal.start_workflow(
@@ -382,12 +379,3 @@ class KarmaClient:
             max_payload_bytes=self._max_payload_bytes,
             past=self._past,
         )
-
-    async def _ran_before(self, action_id: str) -> bool:
-        if self._past is None:
-            return False
-        try:
-            return bool(await self._past(action_id))
-        except Exception as exc:  # noqa: BLE001 - the worker checks too; do not block the start
-            log.warning("cannot read the ledger to check %s: %r", action_id, exc)
-            return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -56,10 +57,28 @@ class ActionStatus(BaseModel):
 # known after Temporal forgot its workflow (retention).
 PastActions = Callable[[str], Awaitable[Sequence[ActionEvent]]]
 
+log = logging.getLogger(__name__)
+
+
+async def ran_before(past: PastActions | None, action_id: str) -> list[ActionEvent]:
+    """The action's first and last transitions in the ledger ([] if it has none, or there
+    is no ledger to ask, or it cannot be read now: then Temporal's own duplicate check is
+    all there is)."""
+    if past is None:
+        return []
+    try:
+        events = list(await past(action_id))
+    except Exception as exc:  # noqa: BLE001 - an unreadable ledger must not stop requests
+        log.warning("cannot read the ledger to check %s: %r", action_id, exc)
+        return []
+    return events[:1] + events[1:][-1:]
+
 
 class LedgerAnswer(BaseModel):
     """An action known only from its recorded transitions (its workflow is past Temporal's
-    retention): what the SDK and a duplicate request are answered with."""
+    retention): what the SDK and a duplicate request are answered with. The first and the
+    last transition are enough (and keep the answer small enough for a workflow's
+    history)."""
 
     transitions: list[ActionEvent] = Field(min_length=1)
 

@@ -7,7 +7,6 @@ the workflow does not end before Kafka acknowledged all of them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
@@ -30,8 +29,6 @@ DURABLE_EMIT_RETRY = TemporalRetryPolicy(
     maximum_attempts=0,
 )
 SINGLE_ATTEMPT = TemporalRetryPolicy(maximum_attempts=1)
-# Histories recorded before it cancelled a running emission instead of waiting for it.
-EMIT_FINISHES_PATCH = "emit-finishes-before-cancel"
 
 
 class Outbox:
@@ -41,24 +38,14 @@ class Outbox:
     async def flush(self) -> None:
         """Return once Kafka acknowledged every recorded transition."""
         while pending := self._log.pending():
-            emitting = workflow.start_local_activity(
-                names.EMIT_TRANSITIONS,
-                EmitInput(events=pending),
-                result_type=EmitOutput,
-                start_to_close_timeout=FAST_EMIT_TIMEOUT,
-                retry_policy=SINGLE_ATTEMPT,
-            )
             try:
-                out: EmitOutput = await asyncio.shield(emitting)
-            except asyncio.CancelledError:
-                if not workflow.patched(EMIT_FINISHES_PATCH):
-                    emitting.cancel()
-                    raise
-                # The action is being cancelled: let the emission finish first, so what
-                # it published is acknowledged and not published a second time.
-                with contextlib.suppress(FailureError):
-                    self._log.acknowledge((await emitting).emitted_seq)
-                raise
+                out: EmitOutput = await workflow.execute_local_activity(
+                    names.EMIT_TRANSITIONS,
+                    EmitInput(events=pending),
+                    result_type=EmitOutput,
+                    start_to_close_timeout=FAST_EMIT_TIMEOUT,
+                    retry_policy=SINGLE_ATTEMPT,
+                )
             except FailureError as failure:
                 # A local activity's failure may arrive unwrapped (not as an ActivityError).
                 if isinstance(failure, CancelledError) or isinstance(failure.cause, CancelledError):

@@ -80,13 +80,17 @@ async def worker(args: argparse.Namespace) -> int:
         past = PastActions.reachable(
             settings.clickhouse_dsn, settings.clickhouse.database, owns_embedded=False
         )
-        async with ActionWorker(client, settings, past=past) as running:
-            print(
-                f"worker on task queue {running.task_queue!r} at {settings.temporal.address}",
-                flush=True,
-            )
-            await until_stopped(stop, running.wait())
-            print("stopping: no new work; running attempts may finish…", flush=True)
+        try:
+            async with ActionWorker(client, settings, past=past) as running:
+                print(
+                    f"worker on task queue {running.task_queue!r} at {settings.temporal.address}",
+                    flush=True,
+                )
+                await until_stopped(stop, running.wait())
+                print("stopping: no new work; running attempts may finish…", flush=True)
+        finally:
+            if past is not None:
+                past.close()
     print("stopped", flush=True)
     return 0
 

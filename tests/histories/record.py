@@ -7,6 +7,8 @@ the old files so that running workflows recorded before the change still replay.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -27,7 +29,13 @@ SCENARIOS: dict[str, tuple[str, dict[str, object], bool]] = {
     "skipped": ("demo.provision", {"already_provisioned": True}, True),
     "approved": ("demo.approval", {"change": "c"}, True),
     "stateful": ("demo.drain", {"total": 6, "batch": 1, "pause_seconds": 0}, True),
+    # The attempt reports what Kafka acknowledged when it is cancelled (ApplicationError).
+    "cancelled_attempt_reports_emitted": ("delay", {"seconds": 60}, True),
+    # Kafka frozen: WAITING waits in the outbox (the durable emit activity) when the
+    # cancel lands.
+    "cancelled_during_durable_emit": ("demo.approval", {"change": "c"}, True),
 }
+CANCELLED_ONCE_STARTED = ("cancelled", "cancelled_attempt_reports_emitted")
 
 
 async def record() -> None:
@@ -36,8 +44,18 @@ async def record() -> None:
         for name, (action_type, params, validate) in SCENARIOS.items():
             if (HERE / f"{name}.json").exists() or (HERE / f"{name}_run1.json").exists():
                 continue  # keep what was recorded before: running workflows must replay
+            broker = karma.servers.kafka.process.pid
+            if name == "cancelled_during_durable_emit" and broker is not None:
+                os.kill(broker, signal.SIGSTOP)
             handle = await karma.client.request(action_type, params, validate=validate)
-            if name == "cancelled":
+            if name == "cancelled_during_durable_emit" and broker is not None:
+                async for event in handle.events(poll_interval=0.1):
+                    if event.event_type is EventType.WAITING:  # its flush hangs now
+                        await handle.cancel()
+                        break
+                await asyncio.sleep(2)
+                os.kill(broker, signal.SIGCONT)
+            if name in CANCELLED_ONCE_STARTED:
                 async for event in handle.events(poll_interval=0.1):
                     if event.event_type is EventType.STARTED:
                         await handle.cancel()

@@ -170,7 +170,7 @@ async def test_an_unnecessary_action_is_skipped_with_its_reason(karma: EmbeddedK
     skipped = await asyncio.wait_for(saga.result(), 60)
     assert skipped.state is ActionState.SKIPPED
     assert skipped.reason == "svc-1 is already provisioned"
-    assert set(skipped.outputs) == {"reservation", "config_version", "endpoint"}
+    assert set(skipped.outputs) == {"reservation", "config_version", "features", "endpoint"}
     await assert_mirrored(karma, [status, await saga.status()])
     assert (await reached(saga, ActionState.SKIPPED)).state is ActionState.SKIPPED
 

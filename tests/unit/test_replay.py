@@ -28,6 +28,8 @@ def test_histories_are_present() -> None:
         "approved",
         "stateful_run1",
         "stateful_run2",
+        "cancelled_attempt_reports_emitted",
+        "cancelled_during_durable_emit",
     }
 
 
