@@ -1,28 +1,25 @@
-"""The activities of ActionWorkflow: prepare (validate), execute (call the executor), emit.
+"""The activities of ActionWorkflow: prepare (validate), one per executor method (execute,
+ask, run_step, iterate, handle_event), and emit.
 
-`execute_action` also publishes the transitions the workflow has recorded so far, while the
+Each attempt also publishes the transitions the workflow has recorded so far, while the
 executor runs, so a successful action needs no separate emission round trip before its
 terminal event.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections.abc import Awaitable, Mapping
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities._phases import output_of, run_phase
+from activities import _methods
+from activities._attempt import AttemptClock, application_error, logger_for, run_attempt
 from bridge.emit import TransitionPublisher
 from karma import names
 from karma.errors import (
     ErrorInfo,
-    ErrorType,
     FieldError,
     KarmaError,
     PermanentError,
@@ -35,35 +32,38 @@ from karma.executor import (
     BaseActionExecutor,
     EventContext,
     EventDrivenActionExecutor,
-    EventResult,
 )
 from karma.meta import SUPPORTED_MODES
 from karma.params import redact_params, validate_params
 from karma.payload_size import check_result
 from karma.registry import ActionRegistry
 from karma.request import ActionRequest
-from karma.saga import TransactionalActionExecutor
+from karma.saga import StepContext, TransactionalActionExecutor
 from karma.secrets import SecretSealer
 from karma.settings import LimitsSettings
 from karma.status import PastActions, ran_before
 from karma.workflow_io import (
+    AskInput,
+    AskOutput,
+    AttemptOutput,
     EmitInput,
     EmitOutput,
-    ExecuteFailure,
     ExecuteHeartbeat,
     ExecuteInput,
     ExecuteOutput,
     ExecutionPlan,
     HandleEventInput,
+    IterateInput,
+    IterateOutput,
+    JudgedCallback,
+    LegacyExecuteInput,
+    Phase,
     PreparedAction,
+    StepInput,
+    StepOutput,
 )
 
-log = logging.getLogger("karma.action")
-
-HEARTBEATS_PER_TIMEOUT = 3
-# Cancellation reaches an activity only through a heartbeat response, so heartbeats are
-# also how fast a cancelled executor stops (the worker throttles to the same interval).
-MAX_HEARTBEAT_INTERVAL = timedelta(seconds=2)
+Out = TypeVar("Out", bound=AttemptOutput)
 
 
 class ActionActivities:
@@ -148,42 +148,70 @@ class ActionActivities:
             ),
         )
 
+    @activity.defn(name=names.EXECUTE)
+    async def execute(self, inp: ExecuteInput) -> ExecuteOutput:
+        """One attempt of `execute`; the pending transitions are published meanwhile."""
+        return await self._attempt(inp, lambda x, ctx: _methods.execute(x, ctx))
+
+    @activity.defn(name=names.ASK)
+    async def ask(self, inp: AskInput) -> AskOutput:
+        """One attempt of an interactive executor's `ask`."""
+        return await self._attempt(inp, lambda x, ctx: _methods.ask(x, ctx))
+
+    @activity.defn(name=names.RUN_STEP)
+    async def run_step(self, inp: StepInput) -> StepOutput:
+        """One attempt of one step of a transactional executor."""
+        return await self._attempt(
+            inp,
+            lambda x, ctx: _methods.run_step(
+                x, StepContext(**vars(ctx), step=inp.step, previous=inp.previous)
+            ),
+        )
+
+    @activity.defn(name=names.ITERATE)
+    async def iterate(self, inp: IterateInput) -> IterateOutput:
+        """One iteration of a stateful executor."""
+        return await self._attempt(inp, lambda x, ctx: _methods.iterate(x, ctx, inp))
+
     @activity.defn(name=names.EXECUTE_ACTION)
-    async def execute_action(self, inp: ExecuteInput) -> ExecuteOutput:
-        """Run one attempt of the executor; publish pending transitions meanwhile."""
-        request = inp.request
-        acked = ExecuteHeartbeat()
-        emission = asyncio.ensure_future(self._emit(inp, acked))
-        heartbeat = asyncio.ensure_future(heartbeat_forever(acked))
-        try:
-            executor = self._registry.executor(request.action_type)
-            params = self._sealer.unseal(inp.params)
-            result = await run_phase(executor, inp, self._context(inp, params))
-            output = output_of(executor, result)
-            check_result(output, output.outputs, self._max_payload_bytes, "the attempt's result")
-        except Exception as exc:
-            failure = ExecuteFailure(
-                error=ErrorInfo.from_exception(exc), emitted_seq=await _settle(emission)
+    async def execute_action(self, inp: LegacyExecuteInput) -> AttemptOutput:
+        """The one activity of workflows started before each executor method had its own
+        (they still call it when they run on): routed by phase."""
+        common = inp.model_dump(include={"request", "params", "attempt", "pending"})
+        match inp.phase:
+            case Phase.ASK:
+                return await self.ask(AskInput(**common))
+            case Phase.STEP:
+                return await self.run_step(
+                    StepInput(**common, step=inp.step, previous=inp.previous)
+                )
+            case Phase.ITERATE:
+                return await self.iterate(
+                    IterateInput(**common, state=inp.state, state_version=inp.state_version)
+                )
+        return await self.execute(ExecuteInput(**common, decision=inp.decision))
+
+    async def _attempt(
+        self,
+        inp: ExecuteInput | AskInput | StepInput | IterateInput,
+        method: Callable[[BaseActionExecutor, ActionContext], Awaitable[Out]],
+    ) -> Out:
+        async def call() -> Out:
+            executor = self._registry.executor(inp.request.action_type)
+            return await method(executor, self._context(inp, self._sealer.unseal(inp.params)))
+
+        async def emit(acked: ExecuteHeartbeat) -> int:
+            acked.emitted_seq = await self._publisher.publish(
+                inp.pending, timeout=self._emit_timeout
             )
-            raise application_error(exc, failure) from exc
-        except BaseException as exc:
-            details = activity.cancellation_details()
-            if not (
-                isinstance(exc, asyncio.CancelledError) and details and details.cancel_requested
-            ):
-                emission.cancel()
-                raise
-            # The action is being cancelled. Say what Kafka acknowledged (a cancellation
-            # carries no details), so the workflow does not publish those transitions again.
-            raise _cancelled(await _settle(emission)) from exc
-        finally:
-            heartbeat.cancel()
-        output.emitted_seq = await _settle(emission)
-        return output
+            return acked.emitted_seq
+
+        return await run_attempt(call, emit, max_payload_bytes=self._max_payload_bytes)
 
     @activity.defn(name=names.HANDLE_EVENT)
-    async def handle_event(self, inp: HandleEventInput) -> EventResult:
+    async def handle_event(self, inp: HandleEventInput) -> JudgedCallback:
         """Let the executor judge one external event (retried under the action's policy)."""
+        clock = AttemptClock()
         try:
             executor = self._registry.executor(inp.request.action_type)
             ctx = EventContext(
@@ -198,10 +226,8 @@ class ActionActivities:
             result = await _event_driven(executor).on_event(ctx)
             check_result(result, result.outputs, self._max_payload_bytes, "on_event's result")
         except Exception as exc:
-            raise application_error(
-                exc, ExecuteFailure(error=ErrorInfo.from_exception(exc))
-            ) from exc
-        return result
+            raise application_error(exc, clock) from exc
+        return JudgedCallback(**result.model_dump(), judged_at=clock.now())
 
     @activity.defn(name=names.EMIT_TRANSITIONS)
     async def emit_transitions(self, inp: EmitInput) -> EmitOutput:
@@ -214,7 +240,9 @@ class ActionActivities:
             )
         return EmitOutput(emitted_seq=emitted)
 
-    def _context(self, inp: ExecuteInput, params: dict[str, Any]) -> ActionContext:
+    def _context(
+        self, inp: ExecuteInput | AskInput | StepInput | IterateInput, params: dict[str, Any]
+    ) -> ActionContext:
         request = inp.request
         return ActionContext(
             action_id=request.action_id,
@@ -227,78 +255,12 @@ class ActionActivities:
             idempotency_key=request.idempotency_key,
             callback_topic=self._callback_topic,
             services=self._services,
-            step=inp.step,
-            previous=inp.previous,
-            decision=inp.decision,
+            decision=inp.decision if isinstance(inp, ExecuteInput) else None,
             logger=logger_for(request),
         )
-
-    async def _emit(self, inp: ExecuteInput, acked: ExecuteHeartbeat) -> int:
-        acked.emitted_seq = await self._publisher.publish(inp.pending, timeout=self._emit_timeout)
-        return acked.emitted_seq
 
 
 def _event_driven(executor: BaseActionExecutor) -> EventDrivenActionExecutor:
     if not isinstance(executor, EventDrivenActionExecutor):
         raise PermanentError(f"{type(executor).__name__} does not handle events")
     return executor
-
-
-def logger_for(request: ActionRequest) -> logging.LoggerAdapter[logging.Logger]:
-    return logging.LoggerAdapter(
-        log, {"action_id": request.action_id, "action_type": request.action_type}
-    )
-
-
-def application_error(exc: Exception, failure: ExecuteFailure) -> ApplicationError:
-    error = failure.error
-    return ApplicationError(
-        error.message,
-        failure,
-        type=error.type.value,
-        non_retryable=not error.retryable,
-        next_retry_delay=_delay(exc),
-        # A failure the executor raised on purpose is an expected outcome, not a worker
-        # problem: keep it out of the worker's warning log and metrics.
-        category=(
-            ApplicationErrorCategory.BENIGN
-            if isinstance(exc, KarmaError)
-            else ApplicationErrorCategory.UNSPECIFIED
-        ),
-    )
-
-
-def _cancelled(emitted_seq: int) -> ApplicationError:
-    error = ErrorInfo(type=ErrorType.CANCELLED, message="cancelled on request")
-    return ApplicationError(
-        error.message,
-        ExecuteFailure(error=error, emitted_seq=emitted_seq),
-        type=error.type.value,
-        non_retryable=True,
-        category=ApplicationErrorCategory.BENIGN,
-    )
-
-
-async def _settle(emission: Awaitable[int]) -> int:
-    """The seq Kafka acknowledged; a failed emission acknowledged nothing."""
-    with contextlib.suppress(Exception):
-        return await emission
-    return 0
-
-
-async def heartbeat_forever(acked: ExecuteHeartbeat) -> None:
-    """Heartbeat so a lost worker is noticed within the heartbeat timeout and so
-    cancellation reaches the executor; the details say what Kafka acknowledged."""
-    timeout = activity.info().heartbeat_timeout or timedelta(seconds=30)
-    interval = min(timeout / HEARTBEATS_PER_TIMEOUT, MAX_HEARTBEAT_INTERVAL).total_seconds()
-    # Sleep first: an attempt that ends within one interval (most do) costs the server no
-    # heartbeat at all.
-    while True:
-        await asyncio.sleep(interval)
-        activity.heartbeat(acked)
-
-
-def _delay(exc: Exception) -> timedelta | None:
-    if isinstance(exc, TransientError) and exc.retry_after is not None:
-        return timedelta(seconds=exc.retry_after)
-    return None

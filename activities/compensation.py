@@ -8,14 +8,19 @@ import json
 
 from temporalio import activity
 
-from activities.action import application_error, heartbeat_forever, logger_for
+from activities._attempt import (
+    AttemptClock,
+    application_error,
+    heartbeat_forever,
+    logger_for,
+)
 from bridge.dlq import DeadLetter, DeadLetterPublisher
 from karma import names
-from karma.errors import ErrorInfo, PermanentError
+from karma.errors import PermanentError
 from karma.registry import ActionRegistry
 from karma.saga import CompensationContext, TransactionalActionExecutor
 from karma.secrets import SecretSealer
-from karma.workflow_io import CompensateInput, ExecuteFailure, ExecuteHeartbeat, UndoneReport
+from karma.workflow_io import CompensateInput, CompensationDone, ExecuteHeartbeat, UndoneReport
 
 STAGE = "compensation"
 
@@ -29,8 +34,9 @@ class CompensationActivities:
         self._dlq = dlq
 
     @activity.defn(name=names.COMPENSATE_STEP)
-    async def compensate_step(self, inp: CompensateInput) -> None:
+    async def compensate_step(self, inp: CompensateInput) -> CompensationDone:
         """Undo one step; Temporal retries it under the action's compensation policy."""
+        clock = AttemptClock()
         heartbeat = asyncio.ensure_future(heartbeat_forever(ExecuteHeartbeat()))
         try:
             executor = self._transactional(inp.request.action_type)
@@ -46,11 +52,10 @@ class CompensationActivities:
             )
             await executor.compensate(ctx)
         except Exception as exc:
-            raise application_error(
-                exc, ExecuteFailure(error=ErrorInfo.from_exception(exc))
-            ) from exc
+            raise application_error(exc, clock) from exc
         finally:
             heartbeat.cancel()
+        return CompensationDone(finished_at=clock.now())
 
     def _transactional(self, action_type: str) -> TransactionalActionExecutor:
         executor = self._registry.executor(action_type)

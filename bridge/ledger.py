@@ -21,18 +21,17 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from bridge.ledger_schema import ACTION_EVENTS_COLUMNS, schema_statements
+from bridge.ledger_schema import (
+    INSERT_COLUMNS,
+    LATEST,
+    MIGRATIONS,
+    TABLE_MIGRATIONS,
+    bookkeeping_statements,
+)
 from karma import names
-from karma.errors import FieldError, LedgerUnavailableError, ValidationError
+from karma.errors import LedgerUnavailableError
 from karma.events import ActionEvent, EventSource
 from karma.lifecycle import TERMINAL_STATES
-
-
-@dataclass(frozen=True)
-class KafkaPosition:
-    topic: str
-    partition: int
-    offset: int
 
 
 @dataclass(frozen=True)
@@ -49,9 +48,9 @@ class LedgerEvent:
     error_type: str
     error_message: str
     attrs: dict[str, Any]
+    duration_ms: int = 0
 
 
-MAX_ATTEMPT = 2**16 - 1  # UInt16
 CHDB_SCHEME = "chdb://"
 
 
@@ -79,75 +78,23 @@ def quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def ledger_row(event: ActionEvent, position: KafkaPosition) -> list[Any]:
-    """One `action_events` row, columns in ACTION_EVENTS_COLUMNS order.
-
-    Raises:
-        karma.errors.ValidationError: a value the ledger's columns cannot hold.
-    """
-    attrs = event.attrs
-    error = attrs.get("error") or {}
-    if not isinstance(error, dict):
-        raise ValidationError([FieldError(field="attrs.error", reason="must be an object")])
-    attempt = attrs.get("attempt") or 0
-    if not isinstance(attempt, int) or not 0 <= attempt <= MAX_ATTEMPT:
-        reason = f"must be an integer from 0 to {MAX_ATTEMPT}, got {str(attempt)[:40]!r}"
-        raise ValidationError([FieldError(field="attrs.attempt", reason=reason)])
-    state = event.event_type.state
-    return [
-        event.event_id,
-        event.action_id,
-        event.seq,
-        event.ts,
-        event.event_type.value,
-        state.value if state is not None else "",
-        event.tags.get("action", attrs.get("command", "")),
-        event.entity_id,
-        event.correlation_id,
-        event.idempotency_key,
-        event.tags.get("tenant", ""),
-        event.tags.get("priority", ""),
-        attempt,
-        str(error.get("type", "")),
-        str(error.get("message", "")),
-        event.tags,
-        json.dumps(attrs, separators=(",", ":"), sort_keys=True),
-        event.source.system,
-        position.topic,
-        position.partition,
-        position.offset,
-    ]
+def _ledger_event(row: dict[str, Any]) -> LedgerEvent:
+    return LedgerEvent(**{**row, "attrs": json.loads(row["attrs"])})
 
 
-def _ledger_event(row: Sequence[Any]) -> LedgerEvent:
-    action_id, seq, ts, event_type, state, action_type, attempt, error_type, message, attrs = row
-    return LedgerEvent(
-        action_id=action_id,
-        seq=seq,
-        ts=ts,
-        event_type=event_type,
-        state=state,
-        action_type=action_type,
-        attempt=attempt,
-        error_type=error_type,
-        error_message=message,
-        attrs=json.loads(attrs),
-    )
-
-
-def _action_event(action_id: str, row: Sequence[Any]) -> ActionEvent:
-    ts, event_type, seq, entity_id, correlation_id, idempotency_key, tags, attrs, source = row
+def _action_event(row: dict[str, Any]) -> ActionEvent:
+    ts = row["ts"]
     return ActionEvent(
         ts=ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts,
-        event_type=event_type,
-        action_id=action_id,
-        seq=seq,
-        entity_id=entity_id,
-        correlation_id=correlation_id,
-        idempotency_key=idempotency_key,
-        tags=dict(tags),
-        attrs=json.loads(attrs),
-        source=EventSource(system=source),
+        event_type=row["event_type"],
+        action_id=row["action_id"],
+        seq=row["seq"],
+        entity_id=row["entity_id"],
+        correlation_id=row["correlation_id"],
+        idempotency_key=row["idempotency_key"],
+        tags=dict(row["tags"]),
+        attrs=json.loads(row["attrs"]),
+        source=EventSource(system=row["source_system"]),
     )
 
 
@@ -159,6 +106,7 @@ class Ledger:
         self.database = database
         self._events = f"{database}.{names.TABLE_ACTION_EVENTS}"
         self._current = f"{database}.{names.TABLE_ACTION_STATE_CURRENT}"
+        self._migrations = f"{database}.{TABLE_MIGRATIONS}"
 
     @classmethod
     def open(cls, dsn: str, database: str = names.LEDGER_DATABASE) -> Ledger:
@@ -207,9 +155,34 @@ class Ledger:
     def close(self) -> None:
         self._client.close()
 
-    def ensure_schema(self) -> None:
-        for statement in schema_statements(self.database):
+    def ensure_schema(self) -> list[int]:
+        """Apply the migrations this ledger has not had yet, in order; return their
+        versions."""
+        return self.migrate()
+
+    def migrate(self, upto: int = LATEST) -> list[int]:
+        """Apply the migrations up to `upto` this ledger has not had yet, in order."""
+        for statement in bookkeeping_statements(self.database):
             self._client.command(statement)
+        applied = set(self.migrations())
+        done = []
+        for migration in MIGRATIONS:
+            if migration.version in applied or migration.version > upto:
+                continue
+            for statement in migration.statements(self.database):
+                self._client.command(statement)
+            self._client.insert(
+                self._migrations,
+                [[migration.version, migration.description]],
+                column_names=["version", "description"],
+            )
+            done.append(migration.version)
+        return done
+
+    def migrations(self) -> list[int]:
+        """The versions of the migrations this ledger has had."""
+        result = self._client.query(f"SELECT version FROM {self._migrations} FINAL ORDER BY 1")
+        return [int(row[0]) for row in result.result_rows]
 
     def known_event_ids(self, action_ids: Sequence[str]) -> set[str]:
         if not action_ids:
@@ -228,7 +201,7 @@ class Ledger:
         known = self.known_event_ids([row[1] for row in fresh.values()])
         new_rows = [row for event_id, row in fresh.items() if event_id not in known]
         if new_rows:
-            self._client.insert(self._events, new_rows, column_names=ACTION_EVENTS_COLUMNS)
+            self._client.insert(self._events, new_rows, column_names=INSERT_COLUMNS)
         return len(new_rows)
 
     def transitions(self, action_ids: Sequence[str] | None = None) -> list[LedgerEvent]:
@@ -238,12 +211,12 @@ class Ledger:
             where, parameters = "WHERE action_id IN %(ids)s", {"ids": list(action_ids)}
         result = self._client.query(
             f"""SELECT action_id, seq, ts, event_type, state, action_type, attempt,
-                       error_type, error_message, attrs
+                       error_type, error_message, attrs, duration_ms
                 FROM {self._events} FINAL {where}
                 ORDER BY action_id, seq""",
             parameters=parameters,
         )
-        return [_ledger_event(row) for row in result.result_rows]
+        return [_ledger_event(row) for row in result.named_results()]
 
     def count_events(self, action_ids: Sequence[str]) -> int:
         """Rows as stored (no FINAL): a duplicate would count twice."""
@@ -296,12 +269,12 @@ class Ledger:
     def action_events(self, action_id: str) -> list[ActionEvent]:
         """One action's transitions rebuilt as envelopes, in seq order."""
         result = self._client.query(
-            f"""SELECT ts, event_type, seq, entity_id, correlation_id, idempotency_key,
-                       tags, attrs, source_system
+            f"""SELECT action_id, ts, event_type, seq, entity_id, correlation_id,
+                       idempotency_key, tags, attrs, source_system
                 FROM {self._events} FINAL WHERE action_id = %(id)s ORDER BY seq""",
             parameters={"id": action_id},
         )
-        return [_action_event(action_id, row) for row in result.result_rows]
+        return [_action_event(row) for row in result.named_results()]
 
 
 def _chunks(ids: list[str], size: int = 1000) -> Iterator[list[str]]:

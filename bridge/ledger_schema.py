@@ -1,69 +1,159 @@
-"""The ClickHouse schema of the action ledger (created idempotently at start).
+"""The ClickHouse schema of the action ledger: every column declared once, and numbered
+migrations derived from the declarations.
 
 `action_events` holds every transition once: the sink skips event ids it has already
 written, and ReplacingMergeTree on (action_id, seq) — i.e. on event_id — collapses any
-duplicate that still slips in (two sinks during a rebalance). `action_state_current`
-keeps the latest state per action, fed by a materialized view.
+duplicate that still slips in (two sinks during a rebalance). `action_state_current` keeps
+the latest state per action, fed by a materialized view. `schema_migrations` records which
+migrations a ledger has had, so `karma setup` and the bridge bring an older ledger up to
+date (in order, each once; every statement is idempotent, so two processes migrating at
+once do no harm).
 """
 
 from __future__ import annotations
 
-from karma import names
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-ACTION_EVENTS_COLUMNS = (
-    "event_id",
-    "action_id",
-    "seq",
-    "ts",
-    "event_type",
-    "state",
-    "action_type",
-    "entity_id",
-    "correlation_id",
-    "idempotency_key",
-    "tenant",
-    "priority",
-    "attempt",
-    "error_type",
-    "error_message",
-    "tags",
-    "attrs",
-    "source_system",
-    "kafka_topic",
-    "kafka_partition",
-    "kafka_offset",
+from karma import names
+from karma.errors import FieldError, ValidationError
+from karma.events import ActionEvent
+
+MAX_ATTEMPT = 2**16 - 1  # UInt16
+TABLE_MIGRATIONS = "schema_migrations"
+
+
+@dataclass(frozen=True)
+class KafkaPosition:
+    topic: str
+    partition: int
+    offset: int
+
+
+Fill = Callable[[ActionEvent, KafkaPosition], Any]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of `action_events`: its type, how a transition fills it (None: the
+    server's DEFAULT does), the migration that added it, and how rows written before that
+    get their value."""
+
+    name: str
+    type: str
+    fill: Fill | None
+    default: str = ""
+    comment: str = ""
+    since: int = 1
+    backfill: str = ""
+
+    def ddl(self) -> str:
+        text = f"{self.name} {self.type}"
+        if self.default:
+            text += f" DEFAULT {self.default}"
+        if self.comment:
+            text += f" COMMENT '{self.comment}'"
+        return text
+
+
+def _error(event: ActionEvent) -> dict[str, Any]:
+    error = event.attrs.get("error") or {}
+    if not isinstance(error, dict):
+        raise ValidationError([FieldError(field="attrs.error", reason="must be an object")])
+    return error
+
+
+def _attempt(event: ActionEvent) -> int:
+    attempt = event.attrs.get("attempt") or 0
+    if not isinstance(attempt, int) or not 0 <= attempt <= MAX_ATTEMPT:
+        reason = f"must be an integer from 0 to {MAX_ATTEMPT}, got {str(attempt)[:40]!r}"
+        raise ValidationError([FieldError(field="attrs.attempt", reason=reason)])
+    return attempt
+
+
+def _duration(event: ActionEvent) -> int:
+    duration = event.attrs.get("duration_ms") or 0
+    if not isinstance(duration, int) or duration < 0:
+        reason = f"must be a whole number of milliseconds, got {str(duration)[:40]!r}"
+        raise ValidationError([FieldError(field="attrs.duration_ms", reason=reason)])
+    return min(duration, 2**63 - 1)
+
+
+def _state(event: ActionEvent) -> str:
+    state = event.event_type.state
+    return state.value if state is not None else ""
+
+
+ACTION_EVENTS: tuple[Column, ...] = (
+    Column("event_id", "String", lambda e, p: e.event_id),
+    Column("action_id", "String", lambda e, p: e.action_id),
+    Column("seq", "UInt32", lambda e, p: e.seq),
+    Column("ts", "DateTime64(3, 'UTC')", lambda e, p: e.ts),
+    Column("event_type", "LowCardinality(String)", lambda e, p: e.event_type.value),
+    Column(
+        "state",
+        "LowCardinality(String)",
+        lambda e, p: _state(e),
+        comment="state after this event; empty for progress",
+    ),
+    Column(
+        "action_type",
+        "LowCardinality(String)",
+        lambda e, p: e.tags.get("action", e.attrs.get("command", "")),
+    ),
+    Column("entity_id", "String", lambda e, p: e.entity_id),
+    Column("correlation_id", "String", lambda e, p: e.correlation_id),
+    Column("idempotency_key", "String", lambda e, p: e.idempotency_key),
+    Column("tenant", "LowCardinality(String)", lambda e, p: e.tags.get("tenant", "")),
+    Column("priority", "LowCardinality(String)", lambda e, p: e.tags.get("priority", "")),
+    Column("attempt", "UInt16", lambda e, p: _attempt(e)),
+    Column("error_type", "LowCardinality(String)", lambda e, p: str(_error(e).get("type", ""))),
+    Column("error_message", "String", lambda e, p: str(_error(e).get("message", ""))),
+    Column("tags", "Map(String, String)", lambda e, p: e.tags),
+    Column(
+        "attrs",
+        "String",
+        lambda e, p: json.dumps(e.attrs, separators=(",", ":"), sort_keys=True),
+        comment="JSON; secrets are redacted before they reach Kafka",
+    ),
+    Column("source_system", "LowCardinality(String)", lambda e, p: e.source.system),
+    Column("kafka_topic", "LowCardinality(String)", lambda e, p: p.topic),
+    Column("kafka_partition", "Int32", lambda e, p: p.partition),
+    Column("kafka_offset", "Int64", lambda e, p: p.offset),
+    Column("ingested_at", "DateTime64(3, 'UTC')", None, default="now64(3)"),
+    Column(
+        "duration_ms",
+        "UInt64",
+        lambda e, p: _duration(e),
+        comment="from the start to this terminal transition",
+        since=2,
+        backfill="JSONExtractUInt(attrs, 'duration_ms')",
+    ),
 )
 
+INSERTED = tuple(c for c in ACTION_EVENTS if c.fill is not None)
+INSERT_COLUMNS = tuple(c.name for c in INSERTED)
 
-def schema_statements(database: str) -> list[str]:
+
+def ledger_row(event: ActionEvent, position: KafkaPosition) -> list[Any]:
+    """One `action_events` row, in INSERT_COLUMNS order.
+
+    Raises:
+        karma.errors.ValidationError: a value the ledger's columns cannot hold.
+    """
+    return [c.fill(event, position) for c in INSERTED if c.fill is not None]
+
+
+def _first_version(database: str) -> list[str]:
     events = f"{database}.{names.TABLE_ACTION_EVENTS}"
     current = f"{database}.{names.TABLE_ACTION_STATE_CURRENT}"
+    columns = ",\n            ".join(c.ddl() for c in ACTION_EVENTS if c.since == 1)
     return [
-        f"CREATE DATABASE IF NOT EXISTS {database}",
         f"""
         CREATE TABLE IF NOT EXISTS {events} (
-            event_id String,
-            action_id String,
-            seq UInt32,
-            ts DateTime64(3, 'UTC'),
-            event_type LowCardinality(String),
-            state LowCardinality(String) COMMENT 'state after this event; empty for progress',
-            action_type LowCardinality(String),
-            entity_id String,
-            correlation_id String,
-            idempotency_key String,
-            tenant LowCardinality(String),
-            priority LowCardinality(String),
-            attempt UInt16,
-            error_type LowCardinality(String),
-            error_message String,
-            tags Map(String, String),
-            attrs String COMMENT 'JSON; secrets are redacted before they reach Kafka',
-            source_system LowCardinality(String),
-            kafka_topic LowCardinality(String),
-            kafka_partition Int32,
-            kafka_offset Int64,
-            ingested_at DateTime64(3, 'UTC') DEFAULT now64(3)
+            {columns}
         )
         ENGINE = ReplacingMergeTree(ingested_at)
         PARTITION BY toYYYYMM(ts)
@@ -91,5 +181,51 @@ def schema_statements(database: str) -> list[str]:
                correlation_id, attempt, error_type, ts AS updated_at
         FROM {events}
         WHERE state != ''
+        """,
+    ]
+
+
+def _added_columns(version: int) -> Callable[[str], list[str]]:
+    def statements(database: str) -> list[str]:
+        events = f"{database}.{names.TABLE_ACTION_EVENTS}"
+        added = [c for c in ACTION_EVENTS if c.since == version]
+        out = [f"ALTER TABLE {events} ADD COLUMN IF NOT EXISTS {c.ddl()}" for c in added]
+        out += [
+            f"ALTER TABLE {events} UPDATE {c.name} = {c.backfill} WHERE 1 "
+            "SETTINGS mutations_sync = 1"
+            for c in added
+            if c.backfill
+        ]
+        return out
+
+    return statements
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: Callable[[str], list[str]]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "action_events, action_state_current and its view", _first_version),
+    Migration(2, "action_events.duration_ms (backfilled from attrs)", _added_columns(2)),
+)
+LATEST = MIGRATIONS[-1].version
+
+
+def bookkeeping_statements(database: str) -> list[str]:
+    """The database and the table that records the migrations applied."""
+    return [
+        f"CREATE DATABASE IF NOT EXISTS {database}",
+        f"""
+        CREATE TABLE IF NOT EXISTS {database}.{TABLE_MIGRATIONS} (
+            version UInt32,
+            description String,
+            applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+        )
+        ENGINE = ReplacingMergeTree
+        ORDER BY version
         """,
     ]

@@ -26,7 +26,8 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError
 
 from bridge.decode import claims_to_be_transition, decode_transition
 from bridge.dlq import DeadLetter, DeadLetterPublisher
-from bridge.ledger import KafkaPosition, Ledger, ledger_row
+from bridge.ledger import Ledger
+from bridge.ledger_schema import KafkaPosition, ledger_row
 from bridge.retrying import Stopped, until_stopped
 from karma.errors import ValidationError
 from karma.kafka_config import client_kwargs

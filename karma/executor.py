@@ -111,8 +111,6 @@ class ActionContext:
     idempotency_key: str = ""
     callback_topic: str = ""
     services: Mapping[str, str] = field(default_factory=dict)
-    step: str = ""  # transactional actions: the step this call runs
-    previous: Mapping[str, Any] = field(default_factory=dict)  # outputs of earlier steps
     decision: Decision | None = None  # interactive actions: the approval being carried out
     logger: logging.LoggerAdapter[logging.Logger] = field(default_factory=_default_logger)
 

@@ -13,6 +13,11 @@ DECIDE_UPDATE: Final = "decide"
 
 # Activities
 PREPARE_ACTION: Final = "prepare_action"
+EXECUTE: Final = "execute"
+ASK: Final = "ask"
+RUN_STEP: Final = "run_step"
+ITERATE: Final = "iterate"
+# Before each executor method had its own activity (workflows started then still call it).
 EXECUTE_ACTION: Final = "execute_action"
 EMIT_TRANSITIONS: Final = "emit_transitions"
 HANDLE_EVENT: Final = "handle_event"

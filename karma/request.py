@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from karma.errors import ValidationError, field_errors
-from karma.events import KARMA_SYSTEM, ActionEvent, EventSource, Id, Name, Tags
+from karma.events import KARMA_SYSTEM, EventSource, Id, Name, Tags
 from karma.ids import action_id_for_key, new_action_id
-from karma.lifecycle import ActionState
-
-
-class Resume(BaseModel):
-    """Where a stateful action continues after its workflow continued as new."""
-
-    last_seq: int = Field(ge=1)
-    state: ActionState
-    started_at: datetime = Field(description="when the action's first run started")
-    attempt: int = 1
-    iterations: int = 0
-    data: dict[str, Any] = Field(default_factory=dict, description="the executor's state")
-    data_version: int = 1
-    outputs: dict[str, Any] = Field(default_factory=dict)
-    recent: list[ActionEvent] = Field(
-        default_factory=list,
-        description="the previous run's transitions (all published), so followers miss none",
-    )
+from karma.run_state import RunState
 
 
 class ActionRequest(BaseModel):
@@ -48,7 +30,9 @@ class ActionRequest(BaseModel):
     priority: Name = "normal"
     tags: Tags = Field(default_factory=dict)
     source: EventSource = Field(default_factory=EventSource)
-    resume: Resume | None = Field(default=None, description="set by continue-as-new only")
+    resume: RunState | None = Field(
+        default=None, description="set by continue-as-new only: where the action stands"
+    )
 
     @classmethod
     def new(

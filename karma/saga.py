@@ -3,7 +3,7 @@
     class Provision(TransactionalActionExecutor):
         steps = ("reserve", "configure", "activate")
 
-        async def run_step(self, ctx: ActionContext) -> StepResult:
+        async def run_step(self, ctx: StepContext) -> StepResult:
             ...  # ctx.step names the step; ctx.previous holds earlier steps' outputs
             return StepResult(outputs={...}, compensation={"reservation": rid})
 
@@ -37,6 +37,14 @@ class StepResult(BaseModel):
     compensation: dict[str, Any] = Field(default_factory=dict)
 
 
+@dataclass(frozen=True, kw_only=True)
+class StepContext(ActionContext):
+    """One attempt of one step: which step, and what the steps before it returned."""
+
+    step: str
+    previous: Mapping[str, Any] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class CompensationContext:
     """Undo one completed step."""
@@ -65,7 +73,7 @@ class TransactionalActionExecutor(BaseActionExecutor):
         raise PermanentError(f"{type(self).__name__} runs by steps (run_step), not execute")
 
     @abstractmethod
-    async def run_step(self, ctx: ActionContext) -> StepResult | Skip:
+    async def run_step(self, ctx: StepContext) -> StepResult | Skip:
         """Run one attempt of step `ctx.step` (Skip: the action is unnecessary; it ends
         SKIPPED and nothing is compensated)."""
 

@@ -6,7 +6,7 @@
         async def execute_with_state(self, ctx: ActionContext, state: dict) -> Continue | Break:
             moved = state.get("moved", 0) + await move_batch()
             if moved >= total:
-                return Break(output={"moved": moved})
+                return Break(outputs={"moved": moved})
             return Continue(state={"moved": moved}, progress=100 * moved / total,
                             delay=timedelta(seconds=30))
 
@@ -24,7 +24,7 @@ from abc import abstractmethod
 from datetime import timedelta
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from karma.errors import PermanentError
 from karma.executor import ActionContext, ActionResult, BaseActionExecutor
@@ -33,17 +33,27 @@ from karma.executor import ActionContext, ActionResult, BaseActionExecutor
 class Continue(BaseModel):
     """Another iteration follows (after `delay`), starting from `state`."""
 
+    model_config = ConfigDict(populate_by_name=True)
+
     state: dict[str, Any] = Field(default_factory=dict)
-    output: dict[str, Any] = Field(default_factory=dict, description="outputs so far")
+    outputs: dict[str, Any] = Field(
+        default_factory=dict,
+        validation_alias=AliasChoices("outputs", "output"),  # `output`: the former name
+        description="outputs so far",
+    )
     progress: float | None = Field(default=None, ge=0, le=100)
     message: str = ""
     delay: timedelta = timedelta(0)
 
 
 class Break(BaseModel):
-    """The last iteration: the action succeeds with `output`."""
+    """The last iteration: the action succeeds with `outputs`."""
 
-    output: dict[str, Any] = Field(default_factory=dict)
+    model_config = ConfigDict(populate_by_name=True)
+
+    outputs: dict[str, Any] = Field(
+        default_factory=dict, validation_alias=AliasChoices("outputs", "output")
+    )
 
 
 class StatefulActionExecutor(BaseActionExecutor):

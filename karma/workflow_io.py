@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from karma.decision import AwaitDecision, Decision
 from karma.errors import ErrorInfo
 from karma.events import ActionEvent, Envelope
-from karma.executor import AwaitEvent
+from karma.executor import AwaitEvent, EventResult
 from karma.meta import ExecutionMode, RetryPolicy
 from karma.request import ActionRequest
 
@@ -54,28 +54,66 @@ class PreparedAction(BaseModel):
     )
 
 
-class Phase(StrEnum):
-    """Which executor method one `execute_action` attempt calls."""
+class AttemptInput(BaseModel):
+    """What every attempt of an executor method gets: the request, its (sealed) parameters,
+    the attempt number and the transitions to publish while the executor runs."""
 
-    EXECUTE = "execute"
-    ASK = "ask"  # interactive: prepare the question
-    STEP = "step"  # transactional: run one step
-    ITERATE = "iterate"  # stateful: one iteration
-
-
-class ExecuteInput(BaseModel):
     request: ActionRequest
     params: dict[str, Any]
     attempt: int = Field(ge=1)
     pending: list[ActionEvent] = Field(
         default_factory=list, description="transitions to publish while the executor runs"
     )
-    phase: Phase = Phase.EXECUTE
-    step: str = ""
-    previous: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExecuteInput(AttemptInput):
+    """`execute` (sync and event-driven actions; interactive ones once approved)."""
+
     decision: Decision | None = None
+
+
+class AskInput(AttemptInput):
+    """`ask`: an interactive action's question."""
+
+
+class StepInput(AttemptInput):
+    """`run_step`: one step of a transactional action."""
+
+    step: str
+    previous: dict[str, Any] = Field(default_factory=dict, description="earlier steps' outputs")
+
+
+class IterateInput(AttemptInput):
+    """`iterate`: one iteration of a stateful action."""
+
     state: dict[str, Any] | None = Field(default=None, description="None: the initial state")
     state_version: int = 0
+
+
+class AttemptOutput(BaseModel):
+    """What every attempt returns: outputs, what Kafka acknowledged meanwhile, when it ended
+    (a replay-stable time for the transitions that follow), or why the action is skipped."""
+
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    emitted_seq: int = 0
+    finished_at: datetime | None = None
+    skipped: str | None = Field(default=None, description="why the executor skipped the action")
+
+
+class ExecuteOutput(AttemptOutput):
+    awaiting: AwaitEvent | None = Field(
+        default=None, description="set when an event-driven executor handed the work off"
+    )
+
+
+class AskOutput(AttemptOutput):
+    asking: AwaitDecision | None = None
+
+
+class StepOutput(AttemptOutput):
+    compensation: dict[str, Any] = Field(
+        default_factory=dict, description="the data the step's compensation will need"
+    )
 
 
 class Iteration(BaseModel):
@@ -89,20 +127,40 @@ class Iteration(BaseModel):
     delay: timedelta = timedelta(0)
 
 
-class ExecuteOutput(BaseModel):
-    outputs: dict[str, Any] = Field(default_factory=dict)
-    emitted_seq: int = 0
-    awaiting: AwaitEvent | None = Field(
-        default=None, description="set when an event-driven executor handed the work off"
-    )
-    asking: AwaitDecision | None = Field(
-        default=None, description="set when an interactive executor asks for a decision"
-    )
-    skipped: str | None = Field(default=None, description="why the executor skipped the action")
-    compensation: dict[str, Any] = Field(
-        default_factory=dict, description="a transactional step's data for its compensation"
-    )
-    iteration: Iteration | None = Field(default=None, description="a stateful iteration")
+class IterateOutput(AttemptOutput):
+    iteration: Iteration | None = None
+
+
+class Phase(StrEnum):
+    """Which executor method a legacy `execute_action` attempt calls (workflows started
+    before each method had its own activity)."""
+
+    EXECUTE = "execute"
+    ASK = "ask"
+    STEP = "step"
+    ITERATE = "iterate"
+
+
+class LegacyExecuteInput(ExecuteInput):
+    """The input of the legacy `execute_action` activity."""
+
+    phase: Phase = Phase.EXECUTE
+    step: str = ""
+    previous: dict[str, Any] = Field(default_factory=dict)
+    state: dict[str, Any] | None = None
+    state_version: int = 0
+
+
+class CompensationDone(BaseModel):
+    """What `compensate_step` returns (None in histories recorded before it did)."""
+
+    finished_at: datetime | None = None
+
+
+class JudgedCallback(EventResult):
+    """What `handle_event` returns: the executor's judgement and when it was made."""
+
+    judged_at: datetime | None = None
 
 
 class CompensateInput(BaseModel):
@@ -137,14 +195,15 @@ class HandleEventInput(BaseModel):
 
 
 class ExecuteFailure(BaseModel):
-    """Details of the ApplicationError `execute_action` raises when the executor fails."""
+    """Details of the ApplicationError an attempt raises when the executor fails."""
 
     error: ErrorInfo
     emitted_seq: int = 0
+    failed_at: datetime | None = None
 
 
 class ExecuteHeartbeat(BaseModel):
-    """Heartbeat details of `execute_action`: after a lost worker the workflow still knows
+    """Heartbeat details of an attempt: after a lost worker the workflow still knows
     what Kafka acknowledged and does not publish it again."""
 
     emitted_seq: int = 0

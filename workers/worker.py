@@ -11,7 +11,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.action import MAX_HEARTBEAT_INTERVAL, ActionActivities
+from activities._attempt import MAX_HEARTBEAT_INTERVAL
+from activities.action import ActionActivities
 from activities.compensation import CompensationActivities
 from bridge.dlq import DeadLetterPublisher
 from bridge.emit import TransitionPublisher
@@ -71,6 +72,10 @@ class ActionWorker:
             workflows=[ActionWorkflow],
             activities=[
                 activities.prepare_action,
+                activities.execute,
+                activities.ask,
+                activities.run_step,
+                activities.iterate,
                 activities.execute_action,
                 activities.emit_transitions,
                 activities.handle_event,

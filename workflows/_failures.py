@@ -2,62 +2,56 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from temporalio import workflow
 from temporalio.common import RetryPolicy as TemporalRetryPolicy
-from temporalio.exceptions import (
-    ActivityError,
-    ApplicationError,
-    CancelledError,
-    TimeoutError,
-    TimeoutType,
-)
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
+
+from workflows import _cancellation as cancellation
 
 with workflow.unsafe.imports_passed_through():
     from karma.errors import ErrorInfo, ErrorType
     from karma.meta import RetryPolicy
     from karma.workflow_io import ExecuteFailure, ExecuteHeartbeat
 
+# Attempts are retried by the workflow, so each one is recorded as a transition.
+SINGLE_ATTEMPT = TemporalRetryPolicy(maximum_attempts=1)
 
-def classify(err: ActivityError) -> tuple[ErrorInfo, int]:
-    """The error, and the highest seq the attempt got acknowledged by Kafka.
+
+def classify(err: ActivityError) -> ExecuteFailure:
+    """The error, what Kafka acknowledged meanwhile and when it failed (when known).
 
     Raises:
         asyncio.CancelledError: the activity was cancelled (the action is being cancelled).
     """
+    cancellation.of_activity(err)
     cause = err.cause
-    if isinstance(cause, CancelledError):
-        raise asyncio.CancelledError from err
     if isinstance(cause, ApplicationError) and cause.details:
-        failure = ExecuteFailure.model_validate(cause.details[0])
-        return failure.error, failure.emitted_seq
+        return ExecuteFailure.model_validate(cause.details[0])
     if isinstance(cause, TimeoutError):
         emitted = 0
         if cause.last_heartbeat_details:
             emitted = ExecuteHeartbeat.model_validate(cause.last_heartbeat_details[0]).emitted_seq
         heartbeat = cause.type is TimeoutType.HEARTBEAT
-        return (
-            ErrorInfo(
-                type=ErrorType.HEARTBEAT_TIMEOUT if heartbeat else ErrorType.TIMEOUT,
-                message=(
-                    "the worker stopped heartbeating (lost or stuck)"
-                    if heartbeat
-                    else "the attempt ran longer than the action's timeout"
-                ),
-                retryable=True,
+        error = ErrorInfo(
+            type=ErrorType.HEARTBEAT_TIMEOUT if heartbeat else ErrorType.TIMEOUT,
+            message=(
+                "the worker stopped heartbeating (lost or stuck)"
+                if heartbeat
+                else "the attempt ran longer than the action's timeout"
             ),
-            emitted,
+            retryable=True,
         )
+        return ExecuteFailure(error=error, emitted_seq=emitted)
     if isinstance(cause, ApplicationError):
-        info = ErrorInfo(
+        error = ErrorInfo(
             type=ErrorType.INTERNAL,
             message=cause.message,
             code=cause.type or "",
             retryable=not cause.non_retryable,
         )
-        return info, 0
-    return ErrorInfo(type=ErrorType.INTERNAL, message=str(cause or err), retryable=True), 0
+        return ExecuteFailure(error=error)
+    error = ErrorInfo(type=ErrorType.INTERNAL, message=str(cause or err), retryable=True)
+    return ExecuteFailure(error=error)
 
 
 def internal(message: str) -> ErrorInfo:

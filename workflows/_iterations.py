@@ -1,82 +1,62 @@
-"""Stateful actions: iterations with durable state, continuing as new to bound the history."""
+"""Stateful actions: iterations with durable state and progress, continuing as new every
+`iterations_per_run` iterations so the history stays small."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
 
-from workflows._core import ActionCore, Ending
+from workflows import _calls as calls
+from workflows import _cancellation as cancellation
+from workflows._context import RunContext
+from workflows._ending import Ending
 
 with workflow.unsafe.imports_passed_through():
     from karma.events import TransitionAttrs
     from karma.lifecycle import EventType
-    from karma.request import Resume
-    from karma.workflow_io import (
-        ExecutionPlan,
-        Phase,
-    )
 
 
-class Iterations(ActionCore):
-    """Iterate until Break; continue as new every `iterations_per_run` iterations."""
-
-    async def _iterate(self, params: dict[str, Any], plan: ExecutionPlan) -> Ending:
-        """Iterate until Break, recording progress; continue as new every
-        `iterations_per_run` iterations with the state, seq and outputs carried over."""
-        resume = self._request.resume
-        state = resume.data if resume else None
-        version = resume.data_version if resume else 0
-        iterations = resume.iterations if resume else 0
-        outputs = dict(resume.outputs) if resume else {}
-        for _ in range(plan.iterations_per_run):
-            result = await self._attempts(
-                params, plan, phase=Phase.ITERATE, state=state, state_version=version
-            )
-            if isinstance(result, Ending):
-                result.outputs = outputs
-                return result
-            iterations += 1
-            if self._cancel_requested() and not (result.iteration and result.iteration.done):
-                # It came while the iteration finished anyway: no further iteration.
-                outputs.update(result.outputs)
-                return self._cancelled(outputs)
-            outputs.update(result.outputs)
-            self._outputs = dict(outputs)
-            iteration = result.iteration
-            if iteration is None or iteration.done:
-                return Ending(EventType.SUCCEEDED, outputs=outputs)
-            state, version = iteration.state, iteration.state_version
-            self._record(
-                EventType.PROGRESS,
-                TransitionAttrs(
-                    percent=iteration.progress,
-                    message=iteration.message or f"iteration {iterations}",
-                    iteration=iterations,
-                ),
-            )
-            if iteration.delay > timedelta(0):
-                await asyncio.gather(self._outbox.flush(), workflow.sleep(iteration.delay))
-        # Bound the history: the next run starts from here with nothing to replay.
-        await self._outbox.flush()
-        started_at = resume.started_at if resume else workflow.info().workflow_start_time
-        workflow.continue_as_new(
-            self._request.model_copy(
-                update={
-                    "resume": Resume(
-                        last_seq=self._log.last_seq,
-                        state=self._log.state,
-                        started_at=started_at,
-                        attempt=self._attempt,
-                        iterations=iterations,
-                        data=state or {},
-                        data_version=version,
-                        outputs=outputs,
-                        recent=self._log.since(resume.last_seq if resume else 0),
-                    )
-                }
+async def run(ctx: RunContext) -> Ending:
+    """Iterate until Break, recording progress; continue as new every
+    `iterations_per_run` iterations with the whole state."""
+    run_state = ctx.run
+    if ctx.request.resume is None:
+        ctx.record(EventType.STARTED, TransitionAttrs(attempt=1), ctx.prepared_at)
+    for _ in range(ctx.execution.iterations_per_run):
+        first = run_state.iterations == 0
+        result = await ctx.attempts(
+            calls.iterate(
+                None if first else run_state.data, 0 if first else run_state.data_version
             ),
-            search_attributes=workflow.info().typed_search_attributes,
+            keep=run_state.outputs,
         )
+        if isinstance(result, Ending):
+            return result
+        run_state.iterations += 1
+        run_state.outputs.update(result.outputs)
+        at = await ctx.stable_time(result.finished_at)
+        iteration = result.iteration
+        if iteration is None or iteration.done:
+            return Ending(EventType.SUCCEEDED, outputs=run_state.outputs, at=at)
+        cancellation.checkpoint()  # it came while the iteration finished anyway
+        run_state.data, run_state.data_version = iteration.state, iteration.state_version
+        ctx.record(
+            EventType.PROGRESS,
+            TransitionAttrs(
+                percent=iteration.progress,
+                message=iteration.message or f"iteration {run_state.iterations}",
+                iteration=run_state.iterations,
+            ),
+            at,
+        )
+        if iteration.delay > timedelta(0):
+            await asyncio.gather(ctx.outbox.flush(), workflow.sleep(iteration.delay))
+    # Bound the history: the next run starts from here with nothing to replay.
+    await ctx.outbox.flush()
+    run_state.started_at = run_state.started_at or workflow.info().workflow_start_time
+    workflow.continue_as_new(
+        ctx.request.model_copy(update={"resume": run_state.continued()}),
+        search_attributes=workflow.info().typed_search_attributes,
+    )

@@ -6,12 +6,14 @@ the workflow does not end before Kafka acknowledged all of them.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy as TemporalRetryPolicy
-from temporalio.exceptions import ActivityError, CancelledError, FailureError
+from temporalio.exceptions import ActivityError, FailureError
+
+from workflows import _cancellation as cancellation
+from workflows._failures import SINGLE_ATTEMPT
 
 with workflow.unsafe.imports_passed_through():
     from karma import names
@@ -28,7 +30,6 @@ DURABLE_EMIT_RETRY = TemporalRetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=0,
 )
-SINGLE_ATTEMPT = TemporalRetryPolicy(maximum_attempts=1)
 
 
 class Outbox:
@@ -47,9 +48,7 @@ class Outbox:
                     retry_policy=SINGLE_ATTEMPT,
                 )
             except FailureError as failure:
-                # A local activity's failure may arrive unwrapped (not as an ActivityError).
-                if isinstance(failure, CancelledError) or isinstance(failure.cause, CancelledError):
-                    raise asyncio.CancelledError from failure
+                cancellation.of_local_activity(failure)
                 workflow.logger.warning("Kafka is slow or down; transitions wait in the outbox")
                 out = await self._durable_emit()
             self._log.acknowledge(out.emitted_seq)
@@ -67,16 +66,10 @@ class Outbox:
                 retry_policy=DURABLE_EMIT_RETRY,
             )
         except ActivityError as err:
-            if isinstance(err.cause, CancelledError):
-                raise asyncio.CancelledError from err
+            cancellation.of_activity(err)
             raise
         return out
 
     async def flush_to_the_end(self) -> None:
         """Flush even if a cancellation arrives now: the action has already ended."""
-        while True:
-            try:
-                await self.flush()
-            except asyncio.CancelledError:
-                continue
-            return
+        await cancellation.to_the_end(self.flush)

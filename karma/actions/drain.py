@@ -56,10 +56,10 @@ class DrainExecutor(StatefulActionExecutor):
         batches = int(state["batches"]) + 1
         await asyncio.sleep(0)  # the real work: move one batch
         if moved >= total:
-            return Break(output={"moved": moved, "batches": batches})
+            return Break(outputs={"moved": moved, "batches": batches})
         return Continue(
             state={"moved": moved, "batches": batches},
-            output={"moved": moved, "batches": batches},
+            outputs={"moved": moved, "batches": batches},
             progress=round(100 * moved / total, 1),
             message=f"{moved} of {total} moved",
             delay=timedelta(seconds=float(ctx.params["pause_seconds"])),

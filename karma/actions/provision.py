@@ -10,7 +10,7 @@ import asyncio
 from datetime import timedelta
 
 from karma.errors import PermanentError
-from karma.executor import ActionContext, Skip
+from karma.executor import Skip
 from karma.meta import (
     ActionMeta,
     ExecutionMode,
@@ -20,7 +20,12 @@ from karma.meta import (
     RetryPolicy,
 )
 from karma.registry import register_action
-from karma.saga import CompensationContext, StepResult, TransactionalActionExecutor
+from karma.saga import (
+    CompensationContext,
+    StepContext,
+    StepResult,
+    TransactionalActionExecutor,
+)
 
 STEPS = ("reserve", "configure", "activate")
 
@@ -83,7 +88,7 @@ class ProvisionExecutor(TransactionalActionExecutor):
         maximum_interval=timedelta(seconds=2),
     )
 
-    async def run_step(self, ctx: ActionContext) -> StepResult | Skip:
+    async def run_step(self, ctx: StepContext) -> StepResult | Skip:
         name = str(ctx.params["name"])
         if ctx.step == "reserve" and ctx.params["already_provisioned"]:
             return Skip(reason=f"{name} is already provisioned")

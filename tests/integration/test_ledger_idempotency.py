@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from temporalio.service import RPCError, RPCStatusCode
 
-from bridge.ledger import KafkaPosition, ledger_row
+from bridge.ledger_schema import KafkaPosition, ledger_row
 from karma.events import ActionEvent
 from karma.ids import action_id_for_key
 from karma.kafka_config import client_kwargs

@@ -4,8 +4,10 @@ or the action ends FAILED with `payload_too_large`; never a workflow stuck in RE
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from temporalio.client import WorkflowHandle
 
 from karma import names
 from karma.errors import ActionNotFoundError, ErrorType, ValidationError
@@ -111,6 +113,9 @@ async def test_status_of_a_workflow_too_large_to_run_explains_why(karma: Embedde
         task_queue=karma.settings.temporal.task_queue,
     )
     try:
+        async with asyncio.timeout(60):  # until its first workflow task has failed
+            while not await task_failed(handle):  # noqa: ASYNC110 - polling the history
+                await asyncio.sleep(0.5)
         code, out = await run_karma(["status", oversized.action_id], karma_env(karma.settings))
         assert code == 3, out
         assert "cannot run: its workflow task keeps failing" in out
@@ -118,3 +123,10 @@ async def test_status_of_a_workflow_too_large_to_run_explains_why(karma: Embedde
         assert out.count("\n") == 1, out
     finally:
         await handle.terminate()
+
+
+async def task_failed(handle: WorkflowHandle[Any, Any]) -> bool:
+    async for event in handle.fetch_history_events():
+        if event.HasField("workflow_task_failed_event_attributes"):
+            return True
+    return False

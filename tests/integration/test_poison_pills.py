@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 
 from bridge.dlq import DeadLetterPublisher
-from bridge.ledger import KafkaPosition, ledger_row
+from bridge.ledger_schema import INSERT_COLUMNS, KafkaPosition, ledger_row
 from bridge.sink import LedgerSink
 from karma.events import ActionEvent
 from karma.ids import action_id_for_key
@@ -121,7 +121,7 @@ async def test_a_row_clickhouse_cannot_take_is_found_and_dead_lettered_alone(
         )
         row = ledger_row(event, KafkaPosition("actions.progress", 0, seq))
         if seq == 5:
-            row[12] = 70_000  # the attempt column (UInt16)
+            row[INSERT_COLUMNS.index("attempt")] = 70_000  # UInt16
         record = SimpleNamespace(
             topic="actions.progress",
             partition=0,

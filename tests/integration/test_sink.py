@@ -6,7 +6,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 
-from bridge.ledger import KafkaPosition, ledger_row
+from bridge.ledger_schema import KafkaPosition, ledger_row
 from karma.events import ActionEvent
 from karma.lifecycle import EventType
 from tests.conftest import unique

@@ -26,7 +26,12 @@ from karma.meta import (
     RetryPolicy,
 )
 from karma.registry import register_action
-from karma.saga import CompensationContext, StepResult, TransactionalActionExecutor
+from karma.saga import (
+    CompensationContext,
+    StepContext,
+    StepResult,
+    TransactionalActionExecutor,
+)
 from karma.stateful import Break, Continue, StatefulActionExecutor
 
 
@@ -155,7 +160,7 @@ class SagaExecutor(TransactionalActionExecutor):
     )
     calls: ClassVar[list[tuple[str, str, dict[str, Any]]]] = []
 
-    async def run_step(self, ctx: ActionContext) -> StepResult:
+    async def run_step(self, ctx: StepContext) -> StepResult:
         self.calls.append((ctx.action_id, f"run {ctx.step}", dict(ctx.previous)))
         await asyncio.sleep(float(ctx.params["step_seconds"]))
         if ctx.params["fail_at"] == ctx.step:
@@ -222,7 +227,7 @@ class CounterExecutor(StatefulActionExecutor):
         key = "n" if self.state_version == 1 else "count"
         count = int(state[key]) + 1
         if count >= int(ctx.params["target"]):
-            return Break(output={"count": count, "migrated_from": state.get("migrated_from")})
+            return Break(outputs={"count": count, "migrated_from": state.get("migrated_from")})
         return Continue(
             state={**state, key: count},
             progress=100 * count / int(ctx.params["target"]),

@@ -14,6 +14,7 @@ from karma.ids import (
 )
 from karma.lifecycle import ActionState, EventType, TopicKind
 from karma.request import ActionRequest
+from karma.run_state import RunState
 from karma.transitions import TransitionLog
 
 T0 = datetime(2025, 8, 10, 16, 42, 0, 123456, tzinfo=UTC)
@@ -46,7 +47,8 @@ def test_event_types_map_to_states_and_topics() -> None:
 
 def test_log_numbers_transitions_and_tracks_acknowledgements() -> None:
     request = ActionRequest.new("log", {"message": "hi"}, tenant="foo", entity_id="job:1")
-    log = TransitionLog(request)
+    run = RunState()
+    log = TransitionLog(request, run)
     for i, event_type in enumerate([EventType.REQUESTED, EventType.ACCEPTED, EventType.STARTED]):
         log.record(event_type, T0 + timedelta(seconds=i), TransitionAttrs())
     assert [e.seq for e in log.events] == [1, 2, 3]
@@ -62,6 +64,36 @@ def test_log_numbers_transitions_and_tracks_acknowledgements() -> None:
     log.record(EventType.SUCCEEDED, T0, TransitionAttrs(outputs={"logged": "hi"}))
     with pytest.raises(RuntimeError, match="already SUCCEEDED"):
         log.record(EventType.FAILED, T0, TransitionAttrs())
+    assert (run.state, run.emitted_seq, len(run.transitions)) == (ActionState.SUCCEEDED, 3, 4)
+
+
+def test_a_continued_run_starts_from_its_predecessor_and_old_inputs_still_load() -> None:
+    """The state continue-as-new carries is the whole RunState; what an earlier version
+    carried (`Resume`: `recent`, no `emitted_seq`) loads into it."""
+    old = {
+        "last_seq": 7,
+        "state": "STARTED",
+        "started_at": "2025-08-10T16:42:00Z",
+        "attempt": 1,
+        "iterations": 3,
+        "data": {"n": 3},
+        "data_version": 1,
+        "outputs": {"count": 3},
+        "recent": [
+            {"ts": "2025-08-10T16:42:00Z", "event_type": "action.progress", "action_id": "a",
+             "seq": 7}
+        ],
+    }  # fmt: skip
+    run = RunState.model_validate(old)
+    assert (run.last_seq, run.emitted_seq, [e.seq for e in run.transitions]) == (7, 7, [7])
+    request = ActionRequest.new("log", {"message": "hi"})
+    log = TransitionLog(request, run)
+    log.record(EventType.PROGRESS, T0, TransitionAttrs())
+    assert [e.seq for e in log.pending()] == [8]
+    following = run.continued()
+    assert (following.last_seq, following.emitted_seq) == (8, 8)
+    assert [e.seq for e in following.transitions] == [8]
+    assert (following.iterations, following.data) == (3, {"n": 3})
 
 
 def test_envelope_serialises_utc_milliseconds_and_checks_event_id() -> None:

@@ -8,7 +8,12 @@ from karma.errors import DuplicateActionError, UnknownActionError
 from karma.executor import ActionContext, ActionResult, BaseActionExecutor
 from karma.meta import ActionMeta, ExecutionMode
 from karma.registry import ActionRegistry, default_registry, register_action
-from karma.saga import CompensationContext, StepResult, TransactionalActionExecutor
+from karma.saga import (
+    CompensationContext,
+    StepContext,
+    StepResult,
+    TransactionalActionExecutor,
+)
 from karma.stateful import Break, Continue, StatefulActionExecutor
 
 BUILT_INS = {"log", "delay", "http_request", "demo.flaky"}
@@ -95,7 +100,7 @@ def test_a_saga_needs_distinct_steps() -> None:
         meta = ActionMeta(type="test.twice", name="Twice", mode=ExecutionMode.TRANSACTIONAL)
         steps = ("a", "a")
 
-        async def run_step(self, ctx: ActionContext) -> StepResult:
+        async def run_step(self, ctx: StepContext) -> StepResult:
             return StepResult()
 
         async def compensate(self, ctx: CompensationContext) -> None:
