@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError as PydanticValidationError
 
-from karma import untrusted_json
-from karma.errors import ValidationError, field_errors
+from karma import names, untrusted_json
+from karma.errors import FieldError, ValidationError, field_errors
 from karma.events import KARMA_SYSTEM, ActionEvent, Envelope
 from karma.settings import LimitsSettings
 
@@ -28,11 +28,6 @@ def decode_envelope(raw: bytes | None, limits: LimitsSettings | None = None) -> 
     return _validated(Envelope, decode_json(raw, limits))
 
 
-def is_karma_transition(envelope: Envelope) -> bool:
-    """Karma's own mirrored transitions, as opposed to requests and callbacks from others."""
-    return envelope.source.system == KARMA_SYSTEM and envelope.seq > 0
-
-
 def _claims_karma(data: dict[str, Any]) -> bool:
     source = data.get("source")
     return (
@@ -40,34 +35,29 @@ def _claims_karma(data: dict[str, Any]) -> bool:
     )
 
 
-def claims_to_be_transition(raw: bytes | None, limits: LimitsSettings | None = None) -> bool:
-    """Whether a message says it is one of Karma's transitions (valid or not)."""
-    try:
-        return _claims_karma(decode_json(raw, limits))
-    except ValidationError:
-        return False
-
-
 def decode_foreign_envelope(
     raw: bytes | None, limits: LimitsSettings | None = None
-) -> Envelope | None:
-    """The envelope of a message from another system, or None when the message claims to
-    be one of Karma's transitions (valid or not: the ledger sink judges those, once)."""
-    data = decode_json(raw, limits)
-    return None if _claims_karma(data) else _validated(Envelope, data)
+) -> Envelope:
+    """The envelope of a message from another system.
 
-
-def decode_transition(
-    raw: bytes | None, limits: LimitsSettings | None = None
-) -> ActionEvent | None:
-    """The transition in a message, or None if the message is a valid envelope that is not
-    one of Karma's transitions (an external request on `actions.requested`)."""
+    Raises:
+        karma.errors.ValidationError: also for what claims to be one of Karma's own
+            transitions: Karma marks those with a header, and one without it is forged
+            (or older than the header: `karma ledger reconcile` publishes it again).
+    """
     data = decode_json(raw, limits)
-    # Karma's own transitions (the bulk of the traffic) are validated once, directly.
     if _claims_karma(data):
-        return _validated(ActionEvent, data)
-    envelope = _validated(Envelope, data)
-    return _validated(ActionEvent, data) if is_karma_transition(envelope) else None
+        reason = (
+            f"claims to be one of Karma's transitions but lacks the {names.TRANSITION_HEADER} "
+            "header Karma publishes them with"
+        )
+        raise ValidationError([FieldError(field="source", reason=reason)])
+    return _validated(Envelope, data)
+
+
+def decode_transition(raw: bytes | None, limits: LimitsSettings | None = None) -> ActionEvent:
+    """The transition in a message on a transition topic (or marked as one)."""
+    return _validated(ActionEvent, decode_json(raw, limits))
 
 
 def _validated(model: type[M], data: dict[str, Any]) -> M:

@@ -15,6 +15,7 @@ from types import TracebackType
 from aiokafka.errors import KafkaError
 
 from bridge.producer import LazyProducer
+from karma import names
 from karma.events import ActionEvent
 from karma.lifecycle import TopicKind
 from karma.settings import KafkaSettings
@@ -76,6 +77,7 @@ class TransitionPublisher:
                     key=event.action_id.encode(),
                     value=event.model_dump_json().encode(),
                     headers=[
+                        (names.TRANSITION_HEADER, b"1"),
                         ("event_id", event.event_id.encode()),
                         ("event_type", event.event_type.value.encode()),
                         ("source", event.source.system.encode()),

@@ -6,6 +6,7 @@ Pure functions from a Kafka message to a request or an event; anything unusable 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from bridge.decode import decode_envelope, decode_foreign_envelope
+from karma import names
 from karma.errors import FieldError, ValidationError, field_errors
 from karma.events import MAX_ID_CHARS, Envelope
 from karma.lifecycle import EventType
@@ -25,6 +27,11 @@ from karma.settings import LimitsSettings
 ORIGIN_HEADER = "karma.origin"
 # A request may wait in Kafka at most this long (ten years): beyond it `ts + ttl` overflows.
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
+
+
+def marked_as_transition(headers: Iterable[tuple[str, bytes | None]]) -> bool:
+    """Whether a record's headers mark it as one of Karma's transitions."""
+    return any(key == names.TRANSITION_HEADER and value == b"1" for key, value in headers)
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,11 @@ class Inbound:
             {k: bytes(v or b"") for k, v in record.headers or ()},
             record.timestamp or 0,
         )
+
+    @property
+    def is_transition(self) -> bool:
+        """One of Karma's own transitions (told by its header, without parsing it)."""
+        return marked_as_transition(self.headers.items())
 
     @property
     def origin(self) -> str:
@@ -82,9 +94,9 @@ def decode_request(
     Without an idempotency key the message's origin is the key, so a message read twice
     (after a crash before the commit) is still one action.
     """
-    envelope = decode_foreign_envelope(message.value, limits)
-    if envelope is None:
+    if message.is_transition:
         return None
+    envelope = decode_foreign_envelope(message.value, limits)
     if envelope.event_type != EventType.REQUESTED.value:
         reason = f"must be {EventType.REQUESTED.value!r} on this topic, got {envelope.event_type!r}"
         raise ValidationError([FieldError(field="event_type", reason=reason)])

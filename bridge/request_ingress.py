@@ -25,6 +25,8 @@ class RequestIngress:
 
     def order_key(self, message: Inbound) -> str:
         """Requests for the same action are handled in order (the first one starts it)."""
+        if message.is_transition:
+            return f"{message.topic}:{message.partition}:{message.offset}"
         request = decode_request(message, datetime.now(UTC), self._limits)
         if request is None:  # a mirrored transition: nothing to do, no order to keep
             return f"{message.topic}:{message.partition}:{message.offset}"

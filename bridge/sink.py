@@ -24,8 +24,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError
 
-from bridge.decode import claims_to_be_transition, decode_transition
+from bridge.decode import decode_transition
 from bridge.dlq import DeadLetter, DeadLetterPublisher
+from bridge.inbound import marked_as_transition
 from bridge.ledger import Ledger
 from bridge.ledger_schema import KafkaPosition, ledger_row
 from bridge.retrying import Stopped, until_stopped
@@ -222,19 +223,22 @@ class LedgerSink:
         return True
 
     def _decode(self, records: list[Any]) -> tuple[list[tuple[Any, list[Any]]], list[DeadLetter]]:
-        """Rows for the transitions, dead letters for what cannot be used."""
+        """Rows for the transitions, dead letters for what cannot be used. On
+        `actions.requested` only what carries the transition header is the sink's (the rest
+        are requests, the ingress's): told apart without parsing."""
         limits = self._settings.limits
+        requested = self._settings.kafka.topics.requested
         entries: list[tuple[Any, list[Any]]] = []
         letters: list[DeadLetter] = []
         for record in records:
+            if record.topic == requested and not marked_as_transition(record.headers or ()):
+                continue
             try:
                 event = decode_transition(record.value, limits)
-                if event is not None:
-                    position = KafkaPosition(record.topic, record.partition, record.offset)
-                    entries.append((record, ledger_row(event, position)))
+                position = KafkaPosition(record.topic, record.partition, record.offset)
+                entries.append((record, ledger_row(event, position)))
             except ValidationError as exc:
-                if not self._ingress_judges(record):
-                    letters.append(DeadLetter.from_record(record, reason=str(exc), stage=STAGE))
+                letters.append(DeadLetter.from_record(record, reason=str(exc), stage=STAGE))
             except Exception as exc:
                 # A defect in decoding: set the message aside rather than stop the ledger.
                 log.exception("unexpected error decoding %s@%d", record.topic, record.offset)
@@ -274,15 +278,6 @@ class LedgerSink:
                 return refused
             letters += refused
         return letters
-
-    def _ingress_judges(self, record: Any) -> bool:
-        """Unusable requests on `actions.requested` are the ingress's to dead-letter (once);
-        the sink only dead-letters what claims to be one of Karma's transitions."""
-        return (
-            self._settings.ingress.enabled
-            and record.topic == self._settings.kafka.topics.requested
-            and not claims_to_be_transition(record.value, self._settings.limits)
-        )
 
     async def _commit(self, records: list[Any]) -> None:
         offsets: dict[TopicPartition, int] = {}

@@ -30,6 +30,9 @@ TOPIC_PROGRESS: Final = "actions.progress"
 TOPIC_RESULT: Final = "actions.result"
 TOPIC_DLQ: Final = "actions.dlq"
 TOPIC_EVENTS: Final = "actions.events"
+# Karma's own transitions carry it (value b"1"), so consumers route without parsing: the
+# ingress leaves them alone on `actions.requested`, the ledger sink takes only them there.
+TRANSITION_HEADER: Final = "karma-transition"
 LEDGER_CONSUMER_GROUP: Final = "karma-ledger"
 INGRESS_REQUESTS_GROUP: Final = "karma-ingress-requests"
 INGRESS_EVENTS_GROUP: Final = "karma-ingress-events"

@@ -31,6 +31,8 @@ with workflow.unsafe.imports_passed_through():
 T = TypeVar("T")
 
 ON_REQUEST = ErrorInfo(type=ErrorType.CANCELLED, message="cancelled on request")
+# An attempt being cancelled is waited for: it says what Kafka acknowledged meanwhile.
+DURING_ATTEMPT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 
 
 def requested() -> bool:

@@ -115,7 +115,7 @@ class RunContext:
                     start_to_close_timeout=plan.timeout,
                     heartbeat_timeout=plan.heartbeat_timeout,
                     retry_policy=SINGLE_ATTEMPT,
-                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                    cancellation_type=cancellation.DURING_ATTEMPT,
                 )
             except ActivityError as err:
                 failure = classify(err)

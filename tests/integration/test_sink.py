@@ -42,6 +42,7 @@ async def test_unusable_messages_go_to_the_dlq_and_the_sink_keeps_going(
             }
         ).encode(): "ts: Input should be a valid datetime",
     }
+    # Not a transition, on a topic that carries only transitions: dead-lettered too.
     foreign_request = json.dumps(
         {
             "ts": "2025-08-10T16:42:00Z",
@@ -51,7 +52,8 @@ async def test_unusable_messages_go_to_the_dlq_and_the_sink_keeps_going(
             "attrs": {"command": "log"},
         }
     ).encode()
-    await produce(kafka, kafka.topics.progress, [*bad, foreign_request])
+    bad[foreign_request] = "action_id: Field required"
+    await produce(kafka, kafka.topics.progress, list(bad))
 
     handle = await karma.client.request("log", {"message": marker})
     await asyncio.wait_for(handle.result(), 60)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from bridge.decode import decode_envelope, decode_transition
+from bridge.decode import decode_envelope, decode_foreign_envelope, decode_transition
 from karma.errors import ValidationError
 
 TRANSITION = {
@@ -23,11 +23,18 @@ def test_a_karma_transition_decodes() -> None:
     assert event.event_id == "act_1:2"
 
 
-def test_requests_from_other_systems_are_not_transitions() -> None:
-    request = {**TRANSITION, "seq": 0, "event_type": "action.requested", "event_id": ""}
-    assert decode_transition(json.dumps(request).encode()) is None
+def test_what_claims_to_be_a_transition_without_the_header_is_refused() -> None:
+    with pytest.raises(ValidationError, match="lacks the karma-transition header"):
+        decode_foreign_envelope(json.dumps(TRANSITION).encode())
     foreign = {**TRANSITION, "source": {"system": "rules-fsm"}}
-    assert decode_transition(json.dumps(foreign).encode()) is None
+    envelope = decode_foreign_envelope(json.dumps(foreign).encode())
+    assert envelope.source.system == "rules-fsm"
+
+
+def test_a_request_is_not_a_transition() -> None:
+    request = {**TRANSITION, "seq": 0, "event_type": "action.requested", "event_id": ""}
+    with pytest.raises(ValidationError, match="seq: Input should be greater than or equal to 1"):
+        decode_transition(json.dumps(request).encode())
 
 
 @pytest.mark.parametrize(

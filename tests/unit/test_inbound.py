@@ -65,9 +65,13 @@ def test_without_a_key_the_position_is_the_key_and_a_replay_keeps_it() -> None:
     assert replayed.action_id == first.action_id
 
 
-def test_karmas_own_mirrored_request_starts_nothing() -> None:
+def test_karmas_own_mirrored_request_starts_nothing_and_a_forged_one_is_refused() -> None:
     mirrored = requested(action_id="act_1", seq=1, source={"system": "karma"})
-    assert decode_request(inbound(mirrored), NOW) is None
+    marked = {"karma-transition": b"1"}
+    assert decode_request(inbound(mirrored, headers=marked), NOW) is None  # not even parsed
+    assert decode_request(inbound(b"\xff not even JSON", headers=marked), NOW) is None
+    with pytest.raises(ValidationError, match="lacks the karma-transition header"):
+        decode_request(inbound(mirrored), NOW)
     # A request Karma's own CLI would publish (seq 0) is a request.
     assert decode_request(inbound(requested(source={"system": "karma"})), NOW) is not None
 
