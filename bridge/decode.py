@@ -35,9 +35,7 @@ def _claims_karma(data: dict[str, Any]) -> bool:
     )
 
 
-def decode_foreign_envelope(
-    raw: bytes | None, limits: LimitsSettings | None = None
-) -> Envelope:
+def decode_foreign_envelope(raw: bytes | None, limits: LimitsSettings | None = None) -> Envelope:
     """The envelope of a message from another system.
 
     Raises:

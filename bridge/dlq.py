@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from bridge.inbound import ORIGIN_HEADER, Inbound
 from bridge.producer import LazyProducer
 from bridge.topic_reader import Message, read_topics
+from karma.component import Component
 from karma.errors import FieldError, ValidationError
 from karma.settings import KafkaSettings, LimitsSettings
 
@@ -115,7 +116,7 @@ def _capped(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
 
 
-class DeadLetterPublisher:
+class DeadLetterPublisher(Component):
     """Publishes dead letters; `send` returns only once Kafka acknowledged the record.
 
     A letter the broker refuses as too large (its original was as large as the broker
@@ -153,7 +154,7 @@ class DeadLetterPublisher:
             return
         raise MessageSizeTooLargeError(f"even without its value, {letter.position} is too large")
 
-    async def stop(self) -> None:
+    async def _stop(self) -> None:
         await self._producer.stop()
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from types import TracebackType
 
 from aiokafka.errors import KafkaError
 
 from bridge.producer import LazyProducer
 from karma import names
+from karma.component import Component
 from karma.events import ActionEvent
 from karma.lifecycle import TopicKind
 from karma.settings import KafkaSettings
@@ -23,7 +23,7 @@ from karma.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 
-class TransitionPublisher:
+class TransitionPublisher(Component):
     """A long-lived Kafka producer for transitions, started lazily and restarted on failure."""
 
     def __init__(self, settings: KafkaSettings) -> None:
@@ -37,24 +37,15 @@ class TransitionPublisher:
     def topic_for(self, event: ActionEvent) -> str:
         return self._topics[event.event_type.topic_kind]
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         """Connect now if the broker is there; an unreachable broker is retried on publish."""
         try:
             await self._producer.get()
         except Exception as exc:  # noqa: BLE001 - any connection failure means "later"
             log.warning("Kafka not reachable yet (%s); transitions wait in the outbox", exc)
 
-    async def stop(self) -> None:
+    async def _stop(self) -> None:
         await self._producer.stop()
-
-    async def __aenter__(self) -> TransitionPublisher:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def publish(self, events: Sequence[ActionEvent], *, timeout: float) -> int:
         """Send `events` (one action, seq order) and return the highest seq acknowledged

@@ -6,14 +6,12 @@ import asyncio
 import logging
 import time
 
-from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
-
 from bridge.inbound import Callback, Inbound, decode_callback
 from bridge.ingress_consumer import Unusable
 from karma import names, search_attributes
-from karma.ids import action_id_from_workflow_id, workflow_id_for
-from karma.payload_size import check_event
+from karma.client import KarmaClient
+from karma.errors import ActionEndedError, ActionNotFoundError
+from karma.ids import action_id_from_workflow_id
 from karma.settings import LimitsSettings
 
 log = logging.getLogger(__name__)
@@ -35,13 +33,13 @@ class EventIngress:
 
     def __init__(
         self,
-        temporal: Client,
+        client: KarmaClient,
         *,
         resolve_timeout: float,
         search_attributes: bool = True,
         limits: LimitsSettings | None = None,
     ) -> None:
-        self._temporal = temporal
+        self._client = client
         self._resolve_timeout = resolve_timeout
         self._indexed = search_attributes
         self._limits = limits or LimitsSettings()
@@ -56,7 +54,6 @@ class EventIngress:
 
     async def __call__(self, message: Inbound) -> None:
         callback = decode_callback(message, self._limits)
-        check_event(callback.event, self._limits.max_payload_bytes)
         action_ids = (
             [callback.action_id]
             if callback.action_id
@@ -80,15 +77,19 @@ class EventIngress:
         return loop.time() + max(arrived + self._resolve_timeout - now, grace)
 
     async def _signal(self, action_id: str, callback: Callback) -> bool:
-        """Signal one action; False if it has ended since it was found."""
-        handle = self._temporal.get_workflow_handle(workflow_id_for(action_id))
+        """Deliver the callback as the SDK does (its size checked first); False if the
+        action found through its external id has ended since."""
         try:
-            await handle.signal(names.DELIVER_EVENT_SIGNAL, callback.event)
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
+            await self._client.handle(action_id).signal(callback.event)
+        except ActionNotFoundError as exc:
             if callback.action_id:
-                raise Unusable(f"action {action_id!r} does not exist or has ended") from exc
+                raise Unusable(
+                    f"the callback names action {action_id!r}, which does not exist"
+                ) from exc
+            return False
+        except ActionEndedError as exc:
+            if callback.action_id:
+                raise Unusable(f"the callback names action {action_id!r}, which has ended") from exc
             return False
         return True
 
@@ -109,7 +110,7 @@ class EventIngress:
         while True:
             found = [
                 action_id_from_workflow_id(wf.id)
-                async for wf in self._temporal.list_workflows(query)
+                async for wf in self._client.temporal.list_workflows(query)
             ]
             if found:
                 return found

@@ -21,15 +21,15 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from temporalio.service import RPCError, RPCStatusCode
 
+from bridge.consumer_loop import ConsumerLoop
 from bridge.dlq import DeadLetter, DeadLetterPublisher
 from bridge.inbound import Inbound
 from bridge.retrying import Stopped, until_stopped
 from karma.errors import ValidationError
-from karma.kafka_config import client_kwargs
 from karma.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class _Revoked(ConsumerRebalanceListener):  # type: ignore[misc]
         return None
 
 
-class IngressConsumer:
+class IngressConsumer(ConsumerLoop):
     """Consumes one topic in one consumer group through `handler`."""
 
     def __init__(
@@ -135,21 +135,12 @@ class IngressConsumer:
         order_key: OrderKey = by_partition,
         max_in_flight: int = 1000,
     ) -> None:
-        self.name = name
+        super().__init__(name, [topic], group=group, kafka=kafka)
         self._handler = handler
         self._order_key = order_key
         self._dlq = dlq
         self._max_records = max_records
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._topic = topic
-        self._consumer = AIOKafkaConsumer(
-            group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            **client_kwargs(kafka),
-        )
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._tails: dict[str, asyncio.Task[None]] = {}  # the last message of each key
         self._in_flight: set[asyncio.Task[None]] = set()
         self._marks = _Watermarks()
@@ -157,48 +148,37 @@ class IngressConsumer:
         self.dead_lettered = 0
         self._unknown: dict[tuple[str, int, int], int] = {}
 
-    async def start(self) -> None:
-        await self._consumer.start()
-        self._consumer.subscribe([self._topic], listener=_Revoked(self))
-        self._task = asyncio.create_task(self._run(), name=self.name)
+    def _listener(self) -> Any:
+        return _Revoked(self)
 
-    async def stop(self) -> None:
+    async def _settle(self, task: asyncio.Task[None]) -> None:
         """Stop fetching, let the messages in hand finish for a moment, then abandon the
         rest uncommitted (they are handled again on the next start, which starts and
         signals tolerate)."""
-        self._stopping.set()
-        if self._task is not None:
-            await asyncio.wait({self._task}, timeout=STOP_GRACE_SECONDS)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await asyncio.wait({task}, timeout=STOP_GRACE_SECONDS)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         if self._in_flight:
             await asyncio.wait(self._in_flight, timeout=STOP_GRACE_SECONDS)
-        for task in list(self._in_flight):
-            task.cancel()
+        for running in list(self._in_flight):
+            running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._in_flight, return_exceptions=True)
         with contextlib.suppress(KafkaError, OSError):
             await self._commit()
-        await self._consumer.stop()
-
-    async def wait(self) -> None:
-        """Return when the consumer stops by itself; cancelling the wait leaves it running."""
-        if self._task is not None:
-            await asyncio.shield(self._task)
 
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
 
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            fetched = await self._consumer.getmany(timeout_ms=500, max_records=self._max_records)
-            for tp, records in fetched.items():
-                for record in records:
-                    await self._slots.acquire()
-                    self._dispatch(tp, record)
-            await self._commit()
+    async def _step(self) -> None:
+        fetched = await self.kafka.getmany(timeout_ms=500, max_records=self._max_records)
+        for tp, records in fetched.items():
+            for record in records:
+                await self._slots.acquire()
+                self._dispatch(tp, record)
+        await self._commit()
 
     def _dispatch(self, tp: TopicPartition, record: Any) -> None:
         """Handle `record` after the previous message with the same order key."""
@@ -254,17 +234,9 @@ class IngressConsumer:
             raise asyncio.CancelledError
 
     async def _commit(self) -> None:
-        offsets = self._marks.to_commit(self._consumer.assignment())
-        if not offsets:
-            return
-        try:
-            await self._consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # The group rebalanced: the partition's new owner handles these again, which
-            # is harmless (starts and signals are idempotent).
-            log.warning("%s: offset commit failed after a rebalance: %s", self.name, exc)
-            return
-        self._marks.committed(offsets)
+        offsets = self._marks.to_commit(self.kafka.assignment())
+        if await self.commit(offsets):
+            self._marks.committed(offsets)
 
     async def _handle(self, record: Any, message: Inbound) -> None:
         try:

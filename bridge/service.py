@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from types import TracebackType
 
 from bridge.dlq import DeadLetterPublisher
 from bridge.event_ingress import EventIngress
@@ -14,6 +13,7 @@ from bridge.request_ingress import RequestIngress
 from bridge.sink import LedgerSink
 from bridge.topics import ensure_topics
 from karma.client import KarmaClient
+from karma.component import Component
 from karma.first_to_stop import first_to_stop
 from karma.settings import Settings
 
@@ -22,7 +22,7 @@ Progress = Callable[[str], None]
 log = logging.getLogger(__name__)
 
 
-class Bridge:
+class Bridge(Component):
     """Creates missing topics and the ledger schema, then runs the ledger sink and, unless
     `KARMA_INGRESS__ENABLED=false`, the ingress: requests on `actions.requested` start
     actions, events on `actions.events` are signalled to the actions waiting for them.
@@ -38,13 +38,6 @@ class Bridge:
         self._past: PastActions | None = None  # when the bridge makes its own client
         self.requests: IngressConsumer | None = None
         self.events: IngressConsumer | None = None
-
-    async def start(self) -> None:
-        try:
-            await self._start()
-        except BaseException:
-            await self.stop()
-            raise
 
     async def _start(self) -> None:
         settings = self._settings
@@ -68,7 +61,7 @@ class Bridge:
                 settings.kafka.topics.events,
                 settings.ingress.events_group,
                 EventIngress(
-                    client.temporal,
+                    client,
                     resolve_timeout=settings.ingress.resolve_timeout_s,
                     search_attributes=settings.temporal.search_attributes,
                     limits=settings.limits,
@@ -118,7 +111,7 @@ class Bridge:
         await self.stop()
         return drained
 
-    async def stop(self) -> None:
+    async def _stop(self) -> None:
         await self.stop_intake()
         if self._sink is not None:
             await self._sink.stop()
@@ -131,12 +124,3 @@ class Bridge:
         """Return when one of the bridge's consumers stops by itself."""
         parts = [p for p in (self._sink, self.requests, self.events) if p is not None]
         await first_to_stop(*(p.wait() for p in parts))
-
-    async def __aenter__(self) -> Bridge:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()

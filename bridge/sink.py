@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import KafkaError
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError
 
+from bridge.consumer_loop import ConsumerLoop
 from bridge.decode import decode_transition
 from bridge.dlq import DeadLetter, DeadLetterPublisher
 from bridge.inbound import marked_as_transition
@@ -54,76 +55,55 @@ class _Refused:
     error: Exception
 
 
-class LedgerSink:
+class LedgerSink(ConsumerLoop):
     """Consumes the transition topics and writes them to the ledger."""
 
     def __init__(self, settings: Settings, dlq: DeadLetterPublisher) -> None:
+        topics = settings.kafka.topics
+        super().__init__(
+            "ledger-sink",
+            [topics.requested, topics.progress, topics.result],
+            group=settings.bridge.consumer_group,
+            kafka=settings.kafka,
+        )
         self._settings = settings
         self._ledger: Ledger | None = None
         self._dlq = dlq
         # The ClickHouse client is blocking: one thread makes all of the sink's calls.
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
-        self._consumer: AIOKafkaConsumer | None = None  # created by start()
-        self._stopping = asyncio.Event()
         self._draining = False
         self._idle = asyncio.Event()  # set by each poll that finds nothing new
-        self._task: asyncio.Task[None] | None = None
         self.batches_written = 0
         self.rows_written = 0
         self.dead_lettered = 0
 
-    async def start(self) -> None:
-        """Open the ledger (creating its schema if needed), then join the consumer group."""
+    async def _start(self) -> None:
+        """Open the ledger (bringing its schema up to date), then join the consumer group."""
         clickhouse = self._settings.clickhouse
         self._ledger = await self._in_db(
             Ledger.open, self._settings.clickhouse_dsn, clickhouse.database
         )
         await self._in_db(self._ledger.ensure_schema)
-        topics = self._settings.kafka.topics
-        self._consumer = AIOKafkaConsumer(
-            topics.requested,
-            topics.progress,
-            topics.result,
-            group_id=self._settings.bridge.consumer_group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            **client_kwargs(self._settings.kafka),
-        )
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._run(), name="ledger-sink")
+        await super()._start()
 
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+    async def _stop(self) -> None:
+        await super()._stop()
         if self._ledger is not None:
             await self._in_db(self._ledger.close)
             self._ledger = None
         self._db.shutdown(wait=True)
 
-    @property
-    def _kafka(self) -> AIOKafkaConsumer:
-        assert self._consumer is not None, "start() creates the consumer"
-        return self._consumer
-
-    async def wait(self) -> None:
-        """Return when the sink stops by itself; cancelling the wait leaves it running."""
-        if self._task is not None:
-            await asyncio.shield(self._task)
-
     async def lag(self) -> int | None:
         """Records on the sink's partitions not committed to the ledger yet (as far as the
         broker's end offsets tell: they can trail what is readable); None while the sink
         has no partitions yet (it is joining its group)."""
-        assigned = list(self._consumer.assignment()) if self._consumer is not None else []
-        if not assigned or self._consumer is None:
+        assigned = list(self.kafka.assignment()) if self._consumer is not None else []
+        if not assigned:
             return None
-        ends = await self._consumer.end_offsets(assigned)
+        ends = await self.kafka.end_offsets(assigned)
         behind = 0
         for tp in assigned:  # asked each time: after a rebalance another member committed
-            behind += max(0, ends[tp] - (await self._consumer.committed(tp) or 0))
+            behind += max(0, ends[tp] - (await self.kafka.committed(tp) or 0))
         return behind
 
     async def catch_up(self, timeout: float, progress: Progress = lambda message: None) -> bool:
@@ -169,13 +149,12 @@ class LedgerSink:
             log.warning("cannot read end offsets: %r", exc)
             return None
 
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            batch = await self._next_batch()
-            if not batch:
-                self._idle.set()
-            if batch and not await self._write(batch):
-                return
+    async def _step(self) -> None:
+        batch = await self._next_batch()
+        if not batch:
+            self._idle.set()
+        else:
+            await self._write(batch)  # False: stopped before it was stored (re-read later)
 
     async def _next_batch(self) -> list[Any]:
         """Wait for records, then keep collecting until the batch is full or old enough
@@ -190,7 +169,7 @@ class LedgerSink:
                 break
             if self._draining and records:
                 wait = min(wait, 0.2)
-            fetched = await self._kafka.getmany(
+            fetched = await self.kafka.getmany(
                 timeout_ms=int(wait * 1000), max_records=bridge.batch_max_rows - len(records)
             )
             if not fetched and (self._draining or not records):
@@ -284,12 +263,7 @@ class LedgerSink:
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
             offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
-        try:
-            await self._kafka.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # The group rebalanced; the new owner re-reads these records and the ledger
-            # skips what it already holds.
-            log.warning("offset commit failed after a rebalance: %s", exc)
+        await self.commit(offsets)
 
     async def _in_db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)

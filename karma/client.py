@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError as PydanticValidationError
 from temporalio.client import (
@@ -48,6 +48,8 @@ from karma.request import ActionRequest
 from karma.secrets import SecretSealer
 from karma.settings import LimitsSettings, Settings, get_settings
 from karma.status import ActionOutcome, ActionStatus, LedgerAnswer, PastActions, ran_before
+
+T = TypeVar("T")
 
 # How long `status` waits for a worker to answer before explaining why it did not.
 QUERY_TIMEOUT = timedelta(seconds=10)
@@ -90,15 +92,27 @@ class ActionHandle:
         # Prefer the handle start_workflow returned: client interceptors may have adapted it.
         self._handle = workflow_handle or temporal.get_workflow_handle(self.workflow_id)
 
+    async def _call(self, rpc: Awaitable[T]) -> T:
+        """Temporal's answer, with its "not found" as ActionNotFoundError (the one place
+        that translates it)."""
+        try:
+            return await rpc
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise ActionNotFoundError(self.action_id) from exc
+            raise
+
     async def status(self) -> ActionStatus:
         """The action's state; from the ledger when Temporal no longer holds it."""
         try:
-            status: ActionStatus = await self._handle.query(
-                names.STATUS_QUERY, result_type=ActionStatus, rpc_timeout=QUERY_TIMEOUT
+            status: ActionStatus = await self._call(
+                self._handle.query(
+                    names.STATUS_QUERY, result_type=ActionStatus, rpc_timeout=QUERY_TIMEOUT
+                )
             )
+        except ActionNotFoundError:
+            return (await self._from_ledger()).status()
         except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return (await self._from_ledger(exc)).status()
             if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
                 # Our rpc_timeout ran out (reported as CANCELLED by the client).
                 raise ActionUnreadableError(await self._why_silent()) from exc
@@ -125,16 +139,19 @@ class ActionHandle:
             "is a worker polling its task queue?"
         )
 
-    async def _from_ledger(self, not_found: RPCError) -> LedgerAnswer:
+    async def _from_ledger(self) -> LedgerAnswer:
+        """Temporal does not have it: the ledger may still (or it does not exist)."""
         events = await self._past(self.action_id) if self._past is not None else []
         if not events:
-            raise ActionNotFoundError(self.action_id) from not_found
+            raise ActionNotFoundError(self.action_id)
         return LedgerAnswer(transitions=list(events))
 
     async def result(self) -> ActionOutcome:
         """Wait for the terminal state; failures and cancellations are outcomes, not errors."""
         try:
-            return ActionOutcome.model_validate(await self._handle.result())
+            return ActionOutcome.model_validate(await self._call(self._handle.result()))
+        except ActionNotFoundError:
+            return (await self._from_ledger()).outcome()
         except WorkflowFailureError as exc:
             cause = exc.cause
             if isinstance(cause, ApplicationError) and cause.details:
@@ -150,18 +167,9 @@ class ActionHandle:
                     attempts=status.attempt,
                 )
             raise
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return (await self._from_ledger(exc)).outcome()
-            raise
 
     async def cancel(self) -> None:
-        try:
-            await self._handle.cancel()
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise ActionNotFoundError(self.action_id) from exc
-            raise
+        await self._call(self._handle.cancel())
 
     async def signal(self, event: Envelope | Mapping[str, Any]) -> Envelope:
         """Deliver an external event to the action (as the ingress does for callbacks).
@@ -185,11 +193,9 @@ class ActionHandle:
             envelope = envelope.model_copy(update={"event_id": f"signal:{uuid.uuid4().hex}"})
         check_event(envelope, self._max_payload_bytes)
         try:
-            await self._handle.signal(names.DELIVER_EVENT_SIGNAL, envelope)
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
-            await self._ensure_exists()
+            await self._call(self._handle.signal(names.DELIVER_EVENT_SIGNAL, envelope))
+        except ActionNotFoundError as exc:
+            await self._call(self._handle.describe())  # not found at all, or ended?
             raise ActionEndedError(self.action_id, "it takes no more events") from exc
         return envelope
 
@@ -202,31 +208,23 @@ class ActionHandle:
             karma.errors.ActionNotFoundError: no such action.
         """
         try:
-            decided: Decision = await self._handle.execute_update(
-                names.DECIDE_UPDATE,
-                DecisionInput(decision=decision, by=by, reason=reason),
-                result_type=Decision,
+            decided: Decision = await self._call(
+                self._handle.execute_update(
+                    names.DECIDE_UPDATE,
+                    DecisionInput(decision=decision, by=by, reason=reason),
+                    result_type=Decision,
+                )
             )
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
             raise DecisionRefusedError(message) from exc
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
-            await self._ensure_exists()
+        except ActionNotFoundError as exc:
+            await self._call(self._handle.describe())  # not found at all, or ended?
             raise DecisionRefusedError(
                 f"action {self.action_id} is not waiting for a decision (it has ended)"
             ) from exc
         return decided
-
-    async def _ensure_exists(self) -> None:
-        try:
-            await self._handle.describe()
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise ActionNotFoundError(self.action_id) from exc
-            raise
 
     async def approve(self, *, by: str, reason: str = "") -> Decision:
         return await self.decide("approve", by=by, reason=reason)

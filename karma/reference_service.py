@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from karma.component import Component
 from karma.errors import field_errors
 from karma.events import Envelope, EventSource
 from karma.executor import ACTION_ID_HEADER, CALLBACK_TOPIC_HEADER
@@ -45,7 +46,7 @@ class JobRequest(BaseModel):
     anonymous: bool = Field(default=False, description="events name only the job id")
 
 
-class ReferenceService:
+class ReferenceService(Component):
     """The service; `start()` returns once it accepts jobs at `url`."""
 
     def __init__(self, kafka: KafkaSettings, *, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -60,14 +61,15 @@ class ReferenceService:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self._producer.start()
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         log.info("reference service at %s", self.url)
 
-    async def stop(self) -> None:
-        await asyncio.to_thread(self._server.shutdown)
+    async def _stop(self) -> None:
+        if self._loop is not None:  # serving: shutdown() waits for serve_forever to end
+            await asyncio.to_thread(self._server.shutdown)
         self._server.server_close()
         for job in list(self._jobs):
             job.cancel()

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from types import TracebackType
 
 from temporalio.client import Client
 
@@ -20,6 +19,7 @@ from bridge.ledger import Ledger, PastActions
 from bridge.reconcile import ReconcileReport, reconcile
 from bridge.service import Bridge
 from karma.client import KarmaClient, connect_temporal
+from karma.component import Component
 from karma.embedded import EmbeddedServers
 from karma.first_to_stop import first_to_stop
 from karma.reference_service import ReferenceService
@@ -33,7 +33,7 @@ RECONCILE_WINDOW = timedelta(hours=1)
 RECONCILE_CATCH_UP_SECONDS = 30.0
 
 
-class EmbeddedKarma:
+class EmbeddedKarma(Component):
     """Starts servers, bridge and worker in order and stops them in reverse."""
 
     def __init__(
@@ -89,33 +89,28 @@ class EmbeddedKarma:
             )
         return self._ledger
 
-    async def start(self) -> None:
-        try:
-            self._progress("starting the Temporal dev server and the Kafka broker…")
-            await self._stack.enter_async_context(self.servers)
-            self._temporal = await connect_temporal(
-                self.settings, interceptors=tracing_interceptors(self.settings.otel)
-            )
-            self._progress("starting the bridge (topics, ledger schema, consumer groups)…")
-            self.bridge = Bridge(self.settings, client=self.client)
-            await self._stack.enter_async_context(self.bridge)
-            if self._with_reference_service and "jobs" not in self.settings.services:
-                self._progress("starting the reference jobs service…")
-                self.reference_service = ReferenceService(self.settings.kafka)
-                await self.reference_service.start()
-                self._stack.push_async_callback(self.reference_service.stop)
-                services = {**self.settings.services, "jobs": self.reference_service.url}
-                self.settings = self.settings.model_copy(update={"services": services})
-            self._progress("starting the worker…")
-            self.worker = ActionWorker(
-                self._temporal, self.settings, registry=self._registry, past=self._past
-            )
-            await self._stack.enter_async_context(self.worker)
-            if self._reconcile:
-                await self.reconcile()
-        except BaseException:
-            await self.stop()
-            raise
+    async def _start(self) -> None:
+        self._progress("starting the Temporal dev server and the Kafka broker…")
+        await self._stack.enter_async_context(self.servers)
+        self._temporal = await connect_temporal(
+            self.settings, interceptors=tracing_interceptors(self.settings.otel)
+        )
+        self._progress("starting the bridge (topics, ledger schema, consumer groups)…")
+        self.bridge = Bridge(self.settings, client=self.client)
+        await self._stack.enter_async_context(self.bridge)
+        if self._with_reference_service and "jobs" not in self.settings.services:
+            self._progress("starting the reference jobs service…")
+            self.reference_service = ReferenceService(self.settings.kafka)
+            await self._stack.enter_async_context(self.reference_service)
+            services = {**self.settings.services, "jobs": self.reference_service.url}
+            self.settings = self.settings.model_copy(update={"services": services})
+        self._progress("starting the worker…")
+        self.worker = ActionWorker(
+            self._temporal, self.settings, registry=self._registry, past=self._past
+        )
+        await self._stack.enter_async_context(self.worker)
+        if self._reconcile:
+            await self.reconcile()
 
     async def reconcile(self, since: datetime | None = None) -> ReconcileReport:
         """Publish again what Temporal recorded and the ledger lacks (transitions lost with
@@ -155,18 +150,9 @@ class EmbeddedKarma:
         assert self.worker is not None and self.bridge is not None, "start() first"
         await first_to_stop(self.worker.wait(), self.bridge.wait())
 
-    async def stop(self) -> None:
+    async def _stop(self) -> None:
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = None
         await self._stack.aclose()
         self._past.close()
-
-    async def __aenter__(self) -> EmbeddedKarma:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()

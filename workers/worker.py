@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import timedelta
-from types import TracebackType
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -16,6 +15,7 @@ from activities.action import ActionActivities
 from activities.compensation import CompensationActivities
 from bridge.dlq import DeadLetterPublisher
 from bridge.emit import TransitionPublisher
+from karma.component import Component
 from karma.registry import ActionRegistry, default_registry
 from karma.secrets import SecretSealer
 from karma.settings import Settings
@@ -38,7 +38,7 @@ def sandboxed_runner(*extra_passthrough: str) -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
-class ActionWorker:
+class ActionWorker(Component):
     """A Temporal worker for ActionWorkflow plus the Kafka publisher its activities use."""
 
     def __init__(
@@ -90,11 +90,11 @@ class ActionWorker:
         )
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         await self._publisher.start()
         self._task = asyncio.create_task(self._worker.run(), name=f"worker:{self.task_queue}")
 
-    async def stop(self) -> None:
+    async def _stop(self) -> None:
         if self._task is not None:
             await self._worker.shutdown()
             with contextlib.suppress(asyncio.CancelledError):
@@ -108,12 +108,3 @@ class ActionWorker:
         Cancelling the wait leaves the worker running."""
         if self._task is not None:
             await asyncio.shield(self._task)
-
-    async def __aenter__(self) -> ActionWorker:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()

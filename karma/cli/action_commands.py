@@ -28,20 +28,19 @@ EXIT_ACTION_FAILED = 1
 async def request(args: argparse.Namespace) -> int:
     registry = default_registry()
     meta = registry.meta(args.type)  # unknown type: a ValidationError naming the choices
+    # Checked before connecting: bad input never waits for Temporal.
     params = validate_params(meta, parse_params(meta, args.param, args.params_json))
-    tags = _tags(args.tag)
-    action = ActionRequest.new(
-        args.type,
-        params,
-        idempotency_key=args.idempotency_key or "",
-        entity_id=args.entity_id,
-        correlation_id=args.correlation_id,
-        tenant=args.tenant,
-        priority=args.priority,
-        tags=tags,
-    )
+    fields = {
+        "idempotency_key": args.idempotency_key or "",
+        "entity_id": args.entity_id,
+        "correlation_id": args.correlation_id,
+        "tenant": args.tenant,
+        "priority": args.priority,
+        "tags": _tags(args.tag),
+    }
+    ActionRequest.new(args.type, params, **fields)  # ids and names checked too
     client = await connect()
-    handle = await client.submit(action, validate=False)
+    handle = await client.request(args.type, params, **fields)
     verb = "requested" if handle.created else "already requested (same idempotency key)"
     print(f"action {handle.action_id} {verb}; workflow id {handle.workflow_id}")
     if not args.wait:

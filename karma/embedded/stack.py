@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
-from types import TracebackType
 
+from karma.component import Component
 from karma.embedded.kafka_broker import TansuBroker
 from karma.embedded.process import free_port, port_is_open
 from karma.embedded.temporal_server import TemporalDevServer
@@ -18,7 +19,7 @@ def _host_port(address: str, setting: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-class EmbeddedServers:
+class EmbeddedServers(Component):
     """The Temporal dev server and the tansu broker as child processes.
 
     Args:
@@ -46,7 +47,7 @@ class EmbeddedServers:
             host=kafka_host, port=kafka_port, log_path=data_dir / "logs" / "tansu.log"
         )
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         for name, host, port in (
             ("Temporal", self.temporal.host, self.temporal.port),
             ("Temporal Web UI", self.temporal.host, self.temporal.ui_port),
@@ -58,29 +59,17 @@ class EmbeddedServers:
                     "running? Choose other ports with KARMA_TEMPORAL__ADDRESS, "
                     "KARMA_TEMPORAL__UI_PORT and KARMA_KAFKA__BOOTSTRAP_SERVERS."
                 )
-        try:
-            self.kafka.process.start()
-            await self.temporal.start()
-            await self.kafka.start_wait()
-        except BaseException:
-            self.stop()
-            raise
+        self.kafka.process.start()
+        await self.temporal.start()
+        await self.kafka.start_wait()
 
-    def stop(self) -> None:
-        self.temporal.stop()
-        self.kafka.stop()
+    async def _stop(self) -> None:
+        # Blocking waits for the processes to exit: off the event loop.
+        await asyncio.to_thread(self.temporal.stop)
+        await asyncio.to_thread(self.kafka.stop)
 
     def pids(self) -> dict[str, int | None]:
         return {"temporal": self.temporal.process.pid, "kafka": self.kafka.process.pid}
-
-    async def __aenter__(self) -> EmbeddedServers:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def with_free_ports(settings: Settings, data_dir: Path) -> Settings:

@@ -84,10 +84,10 @@ class Chaos:
         temporal = await connect_temporal(self.settings)
         return KarmaClient(temporal, task_queue=self.settings.temporal.task_queue)
 
-    def stop_all(self) -> None:
+    async def stop_all(self) -> None:
         for process in self.processes.values():
             process.ensure_stopped()
-        self.servers.stop()
+        await self.servers.stop()
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ async def chaos(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Chaos
         await stack.start_worker()
         yield stack
     finally:
-        stack.stop_all()
+        await stack.stop_all()
 
 
 async def load(

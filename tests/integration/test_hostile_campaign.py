@@ -220,10 +220,10 @@ def hostile_messages(ended: str) -> st.SearchStrategy[Hostile]:
     @st.composite
     def unknown_or_ended(draw: st.DrawFn) -> Hostile:
         data = {**base(EVENTS, ended), "event_type": draw(st.text(min_size=1, max_size=30))}
-        kind = "ended action"
         if draw(st.booleans()):
-            data["action_id"], kind = unique("act_nobody"), "unknown action"
-        return Hostile(kind, EVENTS, dumps(data), r"does not exist or has ended")
+            data["action_id"] = unique("act_nobody")
+            return Hostile("unknown action", EVENTS, dumps(data), r"which does not exist")
+        return Hostile("ended action", EVENTS, dumps(data), r"which has ended")
 
     return st.one_of(
         random_bytes(), not_utf8(), truncated(), scalars(), nested(), megabytes(),

@@ -153,7 +153,7 @@ async def test_unusable_callbacks_go_to_the_dlq_and_an_orphan_can_be_replayed(
     bad = {
         f"{{not json {marker}".encode(): "not JSON",
         envelope("done", entity_id=marker): "names neither its action",
-        envelope("done", action_id=f"act_missing_{marker}"): "does not exist or has ended",
+        envelope("done", action_id=f"act_missing_{marker}"): "which does not exist",
         envelope("done", action_id=ended.action_id, entity_id=marker): "has ended",
         orphan: "orphan event: no running action waits for external id",
     }

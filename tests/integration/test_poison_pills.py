@@ -88,7 +88,7 @@ async def test_hostile_messages_on_every_topic_are_dead_lettered_and_the_rest_ru
         expected = bad[original]
         if position[0] == topics.events and expected == "attrs.attempt":
             # A well-formed envelope as a callback: the action it names does not exist.
-            expected = "does not exist or has ended"
+            expected = "which does not exist"
         if position[0] == topics.requested and b'"system": "karma"' in original:
             # Without Karma's header, a "transition" on the request topic is forged.
             expected = "lacks the karma-transition header"
