@@ -3,17 +3,16 @@ method's typed output."""
 
 from __future__ import annotations
 
-from karma.decision import AwaitDecision
 from karma.errors import PermanentError
 from karma.executor import (
     ActionContext,
     ActionResult,
-    AwaitEvent,
+    AwaitCallback,
     BaseActionExecutor,
     EventDrivenActionExecutor,
     Skip,
 )
-from karma.interactive import InteractiveActionExecutor
+from karma.interactive import AwaitDecision, InteractiveActionExecutor
 from karma.saga import StepContext, StepResult, TransactionalActionExecutor
 from karma.stateful import Break, Continue, StatefulActionExecutor
 from karma.workflow_io import (
@@ -44,7 +43,7 @@ async def execute(executor: BaseActionExecutor, ctx: ActionContext) -> ExecuteOu
             return ExecuteOutput(outputs=result.outputs)
         case Skip():
             return ExecuteOutput(outputs=result.outputs, skipped=result.reason)
-        case AwaitEvent() if isinstance(executor, EventDrivenActionExecutor):
+        case AwaitCallback() if isinstance(executor, EventDrivenActionExecutor):
             return ExecuteOutput(outputs=result.outputs, awaiting=result)
     raise _refused(executor, result)
 

@@ -1,5 +1,5 @@
 """The activities of ActionWorkflow: prepare (validate), one per executor method (execute,
-ask, run_step, iterate, handle_event), and emit.
+ask, run_step, iterate, handle_callback), and emit.
 
 Each attempt also publishes the transitions the workflow has recorded so far, while the
 executor runs, so a successful action needs no separate emission round trip before its
@@ -30,7 +30,7 @@ from karma.errors import (
 from karma.executor import (
     ActionContext,
     BaseActionExecutor,
-    EventContext,
+    CallbackContext,
     EventDrivenActionExecutor,
 )
 from karma.meta import SUPPORTED_MODES
@@ -46,13 +46,13 @@ from karma.workflow_io import (
     AskInput,
     AskOutput,
     AttemptOutput,
+    CallbackInput,
     EmitInput,
     EmitOutput,
     ExecuteHeartbeat,
     ExecuteInput,
     ExecuteOutput,
     ExecutionPlan,
-    HandleEventInput,
     IterateInput,
     IterateOutput,
     JudgedCallback,
@@ -208,26 +208,31 @@ class ActionActivities:
 
         return await run_attempt(call, emit, max_payload_bytes=self._max_payload_bytes)
 
-    @activity.defn(name=names.HANDLE_EVENT)
-    async def handle_event(self, inp: HandleEventInput) -> JudgedCallback:
-        """Let the executor judge one external event (retried under the action's policy)."""
+    @activity.defn(name=names.HANDLE_CALLBACK)
+    async def handle_callback(self, inp: CallbackInput) -> JudgedCallback:
+        """Let the executor judge one callback (retried under the action's policy)."""
         clock = AttemptClock()
         try:
             executor = self._registry.executor(inp.request.action_type)
-            ctx = EventContext(
+            ctx = CallbackContext(
                 action_id=inp.request.action_id,
                 action_type=inp.request.action_type,
                 params=self._sealer.unseal(inp.params),
                 external_workflow_id=inp.external_workflow_id,
-                event=inp.event,
+                callback=inp.event,
                 outputs=inp.outputs,
                 logger=logger_for(inp.request),
             )
-            result = await _event_driven(executor).on_event(ctx)
-            check_result(result, result.outputs, self._max_payload_bytes, "on_event's result")
+            result = await _event_driven(executor).on_callback(ctx)
+            check_result(result, result.outputs, self._max_payload_bytes, "on_callback's result")
         except Exception as exc:
             raise application_error(exc, clock) from exc
         return JudgedCallback(**result.model_dump(), judged_at=clock.now())
+
+    @activity.defn(name=names.HANDLE_EVENT)
+    async def handle_event(self, inp: CallbackInput) -> JudgedCallback:
+        """`handle_callback` under the name runs started before still call it."""
+        return await self.handle_callback(inp)
 
     @activity.defn(name=names.EMIT_TRANSITIONS)
     async def emit_transitions(self, inp: EmitInput) -> EmitOutput:

@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 from pydantic import ValidationError as PydanticValidationError
 
 from karma import names, untrusted_json
+from karma.envelope import KARMA_SYSTEM, Envelope, Transition
 from karma.errors import FieldError, ValidationError, field_errors
-from karma.events import KARMA_SYSTEM, ActionEvent, Envelope
 from karma.settings import LimitsSettings
 
 M = TypeVar("M", bound=Envelope)
@@ -53,9 +53,9 @@ def decode_foreign_envelope(raw: bytes | None, limits: LimitsSettings | None = N
     return _validated(Envelope, data)
 
 
-def decode_transition(raw: bytes | None, limits: LimitsSettings | None = None) -> ActionEvent:
+def decode_transition(raw: bytes | None, limits: LimitsSettings | None = None) -> Transition:
     """The transition in a message on a transition topic (or marked as one)."""
-    return _validated(ActionEvent, decode_json(raw, limits))
+    return _validated(Transition, decode_json(raw, limits))
 
 
 def _validated(model: type[M], data: dict[str, Any]) -> M:

@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError
 from bridge.producer import LazyProducer
 from karma import names
 from karma.component import Component
-from karma.events import ActionEvent
+from karma.envelope import Transition
 from karma.lifecycle import TopicKind
 from karma.settings import KafkaSettings
 
@@ -34,7 +34,7 @@ class TransitionPublisher(Component):
             TopicKind.RESULT: settings.topics.result,
         }
 
-    def topic_for(self, event: ActionEvent) -> str:
+    def topic_for(self, event: Transition) -> str:
         return self._topics[event.event_type.topic_kind]
 
     async def _start(self) -> None:
@@ -47,7 +47,7 @@ class TransitionPublisher(Component):
     async def _stop(self) -> None:
         await self._producer.stop()
 
-    async def publish(self, events: Sequence[ActionEvent], *, timeout: float) -> int:
+    async def publish(self, events: Sequence[Transition], *, timeout: float) -> int:
         """Send `events` (one action, seq order) and return the highest seq acknowledged
         with every earlier one; 0 when none was."""
         if not events:
@@ -58,7 +58,7 @@ class TransitionPublisher(Component):
             log.warning("publishing %d transitions failed: %r", len(events), exc)
             return 0
 
-    async def _publish(self, events: Sequence[ActionEvent]) -> int:
+    async def _publish(self, events: Sequence[Transition]) -> int:
         producer = await self._producer.get()
         futures = []
         for event in events:

@@ -16,8 +16,8 @@ from pydantic import ValidationError as PydanticValidationError
 
 from bridge.decode import decode_envelope, decode_foreign_envelope
 from karma import names
+from karma.envelope import MAX_ID_CHARS, Envelope
 from karma.errors import FieldError, ValidationError, field_errors
-from karma.events import MAX_ID_CHARS, Envelope
 from karma.lifecycle import EventType
 from karma.request import ActionRequest
 from karma.settings import LimitsSettings

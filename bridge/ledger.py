@@ -29,8 +29,8 @@ from bridge.ledger_schema import (
     bookkeeping_statements,
 )
 from karma import names
+from karma.envelope import EventSource, Transition
 from karma.errors import LedgerUnavailableError
-from karma.events import ActionEvent, EventSource
 from karma.lifecycle import TERMINAL_STATES
 
 
@@ -82,9 +82,9 @@ def _ledger_event(row: dict[str, Any]) -> LedgerEvent:
     return LedgerEvent(**{**row, "attrs": json.loads(row["attrs"])})
 
 
-def _action_event(row: dict[str, Any]) -> ActionEvent:
+def _action_event(row: dict[str, Any]) -> Transition:
     ts = row["ts"]
-    return ActionEvent(
+    return Transition(
         ts=ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts,
         event_type=row["event_type"],
         action_id=row["action_id"],
@@ -266,7 +266,7 @@ class Ledger:
         count, newest = result.result_rows[0]
         return newest.replace(tzinfo=UTC) if count else None
 
-    def action_events(self, action_id: str) -> list[ActionEvent]:
+    def action_events(self, action_id: str) -> list[Transition]:
         """One action's transitions rebuilt as envelopes, in seq order."""
         result = self._client.query(
             f"""SELECT action_id, ts, event_type, seq, entity_id, correlation_id,
@@ -293,11 +293,11 @@ class PastActions:
         self._ledger: Ledger | None = None
         self._lock = threading.Lock()
 
-    async def __call__(self, action_id: str) -> list[ActionEvent]:
+    async def __call__(self, action_id: str) -> list[Transition]:
         """The action's transitions in the ledger, in seq order ([] if it has none)."""
         return await asyncio.to_thread(self._read, action_id)
 
-    def _read(self, action_id: str) -> list[ActionEvent]:
+    def _read(self, action_id: str) -> list[Transition]:
         with self._lock:
             if self._ledger is None:
                 self._ledger = Ledger.open(self._dsn, self._database)

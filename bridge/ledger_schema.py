@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from karma import names
+from karma.envelope import Transition
 from karma.errors import FieldError, ValidationError
-from karma.events import ActionEvent
 
 MAX_ATTEMPT = 2**16 - 1  # UInt16
 TABLE_MIGRATIONS = "schema_migrations"
@@ -32,7 +32,7 @@ class KafkaPosition:
     offset: int
 
 
-Fill = Callable[[ActionEvent, KafkaPosition], Any]
+Fill = Callable[[Transition, KafkaPosition], Any]
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,14 @@ class Column:
         return text
 
 
-def _error(event: ActionEvent) -> dict[str, Any]:
+def _error(event: Transition) -> dict[str, Any]:
     error = event.attrs.get("error") or {}
     if not isinstance(error, dict):
         raise ValidationError([FieldError(field="attrs.error", reason="must be an object")])
     return error
 
 
-def _attempt(event: ActionEvent) -> int:
+def _attempt(event: Transition) -> int:
     attempt = event.attrs.get("attempt") or 0
     if not isinstance(attempt, int) or not 0 <= attempt <= MAX_ATTEMPT:
         reason = f"must be an integer from 0 to {MAX_ATTEMPT}, got {str(attempt)[:40]!r}"
@@ -73,7 +73,7 @@ def _attempt(event: ActionEvent) -> int:
     return attempt
 
 
-def _duration(event: ActionEvent) -> int:
+def _duration(event: Transition) -> int:
     duration = event.attrs.get("duration_ms") or 0
     if not isinstance(duration, int) or duration < 0:
         reason = f"must be a whole number of milliseconds, got {str(duration)[:40]!r}"
@@ -81,7 +81,7 @@ def _duration(event: ActionEvent) -> int:
     return min(duration, 2**63 - 1)
 
 
-def _state(event: ActionEvent) -> str:
+def _state(event: Transition) -> str:
     state = event.event_type.state
     return state.value if state is not None else ""
 
@@ -137,7 +137,7 @@ INSERTED = tuple(c for c in ACTION_EVENTS if c.fill is not None)
 INSERT_COLUMNS = tuple(c.name for c in INSERTED)
 
 
-def ledger_row(event: ActionEvent, position: KafkaPosition) -> list[Any]:
+def ledger_row(event: Transition, position: KafkaPosition) -> list[Any]:
     """One `action_events` row, in INSERT_COLUMNS order.
 
     Raises:

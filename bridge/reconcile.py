@@ -23,7 +23,7 @@ from temporalio.client import Client
 from bridge.emit import TransitionPublisher
 from bridge.ledger import Ledger
 from karma import names
-from karma.events import ActionEvent
+from karma.envelope import Transition
 from karma.ids import WORKFLOW_ID_PREFIX, action_id_from_workflow_id
 from karma.status import ActionStatus
 
@@ -97,7 +97,7 @@ async def reconcile(
         progress(f"reconcile: reading the transitions of {len(todo)} action(s)…")
     limit = asyncio.Semaphore(CONCURRENT_QUERIES)
 
-    async def read(workflow_id: str) -> tuple[str, dict[int, ActionEvent]]:
+    async def read(workflow_id: str) -> tuple[str, dict[int, Transition]]:
         async with limit:
             return action_ids[workflow_id], await _recorded(
                 temporal, workflow_id, todo[workflow_id], report
@@ -125,10 +125,10 @@ async def _recorded(
     workflow_id: str,
     run_ids: list[str],
     report: ReconcileReport,
-) -> dict[int, ActionEvent]:
+) -> dict[int, Transition]:
     """The transitions the action's runs recorded and published (a running one may hold
     transitions it has not published yet: it will)."""
-    events: dict[int, ActionEvent] = {}
+    events: dict[int, Transition] = {}
     for run_id in run_ids:
         handle = temporal.get_workflow_handle(workflow_id, run_id=run_id or None)
         try:
@@ -145,6 +145,6 @@ async def _recorded(
     return events
 
 
-async def _publish(publisher: TransitionPublisher, events: list[ActionEvent]) -> int:
+async def _publish(publisher: TransitionPublisher, events: list[Transition]) -> int:
     acked = await publisher.publish(events, timeout=PUBLISH_TIMEOUT_SECONDS)
     return sum(1 for event in events if event.seq <= acked)

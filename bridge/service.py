@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from bridge.callback_ingress import CallbackIngress
 from bridge.dlq import DeadLetterPublisher
-from bridge.event_ingress import EventIngress
 from bridge.ingress_consumer import IngressConsumer
 from bridge.ledger import PastActions
 from bridge.request_ingress import RequestIngress
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 class Bridge(Component):
     """Creates missing topics and the ledger schema, then runs the ledger sink and, unless
     `KARMA_INGRESS__ENABLED=false`, the ingress: requests on `actions.requested` start
-    actions, events on `actions.events` are signalled to the actions waiting for them.
+    actions, callbacks on `actions.events` are delivered to the actions waiting for them.
 
     With embedded chdb the bridge must live in the process that owns the data path.
     """
@@ -37,7 +37,7 @@ class Bridge(Component):
         self._sink: LedgerSink | None = None
         self._past: PastActions | None = None  # when the bridge makes its own client
         self.requests: IngressConsumer | None = None
-        self.events: IngressConsumer | None = None
+        self.callbacks: IngressConsumer | None = None
 
     async def _start(self) -> None:
         settings = self._settings
@@ -56,18 +56,18 @@ class Bridge(Component):
                 RequestIngress(client, settings.limits),
             )
             await self.requests.start()
-            self.events = self._consumer(
-                "ingress.events",
-                settings.kafka.topics.events,
-                settings.ingress.events_group,
-                EventIngress(
+            self.callbacks = self._consumer(
+                "ingress.callbacks",
+                settings.kafka.topics.callbacks,
+                settings.ingress.callbacks_group,
+                CallbackIngress(
                     client,
                     resolve_timeout=settings.ingress.resolve_timeout_s,
                     search_attributes=settings.temporal.search_attributes,
                     limits=settings.limits,
                 ),
             )
-            await self.events.start()
+            await self.callbacks.start()
         log.info(
             "bridge running: ledger %s, ingress %s",
             settings.clickhouse.database,
@@ -75,7 +75,7 @@ class Bridge(Component):
         )
 
     def _consumer(
-        self, name: str, topic: str, group: str, handler: RequestIngress | EventIngress
+        self, name: str, topic: str, group: str, handler: RequestIngress | CallbackIngress
     ) -> IngressConsumer:
         return IngressConsumer(
             name=name,
@@ -91,10 +91,10 @@ class Bridge(Component):
 
     async def stop_intake(self) -> None:
         """Stop starting actions and delivering callbacks (the ledger sink goes on)."""
-        for consumer in (self.events, self.requests):
+        for consumer in (self.callbacks, self.requests):
             if consumer is not None:
                 await consumer.stop()
-        self.events = self.requests = None
+        self.callbacks = self.requests = None
 
     async def catch_up(self, timeout: float, progress: Progress = lambda message: None) -> bool:
         """Return once the ledger holds what is on the transition topics now."""
@@ -122,5 +122,5 @@ class Bridge(Component):
 
     async def wait(self) -> None:
         """Return when one of the bridge's consumers stops by itself."""
-        parts = [p for p in (self._sink, self.requests, self.events) if p is not None]
+        parts = [p for p in (self._sink, self.requests, self.callbacks) if p is not None]
         await first_to_stop(*(p.wait() for p in parts))

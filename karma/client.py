@@ -1,8 +1,8 @@
-"""The client SDK: request actions, follow them, signal them, cancel them.
+"""The client SDK: request actions, follow their transitions, deliver callbacks, cancel.
 
 client = await KarmaClient.connect()
 handle = await client.request("http_request", {"url": "https://example.com"})  # at once
-async for transition in handle.events():  # as they happen
+async for transition in handle.transitions():  # as they happen
     print(transition.event_type)
 outcome = await handle.result()  # the terminal state; failures are outcomes too
 """
@@ -30,7 +30,7 @@ from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlre
 from temporalio.service import RPCError, RPCStatusCode
 
 from karma import names, search_attributes
-from karma.decision import Decision, DecisionInput
+from karma.envelope import Envelope, Transition
 from karma.errors import (
     ActionEndedError,
     ActionNotFoundError,
@@ -39,8 +39,8 @@ from karma.errors import (
     ValidationError,
     field_errors,
 )
-from karma.events import ActionEvent, Envelope
 from karma.ids import workflow_id_for
+from karma.interactive import Decision, DecisionInput
 from karma.params import validate_params
 from karma.payload_size import check_event, check_request
 from karma.registry import ActionRegistry, default_registry
@@ -171,8 +171,8 @@ class ActionHandle:
     async def cancel(self) -> None:
         await self._call(self._handle.cancel())
 
-    async def signal(self, event: Envelope | Mapping[str, Any]) -> Envelope:
-        """Deliver an external event to the action (as the ingress does for callbacks).
+    async def callback(self, event: Envelope | Mapping[str, Any]) -> Envelope:
+        """Deliver a callback to the action (as the ingress does for `actions.events`).
 
         `ts` defaults to now and `event_id` to a fresh id; the action ignores an event_id it
         has already seen. Returns the event as delivered.
@@ -193,10 +193,10 @@ class ActionHandle:
             envelope = envelope.model_copy(update={"event_id": f"signal:{uuid.uuid4().hex}"})
         check_event(envelope, self._max_payload_bytes)
         try:
-            await self._call(self._handle.signal(names.DELIVER_EVENT_SIGNAL, envelope))
+            await self._call(self._handle.signal(names.DELIVER_CALLBACK_SIGNAL, envelope))
         except ActionNotFoundError as exc:
             await self._call(self._handle.describe())  # not found at all, or ended?
-            raise ActionEndedError(self.action_id, "it takes no more events") from exc
+            raise ActionEndedError(self.action_id, "it takes no more callbacks") from exc
         return envelope
 
     async def decide(self, decision: str, *, by: str, reason: str = "") -> Decision:
@@ -232,7 +232,7 @@ class ActionHandle:
     async def reject(self, *, by: str, reason: str) -> Decision:
         return await self.decide("reject", by=by, reason=reason)
 
-    async def events(self, *, poll_interval: float = 0.5) -> AsyncIterator[ActionEvent]:
+    async def transitions(self, *, poll_interval: float = 0.5) -> AsyncIterator[Transition]:
         """Yield transitions as they are recorded, from the first to the terminal one.
 
         A stateful action's status holds only its current run's transitions (its history is

@@ -27,8 +27,8 @@ from aiokafka import AIOKafkaProducer
 from karma.cli.render import ledger_line
 from karma.client import ActionHandle
 from karma.embedded.stack import with_free_ports
+from karma.envelope import Envelope, EventSource
 from karma.errors import ActionNotFoundError
-from karma.events import Envelope, EventSource
 from karma.ids import action_id_for_key, event_id_for
 from karma.kafka_config import producer_kwargs
 from karma.lifecycle import ActionState, EventType
@@ -169,12 +169,12 @@ async def run_scenario(karma: EmbeddedKarma, scenario: Scenario) -> Ran:
             validate=scenario.validate,
         )
     if scenario.cancel_once_started:
-        async for event in handle.events(poll_interval=0.2):
+        async for event in handle.transitions(poll_interval=0.2):
             if event.event_type is EventType.STARTED:
                 await handle.cancel()
                 break
     if scenario.approve_when_asked:
-        async for event in handle.events(poll_interval=0.2):
+        async for event in handle.transitions(poll_interval=0.2):
             if event.event_type is EventType.WAITING:
                 await handle.approve(by="karma-demo", reason="the demo approves")
                 break

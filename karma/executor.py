@@ -1,8 +1,8 @@
 """What an action author writes: an executor class that turns a context into a result.
 
 Sync executors return an `ActionResult` (or `Skip` when there is nothing to do).
-Event-driven executors start work elsewhere and return `AwaitEvent`; Karma then hands every
-external event to their `on_event`, which answers with an `EventResult` (complete, update
+Event-driven executors start work elsewhere and return `AwaitCallback`; Karma then hands every
+external event to their `on_callback`, which answers with an `CallbackResult` (complete, update
 progress, or ignore). Transactional, interactive and stateful executors are in
 `karma.saga`, `karma.interactive` and `karma.stateful`.
 """
@@ -15,15 +15,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pydantic import BaseModel, Field
 
-from karma.decision import Decision
+from karma.envelope import Envelope
 from karma.errors import PermanentError
-from karma.events import Envelope
 from karma.http_calls import body_of, check_status, send
 from karma.meta import ActionMeta
+
+if TYPE_CHECKING:  # interactive.py builds on this module
+    from karma.interactive import Decision
 
 ACTION_ID_HEADER = "X-Karma-Action-Id"
 CALLBACK_TOPIC_HEADER = "X-Karma-Callback-Topic"
@@ -42,7 +44,7 @@ class Skip(BaseModel):
     outputs: dict[str, Any] = Field(default_factory=dict)
 
 
-class AwaitEvent(BaseModel):
+class AwaitCallback(BaseModel):
     """Returned by an event-driven `execute`: the work goes on elsewhere; wait for events
     about `external_workflow_id` for at most `timeout`."""
 
@@ -51,16 +53,16 @@ class AwaitEvent(BaseModel):
     outputs: dict[str, Any] = Field(default_factory=dict, description="known so far")
 
 
-class EventDecision(StrEnum):
+class CallbackDecision(StrEnum):
     COMPLETE = "complete"
     UPDATE_PROGRESS = "update_progress"
     IGNORE = "ignore"
 
 
-class EventResult(BaseModel):
-    """What `on_event` decided about one external event."""
+class CallbackResult(BaseModel):
+    """What `on_callback` decided about one external event."""
 
-    decision: EventDecision
+    decision: CallbackDecision
     succeeded: bool = True
     outputs: dict[str, Any] = Field(default_factory=dict)
     error: str = ""
@@ -69,12 +71,12 @@ class EventResult(BaseModel):
 
     @classmethod
     def complete(cls, outputs: Mapping[str, Any] | None = None) -> Self:
-        return cls(decision=EventDecision.COMPLETE, outputs=dict(outputs or {}))
+        return cls(decision=CallbackDecision.COMPLETE, outputs=dict(outputs or {}))
 
     @classmethod
     def fail(cls, error: str, outputs: Mapping[str, Any] | None = None) -> Self:
         return cls(
-            decision=EventDecision.COMPLETE,
+            decision=CallbackDecision.COMPLETE,
             succeeded=False,
             error=error,
             outputs=dict(outputs or {}),
@@ -82,11 +84,11 @@ class EventResult(BaseModel):
 
     @classmethod
     def progress(cls, percent: float | None, message: str = "") -> Self:
-        return cls(decision=EventDecision.UPDATE_PROGRESS, percent=percent, message=message)
+        return cls(decision=CallbackDecision.UPDATE_PROGRESS, percent=percent, message=message)
 
     @classmethod
     def ignore(cls, message: str = "") -> Self:
-        return cls(decision=EventDecision.IGNORE, message=message)
+        return cls(decision=CallbackDecision.IGNORE, message=message)
 
 
 def _default_logger() -> logging.LoggerAdapter[logging.Logger]:
@@ -148,14 +150,14 @@ class ActionContext:
 
 
 @dataclass(frozen=True)
-class EventContext:
-    """One external event for an action that waits (`AwaitEvent`)."""
+class CallbackContext:
+    """One callback for an action that waits (`AwaitCallback`)."""
 
     action_id: str
     action_type: str
     params: Mapping[str, Any]
     external_workflow_id: str
-    event: Envelope
+    callback: Envelope
     outputs: Mapping[str, Any]
     logger: logging.LoggerAdapter[logging.Logger] = field(default_factory=_default_logger)
 
@@ -170,13 +172,13 @@ class BaseActionExecutor(ABC):
     meta: ClassVar[ActionMeta]
 
     @abstractmethod
-    async def execute(self, ctx: ActionContext) -> ActionResult | AwaitEvent | Skip:
+    async def execute(self, ctx: ActionContext) -> ActionResult | AwaitCallback | Skip:
         """Do the work of one attempt (sync executors return an ActionResult or Skip)."""
 
 
 class EventDrivenActionExecutor(BaseActionExecutor):
-    """Starts work elsewhere (`execute` returns AwaitEvent) and judges the events about it."""
+    """Starts work elsewhere (`execute` returns AwaitCallback) and judges the events about it."""
 
     @abstractmethod
-    async def on_event(self, ctx: EventContext) -> EventResult:
+    async def on_callback(self, ctx: CallbackContext) -> CallbackResult:
         """Decide what one external event means: complete, progress or ignore."""

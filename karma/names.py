@@ -8,6 +8,8 @@ from typing import Final
 ACTION_WORKFLOW: Final = "ActionWorkflow"
 DEFAULT_TASK_QUEUE: Final = "karma-actions"
 STATUS_QUERY: Final = "status"
+DELIVER_CALLBACK_SIGNAL: Final = "deliver_callback"
+# Its name in histories recorded before callbacks were called callbacks everywhere.
 DELIVER_EVENT_SIGNAL: Final = "deliver_event"
 DECIDE_UPDATE: Final = "decide"
 
@@ -20,6 +22,8 @@ ITERATE: Final = "iterate"
 # Before each executor method had its own activity (workflows started then still call it).
 EXECUTE_ACTION: Final = "execute_action"
 EMIT_TRANSITIONS: Final = "emit_transitions"
+HANDLE_CALLBACK: Final = "handle_callback"
+# Its name in histories recorded before (runs started then still call it).
 HANDLE_EVENT: Final = "handle_event"
 COMPENSATE_STEP: Final = "compensate_step"
 REPORT_UNDONE: Final = "report_undone"
@@ -29,13 +33,13 @@ TOPIC_REQUESTED: Final = "actions.requested"
 TOPIC_PROGRESS: Final = "actions.progress"
 TOPIC_RESULT: Final = "actions.result"
 TOPIC_DLQ: Final = "actions.dlq"
-TOPIC_EVENTS: Final = "actions.events"
+TOPIC_CALLBACKS: Final = "actions.events"
 # Karma's own transitions carry it (value b"1"), so consumers route without parsing: the
 # ingress leaves them alone on `actions.requested`, the ledger sink takes only them there.
 TRANSITION_HEADER: Final = "karma-transition"
 LEDGER_CONSUMER_GROUP: Final = "karma-ledger"
 INGRESS_REQUESTS_GROUP: Final = "karma-ingress-requests"
-INGRESS_EVENTS_GROUP: Final = "karma-ingress-events"
+INGRESS_CALLBACKS_GROUP: Final = "karma-ingress-events"
 
 # ClickHouse
 LEDGER_DATABASE: Final = "karma"

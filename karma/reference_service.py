@@ -24,8 +24,8 @@ from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from karma.component import Component
+from karma.envelope import Envelope, EventSource
 from karma.errors import field_errors
-from karma.events import Envelope, EventSource
 from karma.executor import ACTION_ID_HEADER, CALLBACK_TOPIC_HEADER
 from karma.kafka_config import producer_kwargs
 from karma.settings import KafkaSettings
@@ -144,7 +144,7 @@ class ReferenceService(Component):
                 except PydanticValidationError as exc:
                     self._reply(400, {"errors": [str(e) for e in field_errors(exc)]})
                     return
-                topic = self.headers.get(CALLBACK_TOPIC_HEADER) or service._kafka.topics.events
+                topic = self.headers.get(CALLBACK_TOPIC_HEADER) or service._kafka.topics.callbacks
                 action_id = self.headers.get(ACTION_ID_HEADER) or ""
                 self._reply(202, {"job_id": service.submit(job, action_id, topic)})
 

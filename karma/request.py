@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from karma.envelope import KARMA_SYSTEM, EventSource, Id, Name, Tags
 from karma.errors import ValidationError, field_errors
-from karma.events import KARMA_SYSTEM, EventSource, Id, Name, Tags
 from karma.ids import action_id_for_key, new_action_id
 from karma.run_state import RunState
 

@@ -12,9 +12,9 @@ from typing import Any, Self
 
 from pydantic import AliasChoices, BaseModel, Field, model_validator
 
-from karma.decision import AwaitDecision, Decision
+from karma.envelope import Envelope, Transition
 from karma.errors import ErrorInfo
-from karma.events import ActionEvent, Envelope
+from karma.interactive import AwaitDecision, Decision
 from karma.lifecycle import ActionState
 
 
@@ -37,7 +37,7 @@ class RunState(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict, description="a stateful executor's state")
     data_version: int = 1
     outputs: dict[str, Any] = Field(default_factory=dict)
-    transitions: list[ActionEvent] = Field(
+    transitions: list[Transition] = Field(
         default_factory=list,
         validation_alias=AliasChoices("transitions", "recent"),
         description="this run's transitions, after the previous run's",

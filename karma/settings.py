@@ -11,7 +11,7 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from karma import names
@@ -35,10 +35,14 @@ class KafkaTopics(BaseModel):
     progress: str = names.TOPIC_PROGRESS
     result: str = names.TOPIC_RESULT
     dlq: str = names.TOPIC_DLQ
-    events: str = names.TOPIC_EVENTS
+    callbacks: str = Field(
+        default=names.TOPIC_CALLBACKS,
+        validation_alias=AliasChoices("callbacks", "events"),  # `events`: its former name
+        description="callbacks from the systems event-driven actions wait on",
+    )
 
     def all(self) -> list[str]:
-        return [self.requested, self.progress, self.result, self.dlq, self.events]
+        return [self.requested, self.progress, self.result, self.dlq, self.callbacks]
 
 
 class KafkaSettings(BaseModel):
@@ -85,7 +89,10 @@ class IngressSettings(BaseModel):
 
     enabled: bool = True
     requests_group: str = names.INGRESS_REQUESTS_GROUP
-    events_group: str = names.INGRESS_EVENTS_GROUP
+    callbacks_group: str = Field(
+        default=names.INGRESS_CALLBACKS_GROUP,
+        validation_alias=AliasChoices("callbacks_group", "events_group"),
+    )
     resolve_timeout_s: float = Field(
         default=30.0,
         gt=0,

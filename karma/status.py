@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from karma.decision import Decision
+from karma.envelope import Transition
 from karma.errors import ErrorInfo
-from karma.events import ActionEvent
+from karma.interactive import Decision
 from karma.lifecycle import ActionState
 
 
@@ -37,10 +37,10 @@ class ActionStatus(BaseModel):
     attempt: int = 0
     outputs: dict[str, Any] = Field(default_factory=dict)
     error: ErrorInfo | None = None
-    transitions: list[ActionEvent] = Field(default_factory=list)
+    transitions: list[Transition] = Field(default_factory=list)
     emitted_seq: int = Field(default=0, description="highest seq acknowledged by Kafka")
     external_workflow_id: str = Field(default="", description="set while waiting for events")
-    pending_events: int = Field(default=0, description="external events not handled yet")
+    pending_callbacks: int = Field(default=0, description="external events not handled yet")
     decision_request: dict[str, Any] | None = Field(
         default=None, description="what an interactive action asks a person to decide"
     )
@@ -55,12 +55,12 @@ class ActionStatus(BaseModel):
 
 # The transitions the ledger holds for an action id ([] for none): how an action is still
 # known after Temporal forgot its workflow (retention).
-PastActions = Callable[[str], Awaitable[Sequence[ActionEvent]]]
+PastActions = Callable[[str], Awaitable[Sequence[Transition]]]
 
 log = logging.getLogger(__name__)
 
 
-async def ran_before(past: PastActions | None, action_id: str) -> list[ActionEvent]:
+async def ran_before(past: PastActions | None, action_id: str) -> list[Transition]:
     """The action's first and last transitions in the ledger ([] if it has none, or there
     is no ledger to ask, or it cannot be read now: then Temporal's own duplicate check is
     all there is)."""
@@ -80,7 +80,7 @@ class LedgerAnswer(BaseModel):
     last transition are enough (and keep the answer small enough for a workflow's
     history)."""
 
-    transitions: list[ActionEvent] = Field(min_length=1)
+    transitions: list[Transition] = Field(min_length=1)
 
     @property
     def state(self) -> ActionState:

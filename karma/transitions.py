@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from karma.events import ActionEvent, TransitionAttrs
+from karma.envelope import Transition, TransitionAttrs
 from karma.lifecycle import ActionState, EventType
 from karma.request import ActionRequest
 from karma.run_state import RunState
@@ -22,7 +22,7 @@ class TransitionLog:
         self._run = run
 
     @property
-    def events(self) -> list[ActionEvent]:
+    def transitions(self) -> list[Transition]:
         return list(self._run.transitions)
 
     @property
@@ -37,12 +37,12 @@ class TransitionLog:
     def last_seq(self) -> int:
         return self._run.transitions[-1].seq if self._run.transitions else self._run.last_seq
 
-    def record(self, event_type: EventType, ts: datetime, attrs: TransitionAttrs) -> ActionEvent:
+    def record(self, event_type: EventType, ts: datetime, attrs: TransitionAttrs) -> Transition:
         """Append the next transition; terminal states accept no further transitions."""
         if self._run.state.is_terminal and self._run.transitions:
             raise RuntimeError(f"action {self._request.action_id} is already {self._run.state}")
         request = self._request
-        event = ActionEvent(
+        event = Transition(
             ts=ts,
             event_type=event_type,
             action_id=request.action_id,
@@ -59,7 +59,7 @@ class TransitionLog:
             self._run.state = event_type.state
         return event
 
-    def pending(self) -> list[ActionEvent]:
+    def pending(self) -> list[Transition]:
         """Transitions Kafka has not acknowledged yet, in seq order."""
         return [e for e in self._run.transitions if e.seq > self._run.emitted_seq]
 

@@ -8,10 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from karma.decision import AwaitDecision, Decision
+from karma.envelope import Envelope, Transition
 from karma.errors import ErrorInfo
-from karma.events import ActionEvent, Envelope
-from karma.executor import AwaitEvent, EventResult
+from karma.executor import AwaitCallback, CallbackResult
+from karma.interactive import AwaitDecision, Decision
 from karma.meta import ExecutionMode, RetryPolicy
 from karma.request import ActionRequest
 
@@ -47,7 +47,7 @@ class PreparedAction(BaseModel):
     )
     plan: ExecutionPlan | None = None
     error: ErrorInfo | None = None
-    ran_before: list[ActionEvent] = Field(
+    ran_before: list[Transition] = Field(
         default_factory=list,
         description="the ledger's transitions of this action id from an earlier run (its "
         "workflow is gone from Temporal): the request is answered with them",
@@ -61,7 +61,7 @@ class AttemptInput(BaseModel):
     request: ActionRequest
     params: dict[str, Any]
     attempt: int = Field(ge=1)
-    pending: list[ActionEvent] = Field(
+    pending: list[Transition] = Field(
         default_factory=list, description="transitions to publish while the executor runs"
     )
 
@@ -101,7 +101,7 @@ class AttemptOutput(BaseModel):
 
 
 class ExecuteOutput(AttemptOutput):
-    awaiting: AwaitEvent | None = Field(
+    awaiting: AwaitCallback | None = Field(
         default=None, description="set when an event-driven executor handed the work off"
     )
 
@@ -157,8 +157,8 @@ class CompensationDone(BaseModel):
     finished_at: datetime | None = None
 
 
-class JudgedCallback(EventResult):
-    """What `handle_event` returns: the executor's judgement and when it was made."""
+class JudgedCallback(CallbackResult):
+    """What `handle_callback` returns: the executor's judgement and when it was made."""
 
     judged_at: datetime | None = None
 
@@ -186,7 +186,7 @@ class UndoneReport(BaseModel):
     undone: list[UndoneStep]
 
 
-class HandleEventInput(BaseModel):
+class CallbackInput(BaseModel):
     request: ActionRequest
     params: dict[str, Any]
     external_workflow_id: str
@@ -210,7 +210,7 @@ class ExecuteHeartbeat(BaseModel):
 
 
 class EmitInput(BaseModel):
-    events: list[ActionEvent]
+    events: list[Transition]
 
 
 class EmitOutput(BaseModel):

@@ -1,5 +1,5 @@
 """Event-driven actions once the work is handed off: WAITING for callbacks (buffered
-signals), each judged by the executor's `on_event`, until one ends the action or the
+signals), each judged by the executor's `on_callback`, until one ends the action or the
 timeout does (TIMED_OUT)."""
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from workflows._failures import classify, temporal_retry
 
 with workflow.unsafe.imports_passed_through():
     from karma import names
+    from karma.envelope import Envelope, TransitionAttrs
     from karma.errors import ErrorInfo, ErrorType
-    from karma.events import Envelope, TransitionAttrs
-    from karma.executor import AwaitEvent, EventDecision
+    from karma.executor import AwaitCallback, CallbackDecision
     from karma.lifecycle import EventType
-    from karma.workflow_io import HandleEventInput, JudgedCallback
+    from karma.workflow_io import CallbackInput, JudgedCallback
 
 
-async def wait(ctx: RunContext, awaiting: AwaitEvent, at: datetime) -> Ending:
+async def wait(ctx: RunContext, awaiting: AwaitCallback, at: datetime) -> Ending:
     """WAITING (recorded at `at`) until a callback ends the action or the timeout does."""
     waiting = ctx.run.callbacks
     waiting.external_id = awaiting.external_workflow_id
@@ -61,8 +61,8 @@ async def _judge(ctx: RunContext, callback: Envelope) -> Ending | None:
     outputs = ctx.run.outputs
     try:
         result: JudgedCallback = await workflow.execute_activity(
-            names.HANDLE_EVENT,
-            HandleEventInput(
+            names.HANDLE_CALLBACK if ctx.core_2 else names.HANDLE_EVENT,
+            CallbackInput(
                 request=ctx.request,
                 params=ctx.params,
                 external_workflow_id=ctx.run.callbacks.external_id,
@@ -83,18 +83,18 @@ async def _judge(ctx: RunContext, callback: Envelope) -> Ending | None:
         # A callback the executor cannot judge (malformed, from outside) must not end a
         # healthy action: it is ignored and the action keeps waiting.
         workflow.logger.warning(
-            "ignored event %s: on_event failed: %s", callback.event_id, failure.error.message
+            "ignored event %s: on_callback failed: %s", callback.event_id, failure.error.message
         )
         return None
     at = await ctx.stable_time(result.judged_at)
     match result.decision:
-        case EventDecision.COMPLETE:
+        case CallbackDecision.COMPLETE:
             outputs.update(result.outputs)
             if result.succeeded:
                 return Ending(EventType.SUCCEEDED, outputs=outputs, at=at)
             error = ErrorInfo(type=ErrorType.EXTERNAL, message=result.error or callback.event_type)
             return Ending(EventType.FAILED, outputs=outputs, error=error, at=at)
-        case EventDecision.UPDATE_PROGRESS:
+        case CallbackDecision.UPDATE_PROGRESS:
             ctx.record(
                 EventType.PROGRESS,
                 TransitionAttrs(
@@ -103,6 +103,6 @@ async def _judge(ctx: RunContext, callback: Envelope) -> Ending | None:
                 at,
             )
             await ctx.outbox.flush()
-        case EventDecision.IGNORE:
+        case CallbackDecision.IGNORE:
             workflow.logger.info("ignored event %s: %s", callback.event_id, result.message)
     return None

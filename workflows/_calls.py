@@ -12,8 +12,8 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from karma import names
-    from karma.decision import Decision
-    from karma.events import ActionEvent
+    from karma.envelope import Transition
+    from karma.interactive import Decision
     from karma.request import ActionRequest
     from karma.workflow_io import (
         AskInput,
@@ -52,7 +52,7 @@ class Call(Generic[Out]):
         request: ActionRequest,
         params: dict[str, Any],
         attempt: int,
-        pending: list[ActionEvent],
+        pending: list[Transition],
         *,
         core_2: bool,
     ) -> tuple[str, BaseModel]:

@@ -20,7 +20,7 @@ from workflows._outbox import Outbox
 
 with workflow.unsafe.imports_passed_through():
     from karma import search_attributes
-    from karma.events import TransitionAttrs
+    from karma.envelope import TransitionAttrs
     from karma.lifecycle import ActionState, EventType
     from karma.request import ActionRequest
     from karma.run_state import RunState

@@ -15,9 +15,9 @@ from workflows._ending import Ending, millis
 from workflows._failures import internal
 
 with workflow.unsafe.imports_passed_through():
-    from karma.decision import AwaitDecision, Decision, TimeoutPolicy, Verdict
+    from karma.envelope import TransitionAttrs
     from karma.errors import ErrorInfo, ErrorType
-    from karma.events import TransitionAttrs
+    from karma.interactive import AwaitDecision, Decision, TimeoutPolicy, Verdict
     from karma.lifecycle import EventType
 
 

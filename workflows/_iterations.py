@@ -14,7 +14,7 @@ from workflows._context import RunContext
 from workflows._ending import Ending
 
 with workflow.unsafe.imports_passed_through():
-    from karma.events import TransitionAttrs
+    from karma.envelope import TransitionAttrs
     from karma.lifecycle import EventType
 
 

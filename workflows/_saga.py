@@ -19,8 +19,8 @@ from workflows._outbox import DURABLE_EMIT_RETRY
 
 with workflow.unsafe.imports_passed_through():
     from karma import names
+    from karma.envelope import TransitionAttrs
     from karma.errors import ErrorInfo, ErrorType
-    from karma.events import TransitionAttrs
     from karma.lifecycle import EventType
     from karma.workflow_io import CompensateInput, CompensationDone, UndoneReport, UndoneStep
 

@@ -18,9 +18,9 @@ from workflows._outbox import Outbox
 
 with workflow.unsafe.imports_passed_through():
     from karma import names, search_attributes
-    from karma.decision import Decision, DecisionInput
+    from karma.envelope import Envelope, TransitionAttrs
     from karma.errors import ErrorInfo, ErrorType
-    from karma.events import Envelope, TransitionAttrs
+    from karma.interactive import Decision, DecisionInput
     from karma.lifecycle import ActionState, EventType
     from karma.params import redact_params
     from karma.request import ActionRequest
@@ -41,8 +41,8 @@ class ActionWorkflow:
     the action to the module of its kind (`_kinds.KINDS`), each through a `RunContext`:
     - sync and event-driven (`_execute`, `_callbacks`): STARTED; each attempt is one
       `execute` activity (which also publishes the transitions recorded so far); a failed
-      attempt that will be retried is RETRYING. A hand-off (AwaitEvent) is WAITING until
-      `handle_event` judges a callback final, or TIMED_OUT. `Skip` ends it SKIPPED.
+      attempt that will be retried is RETRYING. A hand-off (AwaitCallback) is WAITING until
+      `handle_callback` judges a callback final, or TIMED_OUT. `Skip` ends it SKIPPED.
     - transactional (`_saga`): `run_step` per step; a failed step or a cancellation
       compensates the completed steps in reverse (COMPENSATING, step_compensated,
       COMPENSATED); the rollback is not cancellable.
@@ -54,9 +54,10 @@ class ActionWorkflow:
     every transition. The whole state is one `RunState`; what a cancellation means at
     each point is decided in `_cancellation`.
 
-    Queries: `status`. Signals: `deliver_event` (a callback; buffered until the action
-    waits, deduplicated on event_id). Updates: `decide` (refused, leaving no trace, unless
-    the action waits for a decision and the decision is well formed).
+    Queries: `status`. Signals: `deliver_callback` (a callback; buffered until the action
+    waits, deduplicated on event_id; `deliver_event` is its former name). Updates:
+    `decide` (refused, leaving no trace, unless the action waits for a decision and the
+    decision is well formed).
     Result: an ActionOutcome when SUCCEEDED or SKIPPED; otherwise an ApplicationError whose
     type is the error type and whose first detail is the ActionOutcome.
     """
@@ -83,23 +84,28 @@ class ActionWorkflow:
             attempt=run.attempt,
             outputs=run.outputs,
             error=run.error,
-            transitions=self._log.events,
+            transitions=self._log.transitions,
             emitted_seq=run.emitted_seq,
             external_workflow_id=run.callbacks.external_id,
-            pending_events=len(run.callbacks.inbox),
+            pending_callbacks=len(run.callbacks.inbox),
             decision_request=run.question.request if run.question else None,
             decision=run.decision,
             compensated_steps=list(run.compensated),
         )
 
-    @workflow.signal(name=names.DELIVER_EVENT_SIGNAL)
-    def deliver_event(self, event: Envelope) -> None:
+    @workflow.signal(name=names.DELIVER_CALLBACK_SIGNAL)
+    def deliver_callback(self, callback: Envelope) -> None:
         """Buffer a callback; a redelivered one (same event_id) is dropped."""
         waiting = self._run.callbacks
-        if event.event_id in waiting.seen or self._run.state.is_terminal:
+        if callback.event_id in waiting.seen or self._run.state.is_terminal:
             return
-        waiting.seen.append(event.event_id)
-        waiting.inbox.append(event)
+        waiting.seen.append(callback.event_id)
+        waiting.inbox.append(callback)
+
+    @workflow.signal(name=names.DELIVER_EVENT_SIGNAL)
+    def deliver_event(self, callback: Envelope) -> None:
+        """The same, under the name it had in histories recorded before."""
+        self.deliver_callback(callback)
 
     @workflow.update(name=names.DECIDE_UPDATE)
     async def decide(self, decision: DecisionInput) -> Decision:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from karma.decision import AwaitDecision, TimeoutPolicy
 from karma.executor import ActionContext, ActionResult, Skip
-from karma.interactive import InteractiveActionExecutor
+from karma.interactive import AwaitDecision, InteractiveActionExecutor, TimeoutPolicy
 from karma.meta import ActionMeta, ExecutionMode, OutputDefinition, ParamDefinition, ParamType
 from karma.registry import register_action
 

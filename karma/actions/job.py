@@ -1,6 +1,6 @@
 """`demo.job`: an event-driven action run by the reference jobs service.
 
-`execute` submits the job and hands off (AwaitEvent on the job id); the service's events
+`execute` submits the job and hands off (AwaitCallback on the job id); the service's events
 then come back through Kafka: progress, then completion or failure. A `silent` job never
 ends, so the action times out.
 """
@@ -13,10 +13,10 @@ from karma.errors import PermanentError
 from karma.executor import (
     ActionContext,
     ActionResult,
-    AwaitEvent,
-    EventContext,
+    AwaitCallback,
+    CallbackContext,
+    CallbackResult,
     EventDrivenActionExecutor,
-    EventResult,
 )
 from karma.meta import ActionMeta, ExecutionMode, OutputDefinition, ParamDefinition, ParamType
 from karma.registry import register_action
@@ -63,7 +63,7 @@ META = ActionMeta(
 
 @register_action(META)
 class JobExecutor(EventDrivenActionExecutor):
-    async def execute(self, ctx: ActionContext) -> ActionResult | AwaitEvent:
+    async def execute(self, ctx: ActionContext) -> ActionResult | AwaitCallback:
         p = ctx.params
         body = await ctx.invoke_service(
             "jobs",
@@ -80,22 +80,24 @@ class JobExecutor(EventDrivenActionExecutor):
         job_id = body.get("job_id") if isinstance(body, dict) else None
         if not isinstance(job_id, str) or not job_id:
             raise PermanentError(f"the jobs service answered without a job_id: {body!r}")
-        return AwaitEvent(
+        return AwaitCallback(
             external_workflow_id=job_id,
             timeout=timedelta(seconds=float(p["wait_seconds"])),
             outputs={"job_id": job_id},
         )
 
-    async def on_event(self, ctx: EventContext) -> EventResult:
-        attrs = ctx.event.attrs
+    async def on_callback(self, ctx: CallbackContext) -> CallbackResult:
+        attrs = ctx.callback.attrs
         if attrs.get("external_workflow_id") != ctx.external_workflow_id:
-            return EventResult.ignore(f"about {attrs.get('external_workflow_id')!r}, not this job")
-        match ctx.event.event_type:
+            return CallbackResult.ignore(
+                f"about {attrs.get('external_workflow_id')!r}, not this job"
+            )
+        match ctx.callback.event_type:
             case "job.progress":
-                return EventResult.progress(attrs.get("percent"), str(attrs.get("message", "")))
+                return CallbackResult.progress(attrs.get("percent"), str(attrs.get("message", "")))
             case "job.completed":
-                return EventResult.complete({"result": attrs.get("result")})
+                return CallbackResult.complete({"result": attrs.get("result")})
             case "job.failed":
-                return EventResult.fail(str(attrs.get("error", "the job failed")))
+                return CallbackResult.fail(str(attrs.get("error", "the job failed")))
             case other:
-                return EventResult.ignore(f"unexpected event type {other!r}")
+                return CallbackResult.ignore(f"unexpected event type {other!r}")

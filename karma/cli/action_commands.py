@@ -45,7 +45,7 @@ async def request(args: argparse.Namespace) -> int:
     print(f"action {handle.action_id} {verb}; workflow id {handle.workflow_id}")
     if not args.wait:
         return EXIT_OK
-    async for event in handle.events():
+    async for event in handle.transitions():
         print(transition_line(event), flush=True)
     outcome = await handle.result()
     print(f"{outcome.state} after {outcome.attempts} attempt(s)")

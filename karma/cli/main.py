@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError as SettingsError
 from temporalio.service import RPCError
 
-from karma.cli import action_commands, event_commands, ledger_commands, service_commands
+from karma.cli import action_commands, inbound_commands, ledger_commands, service_commands
 from karma.errors import KarmaError
 from karma.logs import configure_logging
 from karma.settings import get_settings
@@ -39,9 +39,9 @@ examples:
   karma actions                               # what can be requested
   karma request delay --param seconds=5 --wait
   karma request http_request --param url=https://example.com --idempotency-key ping-1
-  karma status act_…   |   karma events act_… --follow   |   karma cancel act_…
+  karma status act_…   |   karma transitions act_… --follow   |   karma cancel act_…
   karma request demo.job --param steps=3 --wait     # completes through Kafka callbacks
-  echo '{"event_type": "job.completed"}' | karma signal act_… --event -
+  echo '{"event_type": "job.completed"}' | karma callback act_… --event -
   karma dlq list   |   karma dlq replay 0:12
   karma ledger act_…   |   karma ledger reconcile --since 2h
   karma request demo.approval -p change=bump-replicas   then   karma approve act_… -r ok
@@ -128,17 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("action_id")
     cancel.set_defaults(run=action_commands.cancel)
 
-    signal = sub.add_parser(
-        "signal",
-        help="deliver an external event to an action",
-        description="Send a JSON event envelope to a waiting (event-driven) action, as the "
-        "bridge does for messages on actions.events. `ts` defaults to now and `event_id` to "
-        "a fresh id; an event_id the action has seen is ignored. Example event: "
+    callback = sub.add_parser(
+        "callback",
+        aliases=["signal"],  # its former name
+        help="deliver a callback to a waiting (event-driven) action",
+        description="Send a JSON envelope to a waiting (event-driven) action, as the bridge "
+        "does for messages on actions.events. `ts` defaults to now and `event_id` to a fresh "
+        "id; an event_id the action has seen is ignored. Example: "
         '{"event_type": "job.completed", "attrs": {"external_workflow_id": "job-1"}}',
     )
-    signal.add_argument("action_id")
-    signal.add_argument("--event", "-e", required=True, metavar="FILE|-", help="JSON file or -")
-    signal.set_defaults(run=event_commands.signal)
+    callback.add_argument("action_id")
+    callback.add_argument("--event", "-e", required=True, metavar="FILE|-", help="JSON file or -")
+    callback.set_defaults(run=inbound_commands.callback)
 
     for verdict, helptext in (
         ("approve", "approve an interactive action that waits for a decision"),
@@ -150,15 +151,19 @@ def build_parser() -> argparse.ArgumentParser:
             "--reason", "-r", required=verdict == "reject", help="why (required to reject)"
         )
         decide.add_argument("--by", help="who decides (default: the current user)")
-        decide.set_defaults(run=event_commands.decide, verdict=verdict)
+        decide.set_defaults(run=inbound_commands.decide, verdict=verdict)
 
-    events = sub.add_parser("events", help="print an action's transitions (--follow: live)")
-    events.add_argument("action_id")
-    events.add_argument(
+    transitions = sub.add_parser(
+        "transitions",
+        aliases=["events"],  # its former name
+        help="print an action's transitions (--follow: live)",
+    )
+    transitions.add_argument("action_id")
+    transitions.add_argument(
         "--follow", "-f", action="store_true", help="keep printing until the action ends"
     )
-    events.add_argument("--json", action="store_true", help="one JSON envelope per line")
-    events.set_defaults(run=event_commands.events)
+    transitions.add_argument("--json", action="store_true", help="one JSON envelope per line")
+    transitions.set_defaults(run=inbound_commands.transitions)
 
     dlq = sub.add_parser(
         "dlq",
@@ -172,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_list.add_argument("--topic", help="only letters that came from this topic")
     dlq_list.add_argument("--limit", type=int, default=0, help="only the last N")
     dlq_list.add_argument("--json", action="store_true", help="one JSON object per line")
-    dlq_list.set_defaults(run=event_commands.dlq_list)
+    dlq_list.set_defaults(run=inbound_commands.dlq_list)
     dlq_replay = dlq_sub.add_parser(
         "replay",
         help="publish chosen dead letters to their original topics again (after a fix)",
@@ -181,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         "twice starts one action.",
     )
     dlq_replay.add_argument("positions", nargs="+", metavar="POSITION")
-    dlq_replay.set_defaults(run=event_commands.dlq_replay)
+    dlq_replay.set_defaults(run=inbound_commands.dlq_replay)
 
     actions = sub.add_parser("actions", help="list action types and their parameters")
     actions.add_argument("type", nargs="?", help="show one action type")

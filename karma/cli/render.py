@@ -6,8 +6,8 @@ import json
 from datetime import datetime
 from typing import Any
 
+from karma.envelope import Transition
 from karma.errors import ErrorInfo
-from karma.events import ActionEvent
 from karma.meta import ActionMeta
 from karma.status import ActionStatus
 
@@ -52,7 +52,7 @@ def event_detail(event_type: str, attrs: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def transition_line(event: ActionEvent) -> str:
+def transition_line(event: Transition) -> str:
     return ledger_line(event.seq, event.ts, event.event_type.value, event.attrs)
 
 
@@ -75,8 +75,8 @@ def status_text(status: ActionStatus) -> str:
         lines.append("         longer holds its workflow (retention)")
     if status.external_workflow_id:
         lines.append(f"waits on {status.external_workflow_id}")
-    if status.pending_events:
-        lines.append(f"events   {status.pending_events} buffered, not yet judged")
+    if status.pending_callbacks:
+        lines.append(f"events   {status.pending_callbacks} buffered, not yet judged")
     if status.decision_request is not None and status.decision is None:
         lines.append(f"asks     {_compact(status.decision_request)}  (karma approve|reject)")
     if status.decision is not None:

@@ -49,19 +49,19 @@ async def record() -> None:
                 os.kill(broker, signal.SIGSTOP)
             handle = await karma.client.request(action_type, params, validate=validate)
             if name == "cancelled_during_durable_emit" and broker is not None:
-                async for event in handle.events(poll_interval=0.1):
+                async for event in handle.transitions(poll_interval=0.1):
                     if event.event_type is EventType.WAITING:  # its flush hangs now
                         await handle.cancel()
                         break
                 await asyncio.sleep(2)
                 os.kill(broker, signal.SIGCONT)
             if name in CANCELLED_ONCE_STARTED:
-                async for event in handle.events(poll_interval=0.1):
+                async for event in handle.transitions(poll_interval=0.1):
                     if event.event_type is EventType.STARTED:
                         await handle.cancel()
                         break
             if name == "approved":
-                async for event in handle.events(poll_interval=0.1):
+                async for event in handle.transitions(poll_interval=0.1):
                     if event.event_type is EventType.WAITING:
                         await handle.approve(by="recorder", reason="replay test")
                         break

@@ -85,21 +85,22 @@ async def test_setup_is_idempotent(karma: EmbeddedKarma, tmp_path: Path) -> None
     assert (tmp_path / "clickhouse").is_dir()
 
 
-async def test_signal_and_follow_events(karma: EmbeddedKarma, tmp_path: Path) -> None:
+async def test_callbacks_and_following_transitions(karma: EmbeddedKarma, tmp_path: Path) -> None:
     env = karma_env(karma.settings)
     handle = await karma.client.request("test.await", {"external_id": unique("ext")})
-    follow = asyncio.create_task(run_karma(["events", handle.action_id, "--follow"], env))
+    follow = asyncio.create_task(run_karma(["transitions", handle.action_id, "--follow"], env))
     await reached(handle, ActionState.WAITING)
 
     step = tmp_path / "step.json"
     step.write_text(json.dumps({"event_type": "step", "attrs": {"percent": 40, "message": "hi"}}))
-    code, out = await run_karma(["signal", handle.action_id, "--event", str(step)], env)
+    code, out = await run_karma(["callback", handle.action_id, "--event", str(step)], env)
     assert code == 0, out
     assert f"(step) delivered to {handle.action_id}" in out
-    code, out = await run_karma(["signal", handle.action_id, "--event", "-"], env, stdin=b"[1]")
+    code, out = await run_karma(["callback", handle.action_id, "--event", "-"], env, stdin=b"[1]")
     assert code == 2
     assert "--event: expected a JSON object, got an array" in out
     done = json.dumps({"event_type": "done", "attrs": {"answer": "cli"}}).encode()
+    # `signal` and `events` are the commands' former names, kept as aliases.
     code, out = await run_karma(["signal", handle.action_id, "-e", "-"], env, stdin=done)
     assert code == 0, out
 
@@ -115,9 +116,9 @@ async def test_signal_and_follow_events(karma: EmbeddedKarma, tmp_path: Path) ->
         "action.succeeded",
     ]
     assert "40%, hi" in followed
-    code, out = await run_karma(["signal", handle.action_id, "-e", "-"], env, stdin=done)
+    code, out = await run_karma(["callback", handle.action_id, "-e", "-"], env, stdin=done)
     assert code == 2
-    assert f"action '{handle.action_id}' has ended: it takes no more events" in out
+    assert f"action '{handle.action_id}' has ended: it takes no more callbacks" in out
     code, out = await run_karma(["events", handle.action_id, "--json"], env)
     assert code == 0, out
     assert [json.loads(line)["seq"] for line in out.splitlines()] == [1, 2, 3, 4, 5, 6]

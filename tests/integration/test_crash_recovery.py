@@ -21,7 +21,7 @@ from workers.embedded import EmbeddedKarma
 
 
 async def started(handle: ActionHandle) -> None:
-    async for event in handle.events(poll_interval=0.1):
+    async for event in handle.transitions(poll_interval=0.1):
         if event.event_type is EventType.STARTED:
             return
 

@@ -71,12 +71,12 @@ async def test_signalled_events_progress_ignored_duplicate_then_complete(
     external = unique("ext")
     handle = await karma.client.request("test.await", {"external_id": external})
     await reached(handle, ActionState.WAITING)
-    await handle.signal({"event_type": "chatter", "event_id": "e1"})
-    await handle.signal({"event_type": "unreadable", "event_id": "e0"})  # on_event raises
+    await handle.callback({"event_type": "chatter", "event_id": "e1"})
+    await handle.callback({"event_type": "unreadable", "event_id": "e0"})  # on_callback raises
     step = {"event_type": "step", "event_id": "e2", "attrs": {"percent": 50, "message": "half"}}
-    await handle.signal(step)
-    await handle.signal(step)  # redelivered: the same event_id is dropped
-    await handle.signal({"event_type": "done", "attrs": {"answer": 42}})
+    await handle.callback(step)
+    await handle.callback(step)  # redelivered: the same event_id is dropped
+    await handle.callback({"event_type": "done", "attrs": {"answer": 42}})
     status = await finished(handle)
     assert status.state is ActionState.SUCCEEDED
     assert event_types(status) == [R, A, S, W, P, EventType.SUCCEEDED]
@@ -91,8 +91,8 @@ async def test_an_event_before_the_wait_is_buffered(karma: EmbeddedKarma) -> Non
         "test.await", {"external_id": unique("ext"), "hand_off_after": 1.5}
     )
     await reached(handle, ActionState.STARTED)
-    await handle.signal({"event_type": "done", "attrs": {"answer": "early"}})
-    assert (await handle.status()).pending_events == 1
+    await handle.callback({"event_type": "done", "attrs": {"answer": "early"}})
+    assert (await handle.status()).pending_callbacks == 1
     status = await finished(handle)
     assert status.state is ActionState.SUCCEEDED
     assert event_types(status) == [R, A, S, W, EventType.SUCCEEDED]
@@ -115,7 +115,7 @@ async def test_no_completion_in_time_ends_timed_out(karma: EmbeddedKarma) -> Non
 async def test_a_failure_reported_by_signal_keeps_partial_outputs(karma: EmbeddedKarma) -> None:
     handle = await karma.client.request("test.await", {"external_id": unique("ext")})
     await reached(handle, ActionState.WAITING)
-    await handle.signal({"event_type": "broken", "attrs": {"error": "disk full"}})
+    await handle.callback({"event_type": "broken", "attrs": {"error": "disk full"}})
     status = await finished(handle)
     assert status.state is ActionState.FAILED
     assert status.error is not None and status.error.message == "disk full"
@@ -135,7 +135,7 @@ async def test_an_event_naming_only_the_external_id_finds_its_action(
     done = callback(
         "done", event_id=f"{external}:2", attrs={"external_workflow_id": external, "answer": "ok"}
     )
-    await produce(kafka, kafka.topics.events, [progress, done], key=external.encode())
+    await produce(kafka, kafka.topics.callbacks, [progress, done], key=external.encode())
     handle = await karma.client.request("test.await", {"external_id": external})
     status = await finished(handle)
     assert status.state is ActionState.SUCCEEDED

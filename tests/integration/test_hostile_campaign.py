@@ -282,7 +282,7 @@ async def test_a_thousand_hostile_messages_change_nothing_for_the_valid_ones(
     karma: EmbeddedKarma, report: Callable[[str], None]
 ) -> None:
     kafka = karma.settings.kafka
-    topic = {REQUESTED: kafka.topics.requested, EVENTS: kafka.topics.events}
+    topic = {REQUESTED: kafka.topics.requested, EVENTS: kafka.topics.callbacks}
     done = await karma.client.request("log", {"message": "ended before the campaign"})
     await asyncio.wait_for(done.result(), 60)
     hostile = generate(done.action_id)
@@ -359,7 +359,7 @@ async def test_a_thousand_hostile_messages_change_nothing_for_the_valid_ones(
             kafka.topics.requested, kafka.topics.progress, kafka.topics.result
         ],
         karma.settings.ingress.requests_group: [kafka.topics.requested],
-        karma.settings.ingress.events_group: [kafka.topics.events],
+        karma.settings.ingress.callbacks_group: [kafka.topics.callbacks],
     }  # fmt: skip
     async with asyncio.timeout(60):
         while await lagging(karma, groups):  # noqa: ASYNC110 - polling the broker

@@ -161,13 +161,13 @@ async def test_unusable_callbacks_go_to_the_dlq_and_an_orphan_can_be_replayed(
     step = envelope(
         "step", action_id=waiting.action_id, event_id=f"{marker}:s", attrs={"percent": 5}
     )
-    await produce(kafka, kafka.topics.events, [*bad, step])
+    await produce(kafka, kafka.topics.callbacks, [*bad, step])
     letters = await letters_about(karma, marker, len(bad))
     assert {letter.value for letter in letters} == set(bad)
     for letter in letters:
         assert bad[letter.value] in letter.reason, (letter.reason, letter.value)
-        assert letter.stage == "ingress.events"
-        assert letter.topic == kafka.topics.events
+        assert letter.stage == "ingress.callbacks"
+        assert letter.topic == kafka.topics.callbacks
     async with asyncio.timeout(30):  # the good event behind the bad ones was delivered
         while True:
             if EventType.PROGRESS in event_types(await waiting.status()):

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from temporalio.service import RPCError, RPCStatusCode
 
 from bridge.ledger_schema import KafkaPosition, ledger_row
-from karma.events import ActionEvent
+from karma.envelope import Transition
 from karma.ids import action_id_for_key
 from karma.kafka_config import client_kwargs
 from karma.lifecycle import ActionState, EventType
@@ -34,7 +34,7 @@ async def ran_long_ago(karma: EmbeddedKarma, key: str) -> str:
     ]
     rows = [
         ledger_row(
-            ActionEvent(
+            Transition(
                 ts=start + timedelta(milliseconds=seq),
                 event_type=event_type,
                 action_id=action_id,

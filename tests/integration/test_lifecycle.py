@@ -118,7 +118,7 @@ async def test_unknown_action_type_fails_validation(karma: EmbeddedKarma) -> Non
 
 async def test_cancelling_a_running_delay(karma: EmbeddedKarma) -> None:
     handle = await karma.client.request("delay", {"seconds": 120})
-    async for event in handle.events(poll_interval=0.1):
+    async for event in handle.transitions(poll_interval=0.1):
         if event.event_type is EventType.STARTED:
             break
     await handle.cancel()
@@ -195,7 +195,7 @@ async def test_secrets_never_reach_kafka_clickhouse_or_logs(
 
 async def test_status_query_reports_progress_of_a_running_action(karma: EmbeddedKarma) -> None:
     handle = await karma.client.request("delay", {"seconds": 1})
-    async for event in handle.events(poll_interval=0.05):
+    async for event in handle.transitions(poll_interval=0.05):
         if event.event_type is EventType.STARTED:
             break
     running = await handle.status()

@@ -37,9 +37,9 @@ async def test_orphans_do_not_hold_back_the_callbacks_of_running_jobs(
     orphans = [unique("nobody") for _ in range(ORPHANS)]
     for index, external in enumerate(externals):
         for orphan in orphans[index * 5 : index * 5 + 5]:
-            messages.append((kafka.topics.events, callback(orphan, "done")))
-        messages.append((kafka.topics.events, callback(external, "step")))
-        messages.append((kafka.topics.events, callback(external, "done", answer=index)))
+            messages.append((kafka.topics.callbacks, callback(orphan, "done")))
+        messages.append((kafka.topics.callbacks, callback(external, "step")))
+        messages.append((kafka.topics.callbacks, callback(external, "done", answer=index)))
     loop = asyncio.get_running_loop()
     sent_at = time.time()
     positions = await produce_each(kafka, messages, key=b"same-partition")

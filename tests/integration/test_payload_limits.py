@@ -62,7 +62,7 @@ async def test_the_ingress_dead_letters_a_large_request_and_a_large_callback(
         [
             (kafka.topics.requested, request("log", {"message": "m" * BIG}, idempotency_key=key)),
             (
-                kafka.topics.events,
+                kafka.topics.callbacks,
                 envelope("done", action_id=unique("act"), attrs={"log": "l" * BIG}),
             ),
         ],
@@ -93,8 +93,8 @@ async def test_an_answer_to_an_event_too_large_ends_the_action_failed(
     handle = await karma.client.request("test.await", {"external_id": external})
     await reached(handle, ActionState.WAITING)
     with pytest.raises(ValidationError, match=r"\(event\): the event is"):
-        await handle.signal({"event_type": "done", "attrs": {"answer": "a" * BIG}})
-    await handle.signal({"event_type": "huge", "attrs": {"bytes": BIG}})
+        await handle.callback({"event_type": "done", "attrs": {"answer": "a" * BIG}})
+    await handle.callback({"event_type": "huge", "attrs": {"bytes": BIG}})
     outcome = await asyncio.wait_for(handle.result(), 60)
     assert outcome.state is ActionState.FAILED
     assert outcome.error is not None

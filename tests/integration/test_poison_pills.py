@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from bridge.dlq import DeadLetterPublisher
 from bridge.ledger_schema import INSERT_COLUMNS, KafkaPosition, ledger_row
 from bridge.sink import LedgerSink
-from karma.events import ActionEvent
+from karma.envelope import Transition
 from karma.ids import action_id_for_key
 from karma.lifecycle import ActionState, EventType
 from tests.conftest import unique
@@ -62,7 +62,7 @@ async def test_hostile_messages_on_every_topic_are_dead_lettered_and_the_rest_ru
     bad = hostile(marker)
     keys = [unique("valid") for _ in range(6)]
     messages: list[tuple[str, bytes | None]] = []
-    for topic in (topics.progress, topics.result, topics.requested, topics.events):
+    for topic in (topics.progress, topics.result, topics.requested, topics.callbacks):
         messages += [(topic, value) for value in bad]
         messages.append(
             (topics.requested, request("log", {"message": marker}, idempotency_key=keys.pop()))
@@ -86,7 +86,7 @@ async def test_hostile_messages_on_every_topic_are_dead_lettered_and_the_rest_ru
         assert len(found) == 1, (position, [f.reason for f in found])  # exactly once
         letter = found[0]
         expected = bad[original]
-        if position[0] == topics.events and expected == "attrs.attempt":
+        if position[0] == topics.callbacks and expected == "attrs.attempt":
             # A well-formed envelope as a callback: the action it names does not exist.
             expected = "which does not exist"
         if position[0] == topics.requested and b'"system": "karma"' in original:
@@ -101,7 +101,7 @@ async def test_hostile_messages_on_every_topic_are_dead_lettered_and_the_rest_ru
         assert letter.key == marker.encode()
     # The bridge's consumers are all still running.
     assert karma.bridge is not None
-    for part in (karma.bridge.requests, karma.bridge.events):
+    for part in (karma.bridge.requests, karma.bridge.callbacks):
         assert part is not None and part.in_flight >= 0
     wait = asyncio.ensure_future(karma.bridge.wait())
     done, _ = await asyncio.wait({wait}, timeout=0.5)
@@ -119,7 +119,7 @@ async def test_a_row_clickhouse_cannot_take_is_found_and_dead_lettered_alone(
     action_id = unique("act")
     entries = []
     for seq in range(1, 8):
-        event = ActionEvent(
+        event = Transition(
             ts=datetime.now(UTC), event_type=EventType.PROGRESS, action_id=action_id, seq=seq
         )
         row = ledger_row(event, KafkaPosition("actions.progress", 0, seq))

@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 
 from bridge.ledger_schema import KafkaPosition, ledger_row
-from karma.events import ActionEvent
+from karma.envelope import Transition
 from karma.lifecycle import EventType
 from tests.conftest import unique
 from tests.support.checks import assert_mirrored
@@ -84,7 +84,7 @@ async def test_the_ledger_stores_a_transition_once_however_often_it_arrives(
 ) -> None:
     action_id = unique("act")
     events = [
-        ActionEvent(
+        Transition(
             ts=datetime.now(UTC), event_type=t, action_id=action_id, seq=i, tags={"action": "log"}
         )
         for i, t in enumerate([EventType.REQUESTED, EventType.ACCEPTED, EventType.STARTED], start=1)

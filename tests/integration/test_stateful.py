@@ -31,7 +31,7 @@ async def test_iterations_continue_as_new_with_seq_and_state_carried_over(
     handle = await karma.client.request(
         "demo.drain", {"total": 12, "batch": 2, "pause_seconds": 0.1}
     )
-    seen = [event async for event in handle.events(poll_interval=0.05)]
+    seen = [event async for event in handle.transitions(poll_interval=0.05)]
     outcome = await asyncio.wait_for(handle.result(), 60)
     assert outcome.state is ActionState.SUCCEEDED
     assert outcome.outputs == {"moved": 12, "batches": 6}

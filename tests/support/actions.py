@@ -10,11 +10,11 @@ from karma.errors import PermanentError, TransientError
 from karma.executor import (
     ActionContext,
     ActionResult,
-    AwaitEvent,
+    AwaitCallback,
     BaseActionExecutor,
-    EventContext,
+    CallbackContext,
+    CallbackResult,
     EventDrivenActionExecutor,
-    EventResult,
     Skip,
 )
 from karma.meta import (
@@ -99,30 +99,32 @@ class CrashExecutor(BaseActionExecutor):
 class AwaitExecutor(EventDrivenActionExecutor):
     """`done` completes (attrs.answer), `broken` fails, `step` is progress, else ignored."""
 
-    async def execute(self, ctx: ActionContext) -> AwaitEvent:
+    async def execute(self, ctx: ActionContext) -> AwaitCallback:
         await asyncio.sleep(float(ctx.params["hand_off_after"]))
         external = str(ctx.params["external_id"])
-        return AwaitEvent(
+        return AwaitCallback(
             external_workflow_id=external,
             timeout=timedelta(seconds=float(ctx.params["wait_seconds"])),
             outputs={"external": external},
         )
 
-    async def on_event(self, ctx: EventContext) -> EventResult:
-        attrs = ctx.event.attrs
-        match ctx.event.event_type:
+    async def on_callback(self, ctx: CallbackContext) -> CallbackResult:
+        attrs = ctx.callback.attrs
+        match ctx.callback.event_type:
             case "done":
-                return EventResult.complete({"answer": attrs.get("answer")})
+                return CallbackResult.complete({"answer": attrs.get("answer")})
             case "broken":
-                return EventResult.fail(str(attrs.get("error", "broken")), {"last_seen": "broken"})
+                return CallbackResult.fail(
+                    str(attrs.get("error", "broken")), {"last_seen": "broken"}
+                )
             case "step":
-                return EventResult.progress(attrs.get("percent"), str(attrs.get("message", "")))
+                return CallbackResult.progress(attrs.get("percent"), str(attrs.get("message", "")))
             case "unreadable":
                 raise PermanentError("cannot make sense of this event")
             case "huge":  # an answer too large for the history
-                return EventResult.complete({"answer": "x" * int(attrs.get("bytes", 0))})
+                return CallbackResult.complete({"answer": "x" * int(attrs.get("bytes", 0))})
             case other:
-                return EventResult.ignore(f"not interested in {other!r}")
+                return CallbackResult.ignore(f"not interested in {other!r}")
 
 
 TEST_EXECUTORS: list[type[BaseActionExecutor]] = [

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from karma.events import ActionEvent, TransitionAttrs
+from karma.envelope import Transition, TransitionAttrs
 from karma.ids import (
     action_id_for_key,
     action_id_from_workflow_id,
@@ -51,9 +51,9 @@ def test_log_numbers_transitions_and_tracks_acknowledgements() -> None:
     log = TransitionLog(request, run)
     for i, event_type in enumerate([EventType.REQUESTED, EventType.ACCEPTED, EventType.STARTED]):
         log.record(event_type, T0 + timedelta(seconds=i), TransitionAttrs())
-    assert [e.seq for e in log.events] == [1, 2, 3]
-    assert log.events[0].event_id == f"{request.action_id}:1"
-    assert log.events[0].tags == {"action": "log", "priority": "normal", "tenant": "foo"}
+    assert [e.seq for e in log.transitions] == [1, 2, 3]
+    assert log.transitions[0].event_id == f"{request.action_id}:1"
+    assert log.transitions[0].tags == {"action": "log", "priority": "normal", "tenant": "foo"}
     assert log.state is ActionState.STARTED
     log.acknowledge(2)
     assert [e.seq for e in log.pending()] == [3]
@@ -97,12 +97,12 @@ def test_a_continued_run_starts_from_its_predecessor_and_old_inputs_still_load()
 
 
 def test_envelope_serialises_utc_milliseconds_and_checks_event_id() -> None:
-    event = ActionEvent(ts=T0, event_type=EventType.STARTED, action_id="act_1", seq=3)
+    event = Transition(ts=T0, event_type=EventType.STARTED, action_id="act_1", seq=3)
     data = event.model_dump(mode="json")
     assert data["ts"] == "2025-08-10T16:42:00.123Z"
     assert data["event_id"] == "act_1:3"
-    assert ActionEvent.model_validate_json(event.model_dump_json()) == event
+    assert Transition.model_validate_json(event.model_dump_json()) == event
     with pytest.raises(ValueError, match="must be 'act_1:3'"):
-        ActionEvent(ts=T0, event_type="action.started", action_id="act_1", seq=3, event_id="x")
+        Transition(ts=T0, event_type="action.started", action_id="act_1", seq=3, event_id="x")
     with pytest.raises(ValueError, match="timezone"):
-        ActionEvent(ts=datetime(2025, 1, 1), event_type="action.started", action_id="a", seq=1)  # noqa: DTZ001
+        Transition(ts=datetime(2025, 1, 1), event_type="action.started", action_id="a", seq=1)  # noqa: DTZ001

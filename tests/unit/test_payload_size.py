@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from karma.envelope import Envelope
 from karma.errors import ErrorType, PayloadTooLargeError, ValidationError
-from karma.events import Envelope
 from karma.payload_size import check_event, check_request, check_result
 from karma.request import ActionRequest
 from karma.workflow_io import ExecuteOutput

@@ -148,7 +148,7 @@ async def test_an_event_within_a_long_wait_completes_the_action(
             await asyncio.sleep(0.05)
     await env.sleep(3600)  # an hour passes: still waiting
     assert (await handle.status()).state is ActionState.WAITING
-    await handle.signal({"event_type": "done", "attrs": {"answer": "late"}})
+    await handle.callback({"event_type": "done", "attrs": {"answer": "late"}})
     outcome = await handle.result()
     assert outcome.state is ActionState.SUCCEEDED
     assert outcome.outputs["answer"] == "late"

@@ -20,7 +20,7 @@ RESOLVE_MAX_DELAY_SECONDS = 2.0
 MIN_GRACE_SECONDS = 5.0
 
 
-class EventIngress:
+class CallbackIngress:
     """Signals each event to its action: directly when the event names the action,
     otherwise through the `KarmaExternalId` search attribute of the running actions.
 
@@ -80,7 +80,7 @@ class EventIngress:
         """Deliver the callback as the SDK does (its size checked first); False if the
         action found through its external id has ended since."""
         try:
-            await self._client.handle(action_id).signal(callback.event)
+            await self._client.handle(action_id).callback(callback.event)
         except ActionNotFoundError as exc:
             if callback.action_id:
                 raise Unusable(

@@ -65,7 +65,7 @@ class Envelope(BaseModel):
         return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
 
 
-class ActionEvent(Envelope):
+class Transition(Envelope):
     """One transition of one action; `event_id == action_id:seq`."""
 
     event_type: EventType

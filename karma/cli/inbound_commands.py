@@ -1,5 +1,5 @@
-"""`karma signal | events | approve | reject | dlq list | dlq replay`: what reaches a
-running action from outside, and dead letters."""
+"""`karma callback | transitions | approve | reject | dlq list | dlq replay`: what reaches
+a running action from outside, what it recorded, and dead letters."""
 
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ PREVIEW_CHARS = 120
 PAST_TENSE = {"approve": "approved", "reject": "rejected"}
 
 
-async def signal(args: argparse.Namespace) -> int:
+async def callback(args: argparse.Namespace) -> int:
     event = _read_event(args.event)
     client = await connect()
-    delivered = await client.handle(args.action_id).signal(event)
-    print(f"event {delivered.event_id} ({delivered.event_type}) delivered to {args.action_id}")
+    delivered = await client.handle(args.action_id).callback(event)
+    print(f"callback {delivered.event_id} ({delivered.event_type}) delivered to {args.action_id}")
     return EXIT_OK
 
 
@@ -37,11 +37,11 @@ async def decide(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def events(args: argparse.Namespace) -> int:
+async def transitions(args: argparse.Namespace) -> int:
     client = await connect()
     handle = client.handle(args.action_id)
     if args.follow:
-        async for event in handle.events():
+        async for event in handle.transitions():
             _print_event(event.model_dump(mode="json") if args.json else transition_line(event))
         return EXIT_OK
     for event in (await handle.status()).transitions:
