@@ -28,12 +28,12 @@ from karma.errors import (
     ValidationError,
 )
 from karma.executor import (
+    KIND_BASES,
     ActionContext,
     BaseActionExecutor,
     CallbackContext,
     EventDrivenActionExecutor,
 )
-from karma.meta import SUPPORTED_MODES
 from karma.params import redact_params, validate_params
 from karma.payload_size import check_result
 from karma.registry import ActionRegistry
@@ -113,7 +113,7 @@ class ActionActivities:
                 error=ErrorInfo.from_exception(exc),
             )
         requested_args = redact_params(meta, request.params)
-        if meta.mode not in SUPPORTED_MODES:
+        if meta.mode not in KIND_BASES:
             reason = f"execution mode {meta.mode.value!r} is not supported by this worker"
             error = ValidationError([FieldError(field="action_type", reason=reason)])
             return PreparedAction(

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from karma.envelope import Envelope
 from karma.errors import PermanentError
 from karma.http_calls import body_of, check_status, send
-from karma.meta import ActionMeta
+from karma.meta import ActionMeta, ExecutionMode
 
 if TYPE_CHECKING:  # interactive.py builds on this module
     from karma.interactive import Decision
@@ -171,12 +171,30 @@ class BaseActionExecutor(ABC):
 
     meta: ClassVar[ActionMeta]
 
+    def __init_subclass__(cls, *, kind: ExecutionMode | None = None, **kwargs: Any) -> None:
+        """`class StreamingActionExecutor(BaseActionExecutor, kind=...)` makes a class the
+        base of a kind of action: every executor of that mode must subclass it."""
+        super().__init_subclass__(**kwargs)
+        if kind is not None:
+            KIND_BASES[kind] = cls
+
+    @classmethod
+    def check_kind(cls, source: str) -> None:
+        """Raise TypeError if the class cannot run as its kind (checked at registration);
+        every executor can run as a sync one."""
+        return
+
     @abstractmethod
     async def execute(self, ctx: ActionContext) -> ActionResult | AwaitCallback | Skip:
         """Do the work of one attempt (sync executors return an ActionResult or Skip)."""
 
 
-class EventDrivenActionExecutor(BaseActionExecutor):
+# The base class of each kind of action a worker can run (sync: every executor).
+KIND_BASES: dict[ExecutionMode, type[BaseActionExecutor]] = {}
+KIND_BASES[ExecutionMode.SYNC] = BaseActionExecutor  # type: ignore[type-abstract]
+
+
+class EventDrivenActionExecutor(BaseActionExecutor, kind=ExecutionMode.EVENT_DRIVEN):
     """Starts work elsewhere (`execute` returns AwaitCallback) and judges the events about it."""
 
     @abstractmethod

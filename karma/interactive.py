@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from karma.errors import FieldError, ValidationError
 from karma.executor import ActionContext, ActionResult, BaseActionExecutor, Skip
+from karma.meta import ExecutionMode
 
 
 class Verdict(StrEnum):
@@ -89,7 +90,7 @@ class Decision(BaseModel):
         return self.verdict is Verdict.APPROVE
 
 
-class InteractiveActionExecutor(BaseActionExecutor):
+class InteractiveActionExecutor(BaseActionExecutor, kind=ExecutionMode.INTERACTIVE):
     """`ask` prepares the question; `execute` does the work once approved."""
 
     @abstractmethod

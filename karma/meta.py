@@ -29,17 +29,6 @@ class ExecutionMode(StrEnum):
     INTERACTIVE = "interactive"
 
 
-#: Modes this version of the worker knows how to run.
-SUPPORTED_MODES = frozenset(
-    {
-        ExecutionMode.SYNC,
-        ExecutionMode.EVENT_DRIVEN,
-        ExecutionMode.TRANSACTIONAL,
-        ExecutionMode.INTERACTIVE,
-        ExecutionMode.STATEFUL,
-    }
-)
-
 _NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 

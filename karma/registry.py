@@ -13,11 +13,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from karma.errors import DuplicateActionError, UnknownActionError
-from karma.executor import BaseActionExecutor, EventDrivenActionExecutor
-from karma.interactive import InteractiveActionExecutor
-from karma.meta import ActionMeta, ExecutionMode
-from karma.saga import TransactionalActionExecutor
-from karma.stateful import StatefulActionExecutor
+from karma.executor import KIND_BASES, BaseActionExecutor
+from karma.meta import ActionMeta
 
 ENTRY_POINT_GROUP = "karma.actions"
 
@@ -127,23 +124,11 @@ def _qualname(cls: type) -> str:
 
 
 def _check_kind(meta: ActionMeta, executor_class: type[BaseActionExecutor], source: str) -> None:
-    """The executor class must match the mode its metadata declares."""
-    base = {
-        ExecutionMode.EVENT_DRIVEN: EventDrivenActionExecutor,
-        ExecutionMode.TRANSACTIONAL: TransactionalActionExecutor,
-        ExecutionMode.INTERACTIVE: InteractiveActionExecutor,
-        ExecutionMode.STATEFUL: StatefulActionExecutor,
-    }.get(meta.mode)
+    """The executor class must subclass the base of the kind its metadata declares."""
+    base = KIND_BASES.get(meta.mode)
     if base is not None and not issubclass(executor_class, base):
         raise TypeError(
             f"{source}: action {meta.type!r} is {meta.mode.value}, so its executor must "
             f"subclass {base.__name__}"
         )
-    if meta.mode is ExecutionMode.TRANSACTIONAL:
-        steps = getattr(executor_class, "steps", ())
-        if not steps or len(set(steps)) != len(steps):
-            raise TypeError(f"{source}: a transactional action needs distinct step names")
-    if meta.mode is ExecutionMode.STATEFUL:
-        per_run = getattr(executor_class, "iterations_per_run", 0)
-        if not isinstance(per_run, int) or per_run < 1:
-            raise TypeError(f"{source}: iterations_per_run must be a positive integer")
+    executor_class.check_kind(source)

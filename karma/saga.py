@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from karma.errors import ErrorInfo, PermanentError
 from karma.executor import ActionContext, ActionResult, BaseActionExecutor, Skip, _default_logger
-from karma.meta import RetryPolicy
+from karma.meta import ExecutionMode, RetryPolicy
 
 
 class StepResult(BaseModel):
@@ -59,7 +59,7 @@ class CompensationContext:
     logger: logging.LoggerAdapter[logging.Logger] = field(default_factory=_default_logger)
 
 
-class TransactionalActionExecutor(BaseActionExecutor):
+class TransactionalActionExecutor(BaseActionExecutor, kind=ExecutionMode.TRANSACTIONAL):
     """Runs `steps` in order through `run_step`; undoes them through `compensate`."""
 
     steps: ClassVar[tuple[str, ...]]
@@ -68,6 +68,12 @@ class TransactionalActionExecutor(BaseActionExecutor):
         initial_interval=timedelta(seconds=1),
         maximum_interval=timedelta(seconds=30),
     )
+
+    @classmethod
+    def check_kind(cls, source: str) -> None:
+        steps = getattr(cls, "steps", ())
+        if not steps or len(set(steps)) != len(steps):
+            raise TypeError(f"{source}: a transactional action needs distinct step names")
 
     async def execute(self, ctx: ActionContext) -> ActionResult:
         raise PermanentError(f"{type(self).__name__} runs by steps (run_step), not execute")

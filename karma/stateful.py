@@ -28,6 +28,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from karma.errors import PermanentError
 from karma.executor import ActionContext, ActionResult, BaseActionExecutor
+from karma.meta import ExecutionMode
 
 
 class Continue(BaseModel):
@@ -56,11 +57,17 @@ class Break(BaseModel):
     )
 
 
-class StatefulActionExecutor(BaseActionExecutor):
+class StatefulActionExecutor(BaseActionExecutor, kind=ExecutionMode.STATEFUL):
     """Iterates `execute_with_state` until it returns Break."""
 
     state_version: ClassVar[int] = 1
     iterations_per_run: ClassVar[int] = 100
+
+    @classmethod
+    def check_kind(cls, source: str) -> None:
+        per_run = cls.iterations_per_run
+        if not isinstance(per_run, int) or per_run < 1:
+            raise TypeError(f"{source}: iterations_per_run must be a positive integer")
 
     async def execute(self, ctx: ActionContext) -> ActionResult:
         raise PermanentError(f"{type(self).__name__} runs by iterations (execute_with_state)")

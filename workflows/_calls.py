@@ -42,7 +42,7 @@ class Call(Generic[Out]):
     """One executor method with the arguments of this call."""
 
     activity: str
-    phase: Phase
+    phase: Phase | None  # for runs recorded before: None for kinds that came later
     input_type: type[AttemptInput]
     result_type: type[Out]
     arguments: dict[str, Any] = field(default_factory=dict)
@@ -64,7 +64,7 @@ class Call(Generic[Out]):
             "attempt": attempt,
             "pending": pending,
         }
-        if core_2:
+        if core_2 or self.phase is None:
             return self.activity, self.input_type(**common, **self.arguments)
         return names.EXECUTE_ACTION, LegacyExecuteInput(
             **common, phase=self.phase, **self.arguments

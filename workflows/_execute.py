@@ -14,6 +14,13 @@ from workflows._ending import Ending
 with workflow.unsafe.imports_passed_through():
     from karma.envelope import TransitionAttrs
     from karma.lifecycle import EventType
+    from karma.meta import ExecutionMode
+
+
+MODES = (
+    ExecutionMode.SYNC,
+    ExecutionMode.EVENT_DRIVEN,
+)
 
 
 async def run(ctx: RunContext) -> Ending:

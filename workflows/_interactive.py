@@ -19,6 +19,10 @@ with workflow.unsafe.imports_passed_through():
     from karma.errors import ErrorInfo, ErrorType
     from karma.interactive import AwaitDecision, Decision, TimeoutPolicy, Verdict
     from karma.lifecycle import EventType
+    from karma.meta import ExecutionMode
+
+
+MODES = (ExecutionMode.INTERACTIVE,)
 
 
 async def run(ctx: RunContext) -> Ending:

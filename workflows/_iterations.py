@@ -16,6 +16,10 @@ from workflows._ending import Ending
 with workflow.unsafe.imports_passed_through():
     from karma.envelope import TransitionAttrs
     from karma.lifecycle import EventType
+    from karma.meta import ExecutionMode
+
+
+MODES = (ExecutionMode.STATEFUL,)
 
 
 async def run(ctx: RunContext) -> Ending:

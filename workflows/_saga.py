@@ -22,9 +22,13 @@ with workflow.unsafe.imports_passed_through():
     from karma.envelope import TransitionAttrs
     from karma.errors import ErrorInfo, ErrorType
     from karma.lifecycle import EventType
+    from karma.meta import ExecutionMode
     from karma.workflow_io import CompensateInput, CompensationDone, UndoneReport, UndoneStep
 
 ROLLED_BACK = (EventType.FAILED, EventType.CANCELLED)
+
+
+MODES = (ExecutionMode.TRANSACTIONAL,)
 
 
 async def run(ctx: RunContext) -> Ending:
