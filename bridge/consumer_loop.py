@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -85,3 +86,38 @@ class ConsumerLoop(Component):
             log.warning("%s: offset commit failed after a rebalance: %s", self.name, exc)
             return False
         return True
+
+
+async def group_lag(kafka: KafkaSettings, group: str, topics: Sequence[str]) -> int:
+    """How far a consumer group (maybe in another process) is behind the end offsets of
+    `topics` (as far as the broker's end offsets tell: they can trail what is readable)."""
+    consumer = AIOKafkaConsumer(group_id=group, enable_auto_commit=False, **client_kwargs(kafka))
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not partitions:
+            return 0
+        ends = await consumer.end_offsets(partitions)
+        behind = 0
+        for tp in partitions:
+            behind += max(0, ends[tp] - (await consumer.committed(tp) or 0))
+        return behind
+    finally:
+        await consumer.stop()
+
+
+async def group_caught_up(
+    kafka: KafkaSettings, group: str, topics: Sequence[str], timeout: float
+) -> bool:
+    """Wait until `group` has committed what is on `topics` now; False if not in time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await group_lag(kafka, group, topics) > 0:
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.5)
+    return True

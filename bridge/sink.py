@@ -20,11 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError
 
-from bridge.consumer_loop import ConsumerLoop
+from bridge.consumer_loop import ConsumerLoop, group_caught_up
 from bridge.decode import decode_transition
 from bridge.dlq import DeadLetter, DeadLetterPublisher
 from bridge.inbound import marked_as_transition
@@ -32,7 +32,6 @@ from bridge.ledger import Ledger
 from bridge.ledger_schema import KafkaPosition, ledger_row
 from bridge.retrying import Stopped, until_stopped
 from karma.errors import ValidationError
-from karma.kafka_config import client_kwargs
 from karma.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -272,39 +271,13 @@ class LedgerSink(ConsumerLoop):
         return await until_stopped(what, attempt, self._stopping, RETRYABLE)
 
 
-async def group_lag(settings: Settings) -> int:
-    """How far the ledger's consumer group (maybe in another process) is behind the end
-    offsets of the transition topics."""
-    topics = settings.kafka.topics
-    consumer = AIOKafkaConsumer(
-        group_id=settings.bridge.consumer_group,
-        enable_auto_commit=False,
-        **client_kwargs(settings.kafka),
-    )
-    await consumer.start()
-    try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in (topics.requested, topics.progress, topics.result)
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        if not partitions:
-            return 0
-        ends = await consumer.end_offsets(partitions)
-        behind = 0
-        for tp in partitions:
-            behind += max(0, ends[tp] - (await consumer.committed(tp) or 0))
-        return behind
-    finally:
-        await consumer.stop()
-
-
 async def ledger_lag_settled(settings: Settings, timeout: float = 30.0) -> bool:
-    """Wait until the ledger's consumer group has caught up; False if it did not in time."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while await group_lag(settings) > 0:
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.5)
-    return True
+    """Wait until the ledger's consumer group (maybe in another process) has caught up
+    with the transition topics; False if it did not in time."""
+    topics = settings.kafka.topics
+    return await group_caught_up(
+        settings.kafka,
+        settings.bridge.consumer_group,
+        [topics.requested, topics.progress, topics.result],
+        timeout,
+    )

@@ -157,15 +157,7 @@ class ActionHandle:
             if isinstance(cause, ApplicationError) and cause.details:
                 return ActionOutcome.model_validate(cause.details[0])
             if isinstance(cause, CancelledError):
-                status = await self.status()
-                return ActionOutcome(
-                    action_id=self.action_id,
-                    action_type=status.action_type,
-                    state=status.state,
-                    outputs=status.outputs,
-                    error=status.error,
-                    attempts=status.attempt,
-                )
+                return ActionOutcome.of(await self.status())
             raise
 
     async def cancel(self) -> None:

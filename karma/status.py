@@ -27,6 +27,21 @@ class ActionOutcome(BaseModel):
     reason: str = Field(default="", description="why the action was skipped")
     decision: Decision | None = None
 
+    @classmethod
+    def of(cls, status: ActionStatus, *, duration_ms: int = 0, reason: str = "") -> ActionOutcome:
+        """The outcome as the action's status tells it."""
+        return cls(
+            action_id=status.action_id,
+            action_type=status.action_type,
+            state=status.state,
+            outputs=status.outputs,
+            error=status.error,
+            attempts=status.attempt,
+            duration_ms=duration_ms,
+            reason=reason,
+            decision=status.decision,
+        )
+
 
 class ActionStatus(BaseModel):
     """The answer of the `status` query."""
@@ -107,14 +122,8 @@ class LedgerAnswer(BaseModel):
         )
 
     def outcome(self) -> ActionOutcome:
-        status = self.status()
-        return ActionOutcome(
-            action_id=status.action_id,
-            action_type=status.action_type,
-            state=status.state,
-            outputs=status.outputs,
-            error=status.error,
-            attempts=status.attempt,
+        return ActionOutcome.of(
+            self.status(),
             duration_ms=int(self._last_attrs.get("duration_ms") or 0),
             reason=str(self._last_attrs.get("reason") or ""),
         )

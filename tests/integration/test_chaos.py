@@ -25,7 +25,6 @@ import pytest
 
 from karma.client import ActionHandle, KarmaClient, connect_temporal
 from karma.embedded import EmbeddedServers
-from karma.embedded.binaries import tansu_binary, temporal_binary
 from karma.embedded.process import free_port
 from karma.embedded.stack import with_free_ports
 from karma.ids import event_id_for
@@ -50,13 +49,7 @@ MIX: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def binaries() -> None:
-    try:
-        temporal_binary()
-        tansu_binary()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
+pytestmark = pytest.mark.usefixtures("embedded_binaries")
 
 
 @dataclass
@@ -91,7 +84,9 @@ class Chaos:
 
 
 @pytest.fixture(scope="module")
-async def chaos(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Chaos]:
+async def chaos(
+    tmp_path_factory: pytest.TempPathFactory, embedded_binaries: None
+) -> AsyncIterator[Chaos]:
     root = tmp_path_factory.mktemp("chaos")
     settings = with_free_ports(Settings(), root)
     jobs_port = free_port()

@@ -8,19 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from karma.embedded.binaries import tansu_binary, temporal_binary
 from karma.embedded.stack import with_free_ports
 from karma.settings import Settings
 from tests.support.processes import KarmaProcess, karma_env, run_karma
 
-
-@pytest.fixture(autouse=True)
-def binaries() -> None:
-    try:
-        temporal_binary()
-        tansu_binary()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
+pytestmark = pytest.mark.usefixtures("embedded_binaries")
 
 
 def children(pid: int) -> set[int]:

@@ -15,18 +15,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from bridge.consumer_loop import group_lag
 from karma.ids import action_id_for_key
-from karma.kafka_config import client_kwargs
 from karma.lifecycle import ActionState
 from tests.conftest import unique
 from tests.support.checks import assert_in_ledger_once
 from tests.support.kafka import dead_letters_at, produce_each
 from tests.support.messages import envelope, request, status_of
-from tests.support.waiting import reached
+from tests.support.waiting import waiting_jobs
 from workers.embedded import EmbeddedKarma
 
 HOSTILE = 1000
@@ -253,28 +252,9 @@ def generate(ended: str) -> list[Hostile]:
     return [m for m in drawn if m.kind != "megabyte string"] + megabyte
 
 
-async def lag_of(karma: EmbeddedKarma, group: str, topics: list[str]) -> int:
-    consumer = AIOKafkaConsumer(
-        group_id=group, enable_auto_commit=False, **client_kwargs(karma.settings.kafka)
-    )
-    await consumer.start()
-    try:
-        partitions = [
-            TopicPartition(t, p)
-            for t in topics
-            for p in range(karma.settings.kafka.topic_partitions)
-        ]
-        ends = await consumer.end_offsets(partitions)
-        behind = 0
-        for tp in partitions:
-            behind += max(0, ends[tp] - (await consumer.committed(tp) or 0))
-        return behind
-    finally:
-        await consumer.stop()
-
-
 async def lagging(karma: EmbeddedKarma, groups: dict[str, list[str]]) -> dict[str, int]:
-    lags = {group: await lag_of(karma, group, topics) for group, topics in groups.items()}
+    kafka = karma.settings.kafka
+    lags = {group: await group_lag(kafka, group, topics) for group, topics in groups.items()}
     return {group: lag for group, lag in lags.items() if lag}
 
 
@@ -288,13 +268,7 @@ async def test_a_thousand_hostile_messages_change_nothing_for_the_valid_ones(
     hostile = generate(done.action_id)
     assert len(hostile) >= HOSTILE
 
-    externals = [unique("campaign-job") for _ in range(JOBS)]
-    jobs = [
-        await karma.client.request("test.await", {"external_id": e, "wait_seconds": 300})
-        for e in externals
-    ]
-    for job in jobs:
-        await reached(job, ActionState.WAITING)
+    externals, jobs = await waiting_jobs(karma, JOBS, prefix="campaign-job", wait_seconds=300)
     keys = [unique("campaign-valid") for _ in range(VALID_REQUESTS)]
     valid: list[tuple[str, bytes | None]] = [
         (topic[REQUESTED], request("log", {"message": k}, idempotency_key=k)) for k in keys

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from karma.client import KarmaClient, connect_temporal
-from karma.embedded.binaries import tansu_binary, temporal_binary
 from karma.embedded.stack import with_free_ports
 from karma.lifecycle import ActionState
 from karma.settings import Settings
@@ -22,14 +21,7 @@ from tests.integration.test_dev_and_demo import children, gone
 from tests.support.processes import Spawn, karma_env, run_karma
 from workers.embedded import EmbeddedKarma
 
-
-@pytest.fixture(autouse=True)
-def binaries() -> None:
-    try:
-        temporal_binary()
-        tansu_binary()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
+pytestmark = pytest.mark.usefixtures("embedded_binaries")
 
 
 async def test_ledger_outside_a_data_dir_says_so_and_creates_nothing(tmp_path: Path) -> None:

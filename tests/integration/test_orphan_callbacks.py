@@ -12,7 +12,7 @@ from karma.lifecycle import ActionState
 from tests.conftest import unique
 from tests.support.kafka import dead_letters_at, produce_each
 from tests.support.messages import envelope
-from tests.support.waiting import reached
+from tests.support.waiting import waiting_jobs
 from workers.embedded import EmbeddedKarma
 
 JOBS = 10
@@ -24,13 +24,7 @@ async def test_orphans_do_not_hold_back_the_callbacks_of_running_jobs(
 ) -> None:
     kafka = karma.settings.kafka
     resolve_timeout = karma.settings.ingress.resolve_timeout_s
-    externals = [unique("job") for _ in range(JOBS)]
-    handles = [
-        await karma.client.request("test.await", {"external_id": e, "wait_seconds": 120})
-        for e in externals
-    ]
-    for handle in handles:
-        await reached(handle, ActionState.WAITING)
+    externals, handles = await waiting_jobs(karma, JOBS)
 
     # One partition (one key) for everything: the worst case for head-of-line blocking.
     messages: list[tuple[str, bytes | None]] = []

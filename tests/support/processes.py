@@ -10,8 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
+from bridge.consumer_loop import group_caught_up
 from karma.client import ActionHandle
 from karma.settings import Settings
 from karma.status import ActionOutcome, ActionStatus
@@ -97,29 +96,9 @@ async def run_karma(
 async def wait_until_group_caught_up(settings: Settings, group: str, timeout: float = 60) -> None:
     """Wait until `group` has committed every transition currently on the broker."""
     topics = settings.kafka.topics
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        group_id=group,
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in (topics.requested, topics.progress, topics.result)
-            for p in range(settings.kafka.topic_partitions)
-        ]
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            end = await consumer.end_offsets(partitions)
-            committed = {tp: await consumer.committed(tp) or 0 for tp in partitions}
-            if all(committed[tp] >= end[tp] for tp in partitions):
-                return
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"group {group} not caught up: {committed} < {end}")
-            await asyncio.sleep(0.2)
-    finally:
-        await consumer.stop()
+    transitions = [topics.requested, topics.progress, topics.result]
+    caught_up = await group_caught_up(settings.kafka, group, transitions, timeout)
+    assert caught_up, f"group {group} not caught up after {timeout}s"
 
 
 async def finish_on_a_new_worker(
