@@ -61,10 +61,12 @@ class ConsumerLoop(Component):
 
     async def _stop(self) -> None:
         self._stopping.set()
-        if self._task is not None:
-            await self._settle(self._task)
-        if self._consumer is not None:
-            await self._consumer.stop()
+        try:
+            if self._task is not None:
+                await self._settle(self._task)
+        finally:  # even if the loop had died of an error
+            if self._consumer is not None:
+                await self._consumer.stop()
 
     async def _settle(self, task: asyncio.Task[None]) -> None:
         """Let the loop finish what it is doing (by default: wait for it)."""

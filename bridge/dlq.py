@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from bridge.inbound import ORIGIN_HEADER, Inbound
 from bridge.producer import LazyProducer
 from bridge.topic_reader import Message, read_topics
+from karma import names
 from karma.component import Component
 from karma.errors import FieldError, ValidationError
 from karma.settings import KafkaSettings, LimitsSettings
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 HEADER_PREFIX = "karma.dlq."
 REPLAYED_FROM_HEADER = "karma.replayed-from"
+LEDGER_STAGE = "ledger"
 MAX_REASON_CHARS = 2000
 MAX_ORIGIN_CHARS = 512
 # Room for the headers when a dead letter is as large as the broker allows a message.
@@ -207,6 +209,8 @@ async def replay(settings: KafkaSettings, positions: Sequence[str]) -> list[Dead
                 ),
                 (REPLAYED_FROM_HEADER, f"{settings.topics.dlq}:{letter.position}".encode()),
             ]
+            if letter.stage == LEDGER_STAGE:  # a transition: the sink takes it back
+                headers.append((names.TRANSITION_HEADER, b"1"))
             await kafka.send_and_wait(
                 letter.topic, key=letter.key, value=letter.value, headers=headers
             )

@@ -155,13 +155,9 @@ class Ledger:
     def close(self) -> None:
         self._client.close()
 
-    def ensure_schema(self) -> list[int]:
-        """Apply the migrations this ledger has not had yet, in order; return their
-        versions."""
-        return self.migrate()
-
     def migrate(self, upto: int = LATEST) -> list[int]:
-        """Apply the migrations up to `upto` this ledger has not had yet, in order."""
+        """Apply the migrations up to `upto` this ledger has not had yet, in order; return
+        their versions (creating the database and the ledger on a new one)."""
         for statement in bookkeeping_statements(self.database):
             self._client.command(statement)
         applied = set(self.migrations())

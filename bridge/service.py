@@ -112,13 +112,15 @@ class Bridge(Component):
         return drained
 
     async def _stop(self) -> None:
-        await self.stop_intake()
-        if self._sink is not None:
-            await self._sink.stop()
-            self._sink = None
-        await self._dlq.stop()
-        if self._past is not None:
-            self._past.close()
+        try:
+            await self.stop_intake()
+            if self._sink is not None:
+                await self._sink.stop()
+                self._sink = None
+        finally:
+            await self._dlq.stop()
+            if self._past is not None:
+                self._past.close()
 
     async def wait(self) -> None:
         """Return when one of the bridge's consumers stops by itself."""

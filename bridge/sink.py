@@ -26,6 +26,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError
 
 from bridge.consumer_loop import ConsumerLoop, group_caught_up
 from bridge.decode import decode_transition
+from bridge.dlq import LEDGER_STAGE as STAGE
 from bridge.dlq import DeadLetter, DeadLetterPublisher
 from bridge.inbound import marked_as_transition
 from bridge.ledger import Ledger
@@ -44,7 +45,6 @@ Progress = Callable[[str], None]
 RETRYABLE = (OSError, KafkaError, DatabaseError)
 # Raised while the client serialises a row: that row can never be stored.
 ROW_ERRORS = (DataError, UnicodeError, ValueError, struct.error)
-STAGE = "ledger"
 
 
 @dataclass
@@ -82,15 +82,17 @@ class LedgerSink(ConsumerLoop):
         self._ledger = await self._in_db(
             Ledger.open, self._settings.clickhouse_dsn, clickhouse.database
         )
-        await self._in_db(self._ledger.ensure_schema)
+        await self._in_db(self._ledger.migrate)
         await super()._start()
 
     async def _stop(self) -> None:
-        await super()._stop()
-        if self._ledger is not None:
-            await self._in_db(self._ledger.close)
-            self._ledger = None
-        self._db.shutdown(wait=True)
+        try:
+            await super()._stop()
+        finally:
+            if self._ledger is not None:
+                await self._in_db(self._ledger.close)
+                self._ledger = None
+            self._db.shutdown(wait=True)
 
     async def lag(self) -> int | None:
         """Records on the sink's partitions not committed to the ledger yet (as far as the

@@ -5,6 +5,7 @@ what it had started; `stop` before `start` or after `stop` does nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
 from typing import Self
 
@@ -13,6 +14,7 @@ class Component:
     """Subclasses implement `_start` and `_stop`."""
 
     _lifecycle: str = "new"  # then "started", then "stopped"
+    _stopped: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         if self._lifecycle != "new":
@@ -25,10 +27,16 @@ class Component:
             raise
 
     async def stop(self) -> None:
-        if self._lifecycle == "stopped":
+        """Stop; a second call waits for the first to finish."""
+        if self._stopped is not None:
+            await asyncio.shield(self._stopped)
             return
         self._lifecycle = "stopped"
-        await self._stop()
+        self._stopped = asyncio.get_running_loop().create_future()
+        try:
+            await self._stop()
+        finally:
+            self._stopped.set_result(None)
 
     @property
     def started(self) -> bool:

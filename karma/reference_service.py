@@ -55,6 +55,7 @@ class ReferenceService(Component):
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._jobs: set[concurrent.futures.Future[None]] = set()
+        self._serving = False
 
     @property
     def url(self) -> str:
@@ -65,10 +66,11 @@ class ReferenceService(Component):
         self._loop = asyncio.get_running_loop()
         await self._producer.start()
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._serving = True
         log.info("reference service at %s", self.url)
 
     async def _stop(self) -> None:
-        if self._loop is not None:  # serving: shutdown() waits for serve_forever to end
+        if self._serving:  # shutdown() waits for serve_forever to end: only once it runs
             await asyncio.to_thread(self._server.shutdown)
         self._server.server_close()
         for job in list(self._jobs):

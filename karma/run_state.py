@@ -64,5 +64,6 @@ class RunState(BaseModel):
                 "last_seq": last,
                 "transitions": [e for e in self.transitions if e.seq > self.last_seq],
                 "emitted_seq": last,
+                "callbacks": CallbackWait(),  # none are for a stateful action: do not pile up
             }
         )

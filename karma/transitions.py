@@ -30,10 +30,6 @@ class TransitionLog:
         return self._run.state
 
     @property
-    def emitted_seq(self) -> int:
-        return self._run.emitted_seq
-
-    @property
     def last_seq(self) -> int:
         return self._run.transitions[-1].seq if self._run.transitions else self._run.last_seq
 

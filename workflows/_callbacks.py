@@ -38,10 +38,11 @@ async def wait(ctx: RunContext, awaiting: AwaitCallback, at: datetime) -> Ending
         at,
     )
     ctx.index()
-    deadline = workflow.now() + awaiting.timeout
+    # From WAITING's own time: after the flush's local activity the clock is not stable.
+    deadline = (at if ctx.core_2 else workflow.now()) + awaiting.timeout
     await ctx.outbox.flush()  # the wait may be long: make WAITING visible now
     while True:
-        if not await ctx.wait_until(lambda: bool(waiting.inbox), deadline):
+        if not waiting.inbox and not await ctx.wait_until(lambda: bool(waiting.inbox), deadline):
             error = ErrorInfo(
                 type=ErrorType.TIMEOUT,
                 message=f"no completion for {waiting.external_id} within "

@@ -42,7 +42,9 @@ class Call(Generic[Out]):
     """One executor method with the arguments of this call."""
 
     activity: str
-    phase: Phase | None  # for runs recorded before: None for kinds that came later
+    # The phase of the legacy `execute_action` for runs recorded before; None for a kind
+    # added since (it has no runs from before).
+    phase: Phase | None
     input_type: type[AttemptInput]
     result_type: type[Out]
     arguments: dict[str, Any] = field(default_factory=dict)

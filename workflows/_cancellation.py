@@ -48,11 +48,11 @@ def checkpoint() -> None:
         raise asyncio.CancelledError
 
 
-def after_failed_attempt(error: ErrorInfo) -> None:
-    """A failed attempt is not retried once a cancellation was requested, and an attempt
-    that stopped for the cancellation (and said what Kafka acknowledged) cancels."""
-    if requested() or error.type is ErrorType.CANCELLED:
-        raise asyncio.CancelledError
+def after_failed_attempt(error: ErrorInfo) -> bool:
+    """Whether a failed attempt cancels: it is not retried once a cancellation was
+    requested, and an attempt that stopped for the cancellation (and said what Kafka
+    acknowledged) cancels."""
+    return requested() or error.type is ErrorType.CANCELLED
 
 
 def of_activity(err: ActivityError) -> None:
@@ -68,14 +68,18 @@ def of_local_activity(failure: FailureError) -> None:
 
 
 def ending(outputs: dict[str, Any], at: datetime | None = None) -> Ending:
+    """The one CANCELLED ending; `at`: when the attempt that stopped for it ended (else
+    the time is taken when it is recorded)."""
     return Ending(EventType.CANCELLED, outputs=dict(outputs), error=ON_REQUEST, at=at)
 
 
 async def uncancellable(running: Awaitable[T]) -> T:
-    """Wait for `running` to the end, whatever cancellations arrive meanwhile."""
+    """Wait for `running` (an activity, or a whole rollback) to the end, whatever
+    cancellations arrive meanwhile."""
+    task = asyncio.ensure_future(running)
     while True:
         try:
-            return await asyncio.shield(running)
+            return await asyncio.shield(task)
         except asyncio.CancelledError:
             continue
 

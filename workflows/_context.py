@@ -57,6 +57,8 @@ class RunContext:
         self._indexed = ActionState.REQUESTED
         # Whether this run speaks the current contract (typed activities, stable times).
         self.core_2 = False
+        # When an attempt stopped for a cancellation (the time of the CANCELLED that follows).
+        self.cancelled_at: datetime | None = None
 
     @property
     def execution(self) -> ExecutionPlan:
@@ -125,7 +127,9 @@ class RunContext:
                 return result
             self.log.acknowledge(failure.emitted_seq)
             self.run.error = error = failure.error
-            cancellation.after_failed_attempt(error)
+            if cancellation.after_failed_attempt(error):
+                self.cancelled_at = failure.failed_at
+                raise asyncio.CancelledError
             at = await self.stable_time(failure.failed_at)
             if not error.retryable or attempt >= plan.retry.max_attempts:
                 return Ending(EventType.FAILED, outputs=dict(keep or {}), error=error, at=at)
@@ -147,8 +151,6 @@ class RunContext:
         """Wait for `condition` until `deadline`; False if the deadline came first. A
         cancellation ends the wait (it raises)."""
         remaining = (deadline - workflow.now()).total_seconds()
-        if condition():
-            return True
         if remaining <= 0:
             return False
         try:

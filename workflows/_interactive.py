@@ -52,7 +52,7 @@ async def run(ctx: RunContext) -> Ending:
     )
     ctx.index()
     await ctx.outbox.flush()
-    decision, deadline = await _decision_or_policy(ctx, question)
+    decision, deadline = await _decision_or_policy(ctx, question, at)
     if decision is None:
         error = ErrorInfo(
             type=ErrorType.TIMEOUT,
@@ -73,15 +73,16 @@ async def run(ctx: RunContext) -> Ending:
 
 
 async def _decision_or_policy(
-    ctx: RunContext, question: AwaitDecision
+    ctx: RunContext, question: AwaitDecision, asked_at: datetime
 ) -> tuple[Decision | None, datetime]:
     """The person's decision, or the timeout policy's (None if escalation went unanswered
-    too), and the last deadline."""
+    too), and the last deadline (counted from WAITING's own time: after the flush's local
+    activity the clock is not stable)."""
     timeout = question.timeout
     rounds = 2 if question.on_timeout is TimeoutPolicy.ESCALATE else 1
-    deadline = workflow.now()
+    deadline = asked_at
     for round_ in range(rounds):
-        deadline = workflow.now() + timeout
+        deadline = (deadline if ctx.core_2 else workflow.now()) + timeout
         decided = await ctx.wait_until(lambda: ctx.run.decision is not None, deadline)
         if decided or ctx.run.decision is not None:  # or accepted in the same activation
             return ctx.run.decision, deadline

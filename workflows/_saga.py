@@ -39,7 +39,8 @@ async def run(ctx: RunContext) -> Ending:
     if ending is None:
         ending = cancellation.ending(ctx.run.outputs)
     if ending.event_type in ROLLED_BACK:
-        return await _compensate(ctx, done, ending)
+        # The rollback, every wait in it included, is not itself cancellable.
+        return await cancellation.uncancellable(_compensate(ctx, done, ending))
     return ending
 
 

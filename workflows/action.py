@@ -71,6 +71,7 @@ class ActionWorkflow:
         indexing = workflow.info().typed_search_attributes.get(search_attributes.STATE) is not None
         self._ctx = RunContext(request, self._run, self._log, Outbox(self._log), indexing=indexing)
         self._answered: LedgerAnswer | None = None
+        self._finishing = False  # the terminal transition is being recorded
 
     @workflow.query(name=names.STATUS_QUERY)
     def status(self) -> ActionStatus:
@@ -97,7 +98,7 @@ class ActionWorkflow:
     def deliver_callback(self, callback: Envelope) -> None:
         """Buffer a callback; a redelivered one (same event_id) is dropped."""
         waiting = self._run.callbacks
-        if callback.event_id in waiting.seen or self._run.state.is_terminal:
+        if callback.event_id in waiting.seen or self._finishing or self._run.state.is_terminal:
             return
         waiting.seen.append(callback.event_id)
         waiting.inbox.append(callback)
@@ -118,7 +119,7 @@ class ActionWorkflow:
         """Reject, without a trace in the history, a decision that is not wanted now or is
         malformed (unknown verdict, no `by`, a rejection without a reason)."""
         run = self._run
-        if run.question is None or run.decision is not None or run.state.is_terminal:
+        if run.question is None or run.decision is not None or self._finishing:
             raise ApplicationError(
                 f"action {self._request.action_id} is not waiting for a decision "
                 f"(state {run.state.value})",
@@ -137,7 +138,7 @@ class ActionWorkflow:
         try:
             ending = await self._run_action()
         except asyncio.CancelledError:
-            ending = cancellation.ending(self._run.outputs)
+            ending = cancellation.ending(self._run.outputs, self._ctx.cancelled_at)
         if self._answered is not None:
             return await self._answer(self._answered)
         return await self._finish(ending)
@@ -162,21 +163,28 @@ class ActionWorkflow:
         ctx = self._ctx
         ctx.plan, ctx.params, ctx.prepared_at = plan, prepared.params, at
         self._run.output_names = plan.output_names
+        kind = KINDS.get(plan.mode)
+        if kind is None:  # a kind registered on the worker without its workflow module
+            reason = f"no workflow module runs {plan.mode.value!r} actions on this worker"
+            error = ErrorInfo(type=ErrorType.VALIDATION, message=reason)
+            return Ending(EventType.FAILED, error=error, at=at)
         if self._request.resume is None:  # a continued run recorded it already
             accepted = TransitionAttrs(
                 command=self._request.action_type, args=prepared.accepted_args
             )
             ctx.record(EventType.ACCEPTED, accepted, at)
-        return await KINDS[plan.mode](ctx)
+        return await kind(ctx)
 
     async def _finish(self, ending: Ending) -> ActionOutcome:
+        self._finishing = True
         self._record_requested(None)
         run = self._run
         # Outputs keep the same keys on every path: the declared ones, then any others.
         run.outputs = {**dict.fromkeys(run.output_names), **ending.outputs}
         run.error = ending.error
         at = ending.at or await self._ctx.stable_time()
-        duration_ms = millis(at - (run.started_at or workflow.info().workflow_start_time))
+        # Clocks of the worker and the server may differ a little: never negative.
+        duration_ms = max(0, millis(at - (run.started_at or workflow.info().workflow_start_time)))
         self._ctx.record(
             ending.event_type,
             TransitionAttrs(

@@ -148,7 +148,7 @@ async def setup(args: argparse.Namespace) -> int:
         Ledger.open, settings.clickhouse_dsn, settings.clickhouse.database
     )
     try:
-        await asyncio.to_thread(ledger.ensure_schema)
+        await asyncio.to_thread(ledger.migrate)
     finally:
         ledger.close()
     print(f"ClickHouse ledger schema ready in database {settings.clickhouse.database!r}")

@@ -35,7 +35,19 @@ SCENARIOS: dict[str, tuple[str, dict[str, object], bool]] = {
     # cancel lands.
     "cancelled_during_durable_emit": ("demo.approval", {"change": "c"}, True),
 }
-CANCELLED_ONCE_STARTED = ("cancelled", "cancelled_attempt_reports_emitted")
+# Recorded again by the composed core (the `karma-core-2` patch: typed activities,
+# replay-stable times, callbacks): `<name>_core2`.
+CORE_2 = (
+    "succeeded",
+    "retried",
+    "cancelled",
+    "event_driven",
+    "compensated",
+    "approved",
+    "stateful",
+)
+SCENARIOS.update({f"{name}_core2": SCENARIOS[name] for name in CORE_2})
+CANCELLED_ONCE_STARTED = ("cancelled", "cancelled_attempt_reports_emitted", "cancelled_core2")
 
 
 async def record() -> None:
@@ -60,7 +72,7 @@ async def record() -> None:
                     if event.event_type is EventType.STARTED:
                         await handle.cancel()
                         break
-            if name == "approved":
+            if name.startswith("approved"):
                 async for event in handle.transitions(poll_interval=0.1):
                     if event.event_type is EventType.WAITING:
                         await handle.approve(by="recorder", reason="replay test")

@@ -58,9 +58,9 @@ def test_log_numbers_transitions_and_tracks_acknowledgements() -> None:
     log.acknowledge(2)
     assert [e.seq for e in log.pending()] == [3]
     log.acknowledge(1)  # acknowledgements never go backwards
-    assert log.emitted_seq == 2
+    assert run.emitted_seq == 2
     log.acknowledge(99)  # nor beyond what was recorded
-    assert log.emitted_seq == 3
+    assert run.emitted_seq == 3
     log.record(EventType.SUCCEEDED, T0, TransitionAttrs(outputs={"logged": "hi"}))
     with pytest.raises(RuntimeError, match="already SUCCEEDED"):
         log.record(EventType.FAILED, T0, TransitionAttrs())

@@ -30,6 +30,15 @@ def test_histories_are_present() -> None:
         "stateful_run2",
         "cancelled_attempt_reports_emitted",
         "cancelled_during_durable_emit",
+        # Recorded by the composed core (the karma-core-2 patch).
+        "succeeded_core2",
+        "retried_core2",
+        "cancelled_core2",
+        "event_driven_core2",
+        "compensated_core2",
+        "approved_core2",
+        "stateful_core2_run1",
+        "stateful_core2_run2",
     }
 
 
