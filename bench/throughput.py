@@ -34,7 +34,7 @@ from karma.lifecycle import ActionState
 from karma.registry import default_registry
 from karma.settings import Settings
 from workers.embedded import EmbeddedKarma
-from workers.worker import sandboxed_runner
+from workers.worker import workflow_runner
 
 RESULTS = Path(__file__).parent / "results.md"
 BARE_QUEUE = "bench-bare"
@@ -106,7 +106,7 @@ async def bench(args: argparse.Namespace) -> list[tuple[Run, Run, Run]]:
             workflows=[BareWorkflow],
             activities=[bare_activity],
             # Same runner as Karma's worker, the baseline's module passed through likewise.
-            workflow_runner=sandboxed_runner("bench"),
+            workflow_runner=workflow_runner(settings.temporal.workflow_sandbox, "bench"),
         )
         run_id = uuid.uuid4().hex[:8]
 

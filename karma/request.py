@@ -13,6 +13,9 @@ from karma.errors import ValidationError, field_errors
 from karma.ids import action_id_for_key, new_action_id
 from karma.run_state import RunState
 
+# 2: one activity per executor method, replay-stable transition times, callbacks.
+CONTRACT = 2
+
 
 class ActionRequest(BaseModel):
     """The input of an ActionWorkflow.
@@ -32,6 +35,12 @@ class ActionRequest(BaseModel):
     source: EventSource = Field(default_factory=EventSource)
     resume: RunState | None = Field(
         default=None, description="set by continue-as-new only: where the action stands"
+    )
+    contract: int = Field(
+        default=1,
+        description="the version of the workflow contract the request was made for: 1 for "
+        "requests made before it was recorded (their runs keep the commands they were "
+        "recorded with), CONTRACT for new ones",
     )
 
     @classmethod
@@ -56,6 +65,7 @@ class ActionRequest(BaseModel):
         action_id = action_id_for_key(idempotency_key) if idempotency_key else new_action_id()
         try:
             return cls(
+                contract=CONTRACT,
                 action_id=action_id,
                 action_type=action_type,
                 params=dict(params or {}),

@@ -28,6 +28,11 @@ class TemporalSettings(BaseModel):
         default=True,
         description="index actions by KarmaActionType, KarmaState, ... (they must be registered)",
     )
+    workflow_sandbox: bool = Field(
+        default=False,
+        description="run ActionWorkflow in Temporal's sandbox (slower: it re-checks every "
+        "activation; Karma's workflow code is deterministic and guarded by replay tests)",
+    )
 
 
 class KafkaTopics(BaseModel):

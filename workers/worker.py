@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities._attempt import MAX_HEARTBEAT_INTERVAL
@@ -31,6 +31,12 @@ from workflows.action import ActionWorkflow
 # deterministic code (replay tests guard it); calls through sandbox-imported modules are
 # still checked at run time.
 PASSTHROUGH_MODULES = ("karma", "workflows", "pydantic", "pydantic_core", "annotated_types")
+
+
+def workflow_runner(sandbox: bool, *extra_passthrough: str) -> WorkflowRunner:
+    """The sandbox, or none: ActionWorkflow runs only Karma's own deterministic code (no
+    executor runs in a workflow), which stored histories replay in the tests, sandboxed."""
+    return sandboxed_runner(*extra_passthrough) if sandbox else UnsandboxedWorkflowRunner()
 
 
 def sandboxed_runner(*extra_passthrough: str) -> SandboxedWorkflowRunner:
@@ -79,7 +85,7 @@ class ActionWorker(Component):
             task_queue=self.task_queue,
             workflows=[ActionWorkflow],
             activities=[*defined_activities(activities), *defined_activities(compensation)],
-            workflow_runner=sandboxed_runner(),
+            workflow_runner=workflow_runner(settings.temporal.workflow_sandbox),
             interceptors=tracing_interceptors(settings.otel),
             graceful_shutdown_timeout=timedelta(seconds=5),
             max_heartbeat_throttle_interval=MAX_HEARTBEAT_INTERVAL,

@@ -30,9 +30,6 @@ with workflow.unsafe.imports_passed_through():
         StepOutput,
     )
 
-# Runs recorded before this version called one `execute_action` activity and timed
-# transitions with workflow.now(); checked once, first thing in a run.
-CORE_2 = "karma-core-2"
 
 Out = TypeVar("Out", bound=AttemptOutput)
 
@@ -58,8 +55,8 @@ class Call(Generic[Out]):
         *,
         core_2: bool,
     ) -> tuple[str, BaseModel]:
-        """The activity to run and its input (`core_2`: the run is not a replay of a
-        workflow recorded before this version; see `RunContext.core_2`)."""
+        """The activity to run and its input (`core_2`: the request was made for contract
+        2; see `RunContext.core_2`)."""
         common: dict[str, Any] = {
             "request": request,
             "params": params,

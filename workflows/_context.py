@@ -55,8 +55,11 @@ class RunContext:
         self.prepared_at = workflow.info().workflow_start_time
         self._indexing = indexing
         self._indexed = ActionState.REQUESTED
-        # Whether this run speaks the current contract (typed activities, stable times).
-        self.core_2 = False
+        # Whether the request was made for contract 2 (typed activities, stable times):
+        # runs of requests made before keep the commands they were recorded with. A field
+        # of the input rather than a patch marker: no marker and no search-attribute upsert
+        # in every action's history.
+        self.core_2 = request.contract >= 2
         # When an attempt stopped for a cancellation (the time of the CANCELLED that follows).
         self.cancelled_at: datetime | None = None
 
@@ -86,9 +89,13 @@ class RunContext:
         return at
 
     def index(self) -> None:
-        """Keep KarmaState (and KarmaExternalId) current, once per workflow task."""
+        """Keep KarmaState (and KarmaExternalId) current, once per workflow task. Not for
+        STARTED (contract 2): most actions end within their first attempt, and an upsert
+        is a history event; KarmaState moves on at a retry, a wait, a rollback or the end."""
         state = self.log.state
         if not self._indexing or state is self._indexed:
+            return
+        if self.core_2 and state is ActionState.STARTED:
             return
         updates = [search_attributes.STATE.value_set(state.value)]
         if state is ActionState.WAITING:

@@ -9,7 +9,6 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 from workflows import _cancellation as cancellation
-from workflows._calls import CORE_2
 from workflows._context import RunContext
 from workflows._ending import Ending, millis
 from workflows._failures import internal
@@ -133,8 +132,6 @@ class ActionWorkflow:
 
     @workflow.run
     async def run(self, request: ActionRequest) -> ActionOutcome:
-        # First, before anything else: the patch marker leads the history.
-        self._ctx.core_2 = workflow.patched(CORE_2)
         try:
             ending = await self._run_action()
         except asyncio.CancelledError:

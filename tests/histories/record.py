@@ -35,7 +35,7 @@ SCENARIOS: dict[str, tuple[str, dict[str, object], bool]] = {
     # cancel lands.
     "cancelled_during_durable_emit": ("demo.approval", {"change": "c"}, True),
 }
-# Recorded again by the composed core (the `karma-core-2` patch: typed activities,
+# Recorded again by the composed core (contract 2: typed activities,
 # replay-stable times, callbacks): `<name>_core2`.
 CORE_2 = (
     "succeeded",

@@ -30,7 +30,7 @@ def test_histories_are_present() -> None:
         "stateful_run2",
         "cancelled_attempt_reports_emitted",
         "cancelled_during_durable_emit",
-        # Recorded by the composed core (the karma-core-2 patch).
+        # Recorded by the composed core (contract 2).
         "succeeded_core2",
         "retried_core2",
         "cancelled_core2",
