@@ -37,7 +37,7 @@ test: lint typecheck ## ruff, mypy, then every test (unit and integration, real 
 	$(BIN)/pytest
 
 bench: install ## Karma vs bare Temporal throughput; writes bench/results.md
-	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .karma .pytest_cache .mypy_cache .ruff_cache

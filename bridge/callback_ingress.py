@@ -43,17 +43,21 @@ class CallbackIngress:
         self._resolve_timeout = resolve_timeout
         self._indexed = search_attributes
         self._limits = limits or LimitsSettings()
+        # Decoded once for the order key, used again when handled.
+        self._decoded: dict[tuple[str, int, int], Callback] = {}
         self.delivered = 0
 
     def order_key(self, message: Inbound) -> str:
         """Events about one action (or one external id) are delivered in order."""
-        callback = decode_callback(message, self._limits)
+        callback = self._decoded[message.position] = decode_callback(message, self._limits)
         if callback.action_id:
             return f"action:{callback.action_id}"
         return f"external:{callback.external_workflow_id}"
 
     async def __call__(self, message: Inbound) -> None:
-        callback = decode_callback(message, self._limits)
+        callback = self._decoded.pop(message.position, None) or decode_callback(
+            message, self._limits
+        )
         action_ids = (
             [callback.action_id]
             if callback.action_id

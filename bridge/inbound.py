@@ -58,6 +58,10 @@ class Inbound:
         )
 
     @property
+    def position(self) -> tuple[str, int, int]:
+        return (self.topic, self.partition, self.offset)
+
+    @property
     def is_transition(self) -> bool:
         """One of Karma's own transitions (told by its header, without parsing it)."""
         return marked_as_transition(self.headers.items())

@@ -169,6 +169,10 @@ class IngressConsumer(ConsumerLoop):
             await self._commit()
 
     @property
+    def handler(self) -> Handler:
+        return self._handler
+
+    @property
     def in_flight(self) -> int:
         return len(self._in_flight)
 

@@ -175,19 +175,24 @@ class Ledger:
             done.append(migration.version)
         return done
 
+    def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """A read-only query's rows (analytics, the benchmark)."""
+        return [tuple(row) for row in self._client.query(sql, parameters=parameters).result_rows]
+
     def migrations(self) -> list[int]:
         """The versions of the migrations this ledger has had."""
         result = self._client.query(f"SELECT version FROM {self._migrations} FINAL ORDER BY 1")
         return [int(row[0]) for row in result.result_rows]
 
     def known_event_ids(self, action_ids: Sequence[str]) -> set[str]:
-        if not action_ids:
-            return set()
-        result = self._client.query(
-            f"SELECT event_id FROM {self._events} WHERE action_id IN %(ids)s",
-            parameters={"ids": sorted(set(action_ids))},
-        )
-        return {row[0] for row in result.result_rows}
+        known: set[str] = set()
+        for chunk in _chunks(sorted(set(action_ids))):
+            result = self._client.query(
+                f"SELECT event_id FROM {self._events} WHERE action_id IN %(ids)s",
+                parameters={"ids": chunk},
+            )
+            known.update(row[0] for row in result.result_rows)
+        return known
 
     def write(self, rows: Sequence[list[Any]]) -> int:
         """Insert the rows whose event id is not in the ledger yet; return how many."""
@@ -202,32 +207,43 @@ class Ledger:
 
     def transitions(self, action_ids: Sequence[str] | None = None) -> list[LedgerEvent]:
         """Transitions in (action, seq) order, for the given actions or all of them."""
-        where, parameters = "", {}
-        if action_ids is not None:
-            where, parameters = "WHERE action_id IN %(ids)s", {"ids": list(action_ids)}
-        result = self._client.query(
-            f"""SELECT action_id, seq, ts, event_type, state, action_type, attempt,
-                       error_type, error_message, attrs, duration_ms
-                FROM {self._events} FINAL {where}
-                ORDER BY action_id, seq""",
-            parameters=parameters,
-        )
-        return [_ledger_event(row) for row in result.named_results()]
+        selected = "action_id, seq, ts, event_type, state, action_type, attempt, error_type, "
+        selected += "error_message, attrs, duration_ms"
+        if action_ids is None:
+            result = self._client.query(
+                f"SELECT {selected} FROM {self._events} FINAL ORDER BY action_id, seq"
+            )
+            return [_ledger_event(row) for row in result.named_results()]
+        events: list[LedgerEvent] = []
+        for chunk in _chunks(sorted(set(action_ids))):  # sorted chunks: still in order
+            result = self._client.query(
+                f"SELECT {selected} FROM {self._events} FINAL WHERE action_id IN %(ids)s "
+                "ORDER BY action_id, seq",
+                parameters={"ids": chunk},
+            )
+            events += [_ledger_event(row) for row in result.named_results()]
+        return events
 
     def count_events(self, action_ids: Sequence[str]) -> int:
         """Rows as stored (no FINAL): a duplicate would count twice."""
-        result = self._client.query(
-            f"SELECT count() FROM {self._events} WHERE action_id IN %(ids)s",
-            parameters={"ids": list(action_ids)},
-        )
-        return int(result.result_rows[0][0])
+        count = 0
+        for chunk in _chunks(sorted(set(action_ids))):
+            result = self._client.query(
+                f"SELECT count() FROM {self._events} WHERE action_id IN %(ids)s",
+                parameters={"ids": chunk},
+            )
+            count += int(result.result_rows[0][0])
+        return count
 
     def current_states(self, action_ids: Sequence[str]) -> dict[str, str]:
-        result = self._client.query(
-            f"SELECT action_id, state FROM {self._current} FINAL WHERE action_id IN %(ids)s",
-            parameters={"ids": list(action_ids)},
-        )
-        return {row[0]: row[1] for row in result.result_rows}
+        states: dict[str, str] = {}
+        for chunk in _chunks(sorted(set(action_ids))):
+            result = self._client.query(
+                f"SELECT action_id, state FROM {self._current} FINAL WHERE action_id IN %(ids)s",
+                parameters={"ids": chunk},
+            )
+            states.update({row[0]: row[1] for row in result.result_rows})
+        return states
 
     def seqs(self, action_ids: Sequence[str]) -> dict[str, set[int]]:
         """The seqs the ledger holds for each of the actions (absent: none)."""
@@ -273,9 +289,25 @@ class Ledger:
         return [_action_event(row) for row in result.named_results()]
 
 
+# Ids are inlined into the query text, which ClickHouse caps (`max_query_size`, 256 KiB by
+# default): a chunk stays well under it whatever the ids' lengths (up to 512 characters).
+MAX_CHUNK_CHARS = 64 * 1024
+
+
 def _chunks(ids: list[str], size: int = 1000) -> Iterator[list[str]]:
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
+    """`ids` in lists of at most `size` ids and about MAX_CHUNK_CHARS characters (quoted,
+    escaped: up to twice their length)."""
+    chunk: list[str] = []
+    chars = 0
+    for one in ids:
+        cost = 2 * len(one) + 4
+        if chunk and (len(chunk) == size or chars + cost > MAX_CHUNK_CHARS):
+            yield chunk
+            chunk, chars = [], 0
+        chunk.append(one)
+        chars += cost
+    if chunk:
+        yield chunk
 
 
 class PastActions:

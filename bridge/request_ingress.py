@@ -33,6 +33,8 @@ class RequestIngress:
         return request.action_id
 
     async def __call__(self, message: Inbound) -> None:
+        # Decoded again rather than kept from `order_key`: a request that waited behind
+        # another for the same action may have expired meanwhile (its ttl is checked now).
         request = decode_request(message, datetime.now(UTC), self._limits)
         if request is None:
             return

@@ -38,6 +38,8 @@ from karma.settings import Settings
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# A poll that long with nothing new means the topic is quiet: the batch is written.
+QUIET_SECONDS = 0.05
 Progress = Callable[[str], None]
 # Unreachable or failing servers: the same batch is tried again. Errors the server (or
 # chdb's engine) reports count as such too: every row was checked against the column
@@ -70,7 +72,6 @@ class LedgerSink(ConsumerLoop):
         self._dlq = dlq
         # The ClickHouse client is blocking: one thread makes all of the sink's calls.
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
-        self._draining = False
         self._idle = asyncio.Event()  # set by each poll that finds nothing new
         self.batches_written = 0
         self.rows_written = 0
@@ -114,30 +115,25 @@ class LedgerSink(ConsumerLoop):
         Batches are written as soon as a poll finds nothing more, and the sink waits for an
         empty poll after the end offsets are reached (they can trail what is readable).
         """
-        self._draining = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        reported = -1
-        try:
-            while self._task is not None and not self._task.done():
-                self._idle.clear()
-                behind = await self._retry_lag()
-                try:  # one more empty poll after the end offsets were read
-                    await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - loop.time()))
-                except TimeoutError:
-                    return False
-                if behind == 0:
-                    return True
-                if behind is not None and behind != reported:
-                    progress(f"ledger: {behind} transition(s) left to write")
-                    reported = behind
-        finally:
-            self._draining = False
+        reported: int | None = -1
+        while self._task is not None and not self._task.done():
+            self._idle.clear()
+            behind = await self._retry_lag()
+            try:  # one more empty poll after the end offsets were read
+                await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                return False
+            if behind == 0:
+                return True
+            if behind is not None and behind != reported:
+                progress(f"ledger: {behind} transition(s) left to write")
+                reported = behind
         return False
 
     async def drain(self, timeout: float, progress: Progress = lambda message: None) -> bool:
         """Write what is on the topics now (`catch_up`), then stop."""
-        self._draining = True
         caught_up = await self.catch_up(timeout, progress)
         progress("ledger: caught up" if caught_up else f"ledger: gave up after {timeout:g}s")
         await self.stop()
@@ -158,26 +154,25 @@ class LedgerSink(ConsumerLoop):
             await self._write(batch)  # False: stopped before it was stored (re-read later)
 
     async def _next_batch(self) -> list[Any]:
-        """Wait for records, then keep collecting until the batch is full or old enough
-        (while draining: until a poll finds nothing more)."""
+        """Wait for records, then keep collecting while more keep coming, until the batch is
+        full or `batch_max_seconds` old: a quiet topic is written at once (a transition is
+        in the ledger within a poll of arriving), a busy one in full batches."""
         bridge = self._settings.bridge
         records: list[Any] = []
         deadline: float | None = None
         loop = asyncio.get_running_loop()
         while len(records) < bridge.batch_max_rows and not self._stopping.is_set():
-            wait = 0.5 if deadline is None else deadline - loop.time()
+            wait = 0.5 if deadline is None else min(QUIET_SECONDS, deadline - loop.time())
             if wait <= 0:
                 break
-            if self._draining and records:
-                wait = min(wait, 0.2)
             fetched = await self.kafka.getmany(
                 timeout_ms=int(wait * 1000), max_records=bridge.batch_max_rows - len(records)
             )
-            if not fetched and (self._draining or not records):
-                break  # nothing new: an empty batch says the sink is idle
+            if not fetched:
+                break  # nothing more now: write what there is (an empty batch: idle)
             for partition_records in fetched.values():
                 records.extend(partition_records)
-            if records and deadline is None:
+            if deadline is None:
                 deadline = loop.time() + bridge.batch_max_seconds
         return records
 

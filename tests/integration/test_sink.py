@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 
 from bridge.ledger_schema import KafkaPosition, ledger_row
-from karma.envelope import Transition
+from karma.envelope import MAX_ID_CHARS, Transition
 from karma.lifecycle import EventType
 from tests.conftest import unique
 from tests.support.checks import assert_mirrored
@@ -95,3 +95,27 @@ async def test_the_ledger_stores_a_transition_once_however_often_it_arrives(
     assert await asyncio.to_thread(ledger.write, rows) == 1  # redelivered after a crash
     assert await asyncio.to_thread(ledger.count_events, [action_id]) == 3
     assert await asyncio.to_thread(ledger.current_states, [action_id]) == {action_id: "STARTED"}
+
+
+async def test_a_full_batch_of_the_longest_ids_is_written(karma: EmbeddedKarma) -> None:
+    """Ids are inlined into the ledger's queries, which ClickHouse caps at 256 KiB: a batch
+    of 1,000 transitions whose action ids are as long as allowed (and full of characters the
+    query must escape) once stalled the sink, retrying the same batch for ever."""
+    prefix = unique("act") + "'\\"
+    ids = [f"{prefix}{i:04d}".ljust(MAX_ID_CHARS, "\\") for i in range(1000)]
+    rows = [
+        ledger_row(
+            Transition(ts=datetime.now(UTC), event_type=EventType.REQUESTED, action_id=a, seq=1),
+            KafkaPosition("actions.requested", 0, i),
+        )
+        for i, a in enumerate(ids)
+    ]
+    ledger = karma.ledger
+    assert await asyncio.to_thread(ledger.write, rows) == 1000
+    assert await asyncio.to_thread(ledger.write, rows) == 0  # all known: none again
+    assert await asyncio.to_thread(ledger.count_events, ids) == 1000
+    states = await asyncio.to_thread(ledger.current_states, ids)
+    assert states == dict.fromkeys(ids, "REQUESTED")
+    events = await asyncio.to_thread(ledger.transitions, ids)
+    assert [e.action_id for e in events] == sorted(ids)
+    assert await asyncio.to_thread(ledger.complete, ids) == set()  # none is terminal
