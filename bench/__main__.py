@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
+from bench.api import ApiSpeed, api_speed
 from bench.ingress_speed import ingress_throughput, sdk_throughput
 from bench.latency import unloaded_latency
 from bench.measure import Run, spread
@@ -45,6 +46,8 @@ async def measure(args: argparse.Namespace) -> list[str]:
         print("ingress and SDK starts…", flush=True)
         ingress = await ingress_throughput(stack, count=args.starts)
         sdk = await sdk_throughput(stack, count=args.starts, concurrency=args.concurrency)
+        print("the HTTP API…", flush=True)
+        api = await api_speed(stack, count=args.api_requests)
         print("ledger sink from a filled topic…", flush=True)
         sink = await sink_throughput(stack, count=args.sink_transitions)
         profiles = []
@@ -56,7 +59,7 @@ async def measure(args: argparse.Namespace) -> list[str]:
                 )
             )
     return report(
-        args, sat, (bare_lat, karma_lat), visible, (ingress, sdk), sink,
+        args, sat, (bare_lat, karma_lat), visible, (ingress, sdk), sink, api,
         (profiles[0], profiles[1]),
     )  # fmt: skip
 
@@ -68,6 +71,7 @@ def report(
     visible: tuple[int, float, float, float],
     starts: tuple[float, float],
     sink: SinkSpeed,
+    api: ApiSpeed,
     profiles: tuple[Profile | str, Profile | str],
 ) -> list[str]:
     bare, karma = Saturation.total(sat.bare), Saturation.total(sat.karma)
@@ -108,6 +112,13 @@ def report(
         f"{verdict(sink_rate >= 100_000, f'by {100_000 - sink_rate:,.0f}/s: {SINK_BOUND}')} |",
         f"| ingress: requests on actions.requested -> started | {ingress:.1f}/s, "
         f"{ingress / sdk:.2f} x the SDK's {sdk:.1f}/s | (reported) | |",
+        f"| HTTP API: request -> workflow started, p50/p99 (SDK directly) "
+        f"| {api.p(api.api_start_ms, 0.5):.1f}/{api.p(api.api_start_ms, 0.99):.1f} ms "
+        f"({api.p(api.sdk_start_ms, 0.5):.1f}/{api.p(api.sdk_start_ms, 0.99):.1f} ms) "
+        f"| (reported) | |",
+        f"| HTTP API: transition recorded -> Server-Sent Event received, p50/p99 "
+        f"| {api.p(api.sse_delivery_ms, 0.5):.1f}/{api.p(api.sse_delivery_ms, 0.99):.1f} ms "
+        f"({len(api.sse_delivery_ms)} live events) | (reported) | |",
         "",
         f"Per-pair ratios: {', '.join(f'{r:.2f}' for r in ratios)} ({spread(ratios)}). "
         f"Throughput: bare {bare.throughput:.1f}/s, Karma {karma.throughput:.1f}/s "
@@ -192,6 +203,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20, help="of load for visibility")
     parser.add_argument("--starts", type=int, default=500, help="requests for the start rates")
     parser.add_argument("--sink-transitions", type=int, default=100_000)
+    parser.add_argument("--api-requests", type=int, default=100, help="each way, one at a time")
     parser.add_argument("--profile-actions", type=int, default=800)
     parser.add_argument("--in-memory", action="store_true", help="Temporal without SQLite")
     parser.add_argument("--no-write", action="store_true", help="do not update results.md")

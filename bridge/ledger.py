@@ -50,6 +50,10 @@ class LedgerEvent:
     attrs: dict[str, Any]
     duration_ms: int = 0
 
+    def as_json(self) -> dict[str, Any]:
+        """As `karma ledger --json` prints it and the API serves it."""
+        return {**self.__dict__, "ts": self.ts.isoformat()}
+
 
 CHDB_SCHEME = "chdb://"
 
@@ -327,9 +331,26 @@ class PastActions:
 
     def _read(self, action_id: str) -> list[Transition]:
         with self._lock:
-            if self._ledger is None:
-                self._ledger = Ledger.open(self._dsn, self._database)
-            return self._ledger.action_events(action_id)
+            return self._open().action_events(action_id)
+
+    async def rows(self, action_id: str) -> list[LedgerEvent]:
+        """The action's rows as stored (`karma ledger`), in seq order."""
+
+        def read() -> list[LedgerEvent]:
+            with self._lock:
+                return self._open().transitions([action_id])
+
+        return await asyncio.to_thread(read)
+
+    def ping(self) -> None:
+        """Raise unless the ledger answers a query (blocking)."""
+        with self._lock:
+            self._open().rows("SELECT 1")
+
+    def _open(self) -> Ledger:
+        if self._ledger is None:
+            self._ledger = Ledger.open(self._dsn, self._database)
+        return self._ledger
 
     def close(self) -> None:
         with self._lock:

@@ -121,19 +121,34 @@ class ActionHandle:
             raise ActionUnreadableError(
                 f"action {self.action_id} cannot answer its status query: {exc}"
             ) from exc
+        if not status.transitions:
+            # Nothing recorded yet: a query can be answered from a first workflow task
+            # that keeps failing (it never completes), which must not look like "REQUESTED".
+            failing = await self._task_failure()
+            if failing:
+                raise ActionUnreadableError(failing)
         return status
 
-    async def _why_silent(self) -> str:
-        """Why the workflow did not answer: its last workflow task failure, if any."""
+    async def _task_failure(self) -> str:
+        """Why the workflow cannot run, if its last workflow task failed."""
         failure = ""
         async for event in self._handle.fetch_history_events():
             if event.HasField("workflow_task_failed_event_attributes"):
                 failure = event.workflow_task_failed_event_attributes.failure.message
+            elif event.HasField("workflow_task_completed_event_attributes"):
+                failure = ""
         if failure:
             return (
                 f"action {self.action_id} cannot run: its workflow task keeps failing "
                 f"({failure[:300]})"
             )
+        return ""
+
+    async def _why_silent(self) -> str:
+        """Why the workflow did not answer: its last workflow task failure, if any."""
+        failing = await self._task_failure()
+        if failing:
+            return failing
         return (
             f"action {self.action_id} did not answer within {QUERY_TIMEOUT.total_seconds():g}s: "
             "is a worker polling its task queue?"

@@ -136,6 +136,17 @@ class LimitsSettings(BaseModel):
     )
 
 
+class ApiSettings(BaseModel):
+    """The HTTP API (`karma api`, and inside `karma service` and `karma dev`)."""
+
+    enabled: bool = Field(default=True, description="serve the API from `karma dev`")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8088, ge=0, le=65535)
+    heartbeat_s: float = Field(
+        default=15.0, gt=0, description="a comment line on a quiet event stream this often"
+    )
+
+
 class OtelSettings(BaseModel):
     exporter: Literal["none", "console"] = "none"
     service_name: str = "karma"
@@ -165,6 +176,7 @@ class Settings(BaseSettings):
     )
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     otel: OtelSettings = Field(default_factory=OtelSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @property
     def clickhouse_dsn(self) -> str:

@@ -18,6 +18,10 @@ from bridge.emit import TransitionPublisher
 from bridge.ledger import Ledger, PastActions
 from bridge.reconcile import ReconcileReport, reconcile
 from bridge.service import Bridge
+from karma.api.app import ApiServices
+from karma.api.checks import standard_checks
+from karma.api.hub import TransitionHub
+from karma.api.server import ApiServer
 from karma.client import KarmaClient, connect_temporal
 from karma.component import Component
 from karma.embedded import EmbeddedServers
@@ -61,6 +65,7 @@ class EmbeddedKarma(Component):
         self._past = PastActions(settings.clickhouse_dsn, settings.clickhouse.database)
         self.worker: ActionWorker | None = None
         self.bridge: Bridge | None = None
+        self.api: ApiServer | None = None
 
     @property
     def temporal(self) -> Client:
@@ -109,6 +114,20 @@ class EmbeddedKarma(Component):
             self._temporal, self.settings, registry=self._registry, past=self._past
         )
         await self._stack.enter_async_context(self.worker)
+        if self.settings.api.enabled:
+            self._progress("starting the API…")
+            client = self.client
+            self.api = ApiServer(
+                ApiServices(
+                    client=client,
+                    settings=self.settings,
+                    hub=TransitionHub(self.settings),
+                    checks=standard_checks(self.settings, client, self._past.ping),
+                    ledger=self._past.rows,
+                    web_ui=self.servers.temporal.ui_url,
+                )
+            )
+            await self._stack.enter_async_context(self.api)
         if self._reconcile:
             await self.reconcile()
 
@@ -148,7 +167,8 @@ class EmbeddedKarma(Component):
     async def wait(self) -> None:
         """Return (or raise) when the worker or the bridge stops by itself."""
         assert self.worker is not None and self.bridge is not None, "start() first"
-        await first_to_stop(self.worker.wait(), self.bridge.wait())
+        api = [self.api.wait()] if self.api is not None else []
+        await first_to_stop(self.worker.wait(), self.bridge.wait(), *api)
 
     async def _stop(self) -> None:
         if self._ledger is not None:

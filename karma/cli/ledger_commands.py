@@ -7,9 +7,13 @@ import asyncio
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import httpx
 
 from karma.cli.render import ledger_line
-from karma.errors import FieldError, ValidationError
+from karma.errors import FieldError, LedgerUnavailableError, ValidationError
 from karma.settings import Settings, get_settings
 
 EXIT_OK = 0
@@ -53,22 +57,53 @@ def parse_since(text: str | None, now: datetime | None = None) -> datetime | Non
 def _show(settings: Settings, action_ids: list[str], as_json: bool) -> int:
     from bridge.ledger import Ledger  # the ledger client is only needed here
 
-    store = Ledger.open_existing(settings.clickhouse_dsn, settings.clickhouse.database)
     try:
-        events = store.transitions(action_ids or None)
-    finally:
-        store.close()
+        store = Ledger.open_existing(settings.clickhouse_dsn, settings.clickhouse.database)
+    except LedgerUnavailableError:
+        # Held by a running `karma dev`: that process serves it through its API.
+        if not action_ids or not _api_answers(settings):
+            raise
+        rows = [row for action_id in action_ids for row in _rows_from_api(settings, action_id)]
+    else:
+        try:
+            rows = [e.as_json() for e in store.transitions(action_ids or None)]
+        finally:
+            store.close()
     if as_json:
-        for e in events:
-            print(json.dumps({**e.__dict__, "ts": e.ts.isoformat()}, default=str))
+        for row in rows:
+            print(json.dumps(row, default=str))
         return EXIT_OK
     current = None
-    for e in events:
-        if e.action_id != current:
-            current = e.action_id
-            print(f"{e.action_id}  {e.action_type}")
-        print(ledger_line(e.seq, e.ts, e.event_type, e.attrs))
+    for row in rows:
+        if row["action_id"] != current:
+            current = row["action_id"]
+            print(f"{row['action_id']}  {row['action_type']}")
+        ts = datetime.fromisoformat(row["ts"])
+        print(ledger_line(row["seq"], ts, row["event_type"], row["attrs"]))
     return EXIT_OK
+
+
+def _api_url(settings: Settings) -> str:
+    host = settings.api.host if settings.api.host not in ("0.0.0.0", "") else "127.0.0.1"
+    return f"http://{host}:{settings.api.port}"
+
+
+def _api_answers(settings: Settings) -> bool:
+    try:
+        return httpx.get(f"{_api_url(settings)}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _rows_from_api(settings: Settings, action_id: str) -> list[dict[str, Any]]:
+    answer = httpx.get(
+        f"{_api_url(settings)}/v1/ledger/actions/{quote(action_id, safe='')}", timeout=30
+    )
+    if answer.status_code == 404:
+        return []
+    answer.raise_for_status()
+    rows: list[dict[str, Any]] = answer.json()
+    return rows
 
 
 async def _reconcile(settings: Settings, since: datetime | None) -> int:

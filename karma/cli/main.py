@@ -78,6 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
         "worker", help="run an ActionWorkflow worker against KARMA_TEMPORAL__ADDRESS"
     ).set_defaults(run=service_commands.worker)
     sub.add_parser(
+        "api",
+        help="run the HTTP API against the configured servers (KARMA_API__HOST/PORT)",
+        description="Serves /v1 (OpenAPI at /openapi.json, docs at /docs), /healthz and /readyz.",
+    ).set_defaults(run=service_commands.api)
+    sub.add_parser(
+        "service",
+        help="run the API, a worker and the bridge in one process",
+        description="The service mode: API + worker + bridge against the configured servers.",
+    ).set_defaults(run=service_commands.service)
+    sub.add_parser(
         "bridge", help="run the bridge: Kafka transitions -> ClickHouse ledger"
     ).set_defaults(run=service_commands.bridge)
 

@@ -1,4 +1,5 @@
-"""`karma dev | worker | bridge | reference-service`: processes that run until Ctrl-C."""
+"""`karma dev | service | api | worker | bridge | reference-service`: processes that run
+until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ async def dev(args: argparse.Namespace) -> int:
             settings, persistent=not args.in_memory, progress=lambda m: print(m, flush=True)
         ) as karma,
     ):
-        print(_banner(karma.settings, karma.servers.temporal.ui_url), flush=True)
+        api_url = karma.api.url if karma.api is not None else ""
+        print(_banner(karma.settings, karma.servers.temporal.ui_url, api_url), flush=True)
         await until_stopped(stop, karma.wait())
         print("stopping: no new work; letting the ledger catch up…", flush=True)
         await karma.drain()
@@ -88,6 +90,95 @@ async def worker(args: argparse.Namespace) -> int:
                 )
                 await until_stopped(stop, running.wait())
                 print("stopping: no new work; running attempts may finish…", flush=True)
+        finally:
+            if past is not None:
+                past.close()
+    print("stopped", flush=True)
+    return 0
+
+
+async def api(args: argparse.Namespace) -> int:
+    """The HTTP API alone, against the configured servers."""
+    from bridge.ledger import PastActions
+    from karma.api.app import ApiServices
+    from karma.api.checks import standard_checks
+    from karma.api.hub import TransitionHub
+    from karma.api.server import ApiServer
+    from karma.client import KarmaClient
+
+    settings = get_settings()
+    async with stop_signals() as stop:
+        past = PastActions.reachable(
+            settings.clickhouse_dsn, settings.clickhouse.database, owns_embedded=False
+        )
+        try:
+            client = await KarmaClient.connect(settings, past=past)
+            services = ApiServices(
+                client=client,
+                settings=settings,
+                hub=TransitionHub(settings),
+                checks=standard_checks(settings, client, past.ping if past else None),
+                ledger=past.rows if past else None,
+            )
+            async with ApiServer(services) as server:
+                print(f"API at {server.url} (OpenAPI at {server.url}/docs)", flush=True)
+                await until_stopped(stop, server.wait())
+        finally:
+            if past is not None:
+                past.close()
+    print("stopped", flush=True)
+    return 0
+
+
+async def service(args: argparse.Namespace) -> int:
+    """API, worker and bridge in one process, against the configured servers."""
+    from bridge.ledger import PastActions
+    from bridge.service import Bridge
+    from karma.api.app import ApiServices
+    from karma.api.checks import standard_checks
+    from karma.api.hub import TransitionHub
+    from karma.api.server import ApiServer
+    from karma.client import KarmaClient, connect_temporal
+    from karma.first_to_stop import first_to_stop
+    from workers.telemetry import tracing_interceptors
+    from workers.worker import ActionWorker
+
+    settings = get_settings()
+    async with stop_signals() as stop:
+        # The bridge writes the ledger from this process: it may read it too.
+        past = PastActions.reachable(
+            settings.clickhouse_dsn, settings.clickhouse.database, owns_embedded=True
+        )
+        try:
+            client = await KarmaClient.connect(settings, past=past)
+            worker_client = await connect_temporal(
+                settings, interceptors=tracing_interceptors(settings.otel)
+            )
+            services = ApiServices(
+                client=client,
+                settings=settings,
+                hub=TransitionHub(settings),
+                checks=standard_checks(settings, client, past.ping if past else None),
+                ledger=past.rows if past else None,
+            )
+            async with (
+                Bridge(settings, client=client) as running_bridge,
+                ActionWorker(worker_client, settings, past=past) as running_worker,
+                ApiServer(services) as server,
+            ):
+                print(
+                    f"service: API at {server.url}, worker on {running_worker.task_queue!r}, "
+                    f"bridge to {_dsn_for_display(settings)}",
+                    flush=True,
+                )
+                await until_stopped(
+                    stop,
+                    first_to_stop(running_worker.wait(), running_bridge.wait(), server.wait()),
+                )
+                print("stopping: no new work; letting the ledger catch up…", flush=True)
+                await running_bridge.stop_intake()
+                await running_worker.stop()
+                await running_bridge.drain(lambda message: print(message, flush=True))
         finally:
             if past is not None:
                 past.close()
@@ -155,7 +246,7 @@ async def setup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _banner(settings: Settings, ui_url: str) -> str:
+def _banner(settings: Settings, ui_url: str, api_url: str) -> str:
     topics = settings.kafka.topics
     return "\n".join(
         [
@@ -163,6 +254,7 @@ def _banner(settings: Settings, ui_url: str) -> str:
             f"  Temporal    {settings.temporal.address}  namespace {settings.temporal.namespace},"
             f" task queue {settings.temporal.task_queue}",
             f"  Web UI      {ui_url}",
+            *([f"  API         {api_url}  (OpenAPI at {api_url}/docs)"] if api_url else []),
             f"  Kafka       {settings.kafka.bootstrap_servers}  topics {', '.join(topics.all())}",
             f"  ClickHouse  {_dsn_for_display(settings)}  (owned by this process)",
             *(f"  Service     {name} at {url}" for name, url in sorted(settings.services.items())),

@@ -80,11 +80,13 @@ def with_free_ports(settings: Settings, data_dir: Path) -> Settings:
     )
     kafka = settings.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{free_port()}"})
     clickhouse = settings.clickhouse.model_copy(update={"dsn": None})
+    api = settings.api.model_copy(update={"port": free_port()})
     return settings.model_copy(
         update={
             "data_dir": data_dir,
             "temporal": temporal,
             "kafka": kafka,
             "clickhouse": clickhouse,
+            "api": api,
         }
     )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from pathlib import Path
 
+import httpx
 import pytest
 
 from karma.embedded.stack import with_free_ports
@@ -65,17 +67,33 @@ async def test_dev_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
         "Web UI      http://127.0.0.1:",
         "Kafka",
         "Service     jobs at http://127.0.0.1:",
+        f"API         http://127.0.0.1:{env['KARMA_API__PORT']}",
     ):
         assert line in output
     assert (tmp_path / "temporal.db").exists()  # SQLite in the data dir
     code, out = await run_karma(["request", "log", "-p", "message=hi", "--wait"], env)
     assert code == 0, out
     assert "SUCCEEDED after 1 attempt(s)" in out
+    logged = re.search(r"act_[0-9a-f]{32}", out)
+    assert logged, out
     # An event-driven job completes through the reference service's Kafka callbacks.
     code, out = await run_karma(["request", "demo.job", "-p", "steps=1", "--wait"], env)
     assert code == 0, out
     assert "action.progress" in out
     assert "SUCCEEDED after 1 attempt(s)" in out
+    # The API of `karma dev` answers, the ledger included (this process owns it).
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{env['KARMA_API__PORT']}") as api:
+        ready = await api.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert set(ready.json()["checks"]) == {"temporal", "kafka", "clickhouse"}
+    # `karma ledger` reads the ledger `karma dev` holds through that API.
+    async with asyncio.timeout(30):
+        while True:
+            code, out = await run_karma(["ledger", logged.group()], env)
+            if code == 0 and "action.succeeded" in out:
+                break
+            assert code == 0, out
+            await asyncio.sleep(0.2)
     assert dev.terminate() == 0, dev.output()
     assert await gone(servers), "servers outlived `karma dev`"
 

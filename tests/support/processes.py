@@ -24,6 +24,7 @@ def karma_env(settings: Settings, **overrides: str | Path) -> dict[str, str]:
         KARMA_TEMPORAL__TASK_QUEUE=settings.temporal.task_queue,
         KARMA_TEMPORAL__UI_PORT=str(settings.temporal.ui_port),
         KARMA_KAFKA__BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
+        KARMA_API__PORT=str(settings.api.port),
         KARMA_DATA_DIR=str(settings.data_dir),
         KARMA_LOG_LEVEL="INFO",
     )

@@ -73,3 +73,17 @@ def test_karma_settings_are_real_settings(monkeypatch: Any) -> None:
     # Dict settings take any key (KARMA_SERVICES__<NAME>).
     free = {k for k in env if k.startswith("KARMA_SERVICES__")}
     assert set(env) - free <= fields
+
+
+def test_the_api_service_has_the_same_settings_and_a_healthcheck() -> None:
+    services = load()["services"]
+    api = services["api"]
+    assert api["command"] == ["api"]
+    assert api["depends_on"] == {"setup": {"condition": "service_completed_successfully"}}
+    assert "/readyz" in " ".join(api["healthcheck"]["test"])
+    env = api["environment"]
+    worker = services["worker"]["environment"]
+    assert {k: v for k, v in env.items() if not k.startswith("KARMA_API__")} == worker
+    port = env["KARMA_API__PORT"]
+    assert Settings.model_validate({"api": {"host": env["KARMA_API__HOST"], "port": port}})
+    assert api["ports"] == [f"127.0.0.1:{port}:{port}"]  # no API keys yet: this host only

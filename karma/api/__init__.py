@@ -1,0 +1,1 @@
+"""The HTTP API of Karma (`karma api`, `karma service`, `karma dev`)."""

@@ -1,0 +1,589 @@
+"""The HTTP API: `/v1` over the SDK, Server-Sent Events from one shared transition source,
+`/healthz` and `/readyz`. Errors are problem documents (`karma.api.problems`)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import BaseModel, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from temporalio.api.workflow.v1 import WorkflowExecutionInfo
+from temporalio.api.workflowservice.v1 import ListWorkflowExecutionsRequest
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.converter import decode_typed_search_attributes
+from temporalio.service import RPCError, RPCStatusCode
+
+from bridge.dlq import DeadLetter, read_dead_letters, replay
+from bridge.ledger import LedgerEvent
+from karma import search_attributes
+from karma.api.hub import Subscription, TransitionHub
+from karma.api.problems import Problem, install, problems
+from karma.client import ActionHandle, KarmaClient
+from karma.envelope import MAX_ID_CHARS, MAX_NAME_CHARS, Transition
+from karma.errors import (
+    ActionEndedError,
+    ActionNotFoundError,
+    DecisionRefusedError,
+    FieldError,
+    UnknownActionError,
+)
+from karma.ids import WORKFLOW_ID_PREFIX, action_id_from_workflow_id
+from karma.lifecycle import ActionState
+from karma.meta import ActionMeta
+from karma.params import params_json_schema
+from karma.settings import Settings
+from karma.status import ActionStatus
+
+Check = Callable[[], Awaitable[str]]  # what it reached; raises when it cannot
+LedgerRead = Callable[[str], Awaitable[Sequence[LedgerEvent]]]
+PAGE_SIZE = 50
+READY_TIMEOUT_S = 3.0
+
+
+@dataclass
+class ApiServices:
+    """What the routes use; `ledger` only in a process that can read the ledger."""
+
+    client: KarmaClient
+    settings: Settings
+    hub: TransitionHub
+    checks: dict[str, Check] = field(default_factory=dict)
+    ledger: LedgerRead | None = None
+    web_ui: str = ""  # the Temporal Web UI's base URL, for links
+
+
+class ActionRequestBody(BaseModel):
+    type: str = Field(max_length=MAX_NAME_CHARS, description="a registered action type")
+    params: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str = Field(
+        default="",
+        max_length=MAX_ID_CHARS,
+        description="the same key again answers with the existing action (also the "
+        "`Idempotency-Key` header)",
+    )
+    entity_id: str = Field(default="", max_length=MAX_ID_CHARS)
+    correlation_id: str = Field(default="", max_length=MAX_ID_CHARS)
+    tenant: str = Field(default="", max_length=MAX_ID_CHARS)
+    priority: str = Field(default="normal", max_length=MAX_NAME_CHARS)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class ActionCreated(BaseModel):
+    action_id: str
+    workflow_id: str
+    created: bool = Field(description="false: the idempotency key named an existing action")
+    links: dict[str, str]
+
+
+class DecisionBody(BaseModel):
+    decision: str = Field(max_length=MAX_NAME_CHARS, description="`approve` or `reject`")
+    by: str = Field(max_length=MAX_NAME_CHARS, description="who decides")
+    reason: str = Field(default="", max_length=4096, description="required to reject")
+
+
+class ActionSummary(BaseModel):
+    action_id: str
+    action_type: str
+    state: str
+    tenant: str
+    entity_id: str
+    correlation_id: str
+    started_at: str | None
+    closed_at: str | None
+
+
+class ActionPage(BaseModel):
+    actions: list[ActionSummary]
+    next_page_token: str | None = Field(description="pass as `page_token` for the next page")
+
+
+class DeadLetterView(BaseModel):
+    position: str = Field(description="PARTITION:OFFSET on the DLQ topic (for replay)")
+    ts: str
+    stage: str
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    origin: str
+    key: str | None
+    value: str | None
+    encoding: Literal["utf-8", "base64"] = Field(description="of `key` and `value`")
+    truncated_from: int | None
+
+    @classmethod
+    def of(cls, letter: DeadLetter) -> DeadLetterView:
+        raw = [letter.key, letter.value]
+        try:
+            texts = [b.decode("utf-8") if b is not None else None for b in raw]
+            encoding: Literal["utf-8", "base64"] = "utf-8"
+        except UnicodeDecodeError:
+            texts = [base64.b64encode(b).decode() if b is not None else None for b in raw]
+            encoding = "base64"
+        return cls(
+            position=letter.position,
+            ts=letter.ts,
+            stage=letter.stage,
+            reason=letter.reason,
+            topic=letter.topic,
+            partition=letter.partition,
+            offset=letter.offset,
+            origin=letter.origin,
+            key=texts[0],
+            value=texts[1],
+            encoding=encoding,
+            truncated_from=letter.truncated_from,
+        )
+
+
+class ReplayBody(BaseModel):
+    positions: list[Annotated[str, Field(max_length=40)]] = Field(
+        min_length=1, max_length=10_000, description="PARTITION:OFFSET of each letter"
+    )
+
+
+class LedgerRow(BaseModel):
+    action_id: str
+    seq: int
+    ts: str
+    event_type: str
+    state: str
+    action_type: str
+    attempt: int
+    error_type: str
+    error_message: str
+    attrs: dict[str, Any]
+    duration_ms: int
+
+
+class ActionType(BaseModel):
+    type: str
+    name: str
+    description: str
+    version: str
+    mode: str
+    category: str
+    params_schema: dict[str, Any]
+    outputs_schema: dict[str, Any]
+
+
+def create_app(services: ApiServices) -> FastAPI:
+    app = FastAPI(
+        title="Karma",
+        version="1",
+        description="Durable, observable operational actions on Temporal.",
+    )
+    install(app)
+    client = services.client
+
+    def links(action_id: str) -> dict[str, str]:
+        out = {
+            "self": f"/v1/actions/{action_id}",
+            "transitions": f"/v1/actions/{action_id}/transitions",
+        }
+        if services.web_ui:
+            namespace = services.settings.temporal.namespace
+            out["temporal_ui"] = (
+                f"{services.web_ui}/namespaces/{namespace}/workflows/{WORKFLOW_ID_PREFIX}{action_id}"
+            )
+        return out
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        responses={503: {"description": "not ready: the failing checks say why"}},
+    )
+    async def readyz() -> JSONResponse:
+        """Temporal, Kafka and ClickHouse reachable from here, each named."""
+
+        async def run(check: Check) -> dict[str, Any]:
+            try:
+                return {"ok": True, "detail": await asyncio.wait_for(check(), READY_TIMEOUT_S)}
+            except Exception as exc:  # noqa: BLE001 - any failure of a check is its answer
+                return {"ok": False, "detail": f"{type(exc).__name__}: {exc}"[:500]}
+
+        names = list(services.checks)
+        results = await asyncio.gather(*(run(services.checks[n]) for n in names))
+        answer = dict(zip(names, results, strict=True))
+        ready = all(r["ok"] for r in results)
+        return JSONResponse({"ready": ready, "checks": answer}, status_code=200 if ready else 503)
+
+    @app.post(
+        "/v1/actions",
+        status_code=202,
+        response_model=ActionCreated,
+        tags=["actions"],
+        responses={
+            200: {"model": ActionCreated, "description": "the existing action"},
+            **problems(400, 422, 503),
+        },
+    )
+    async def request_action(
+        body: ActionRequestBody,
+        response: Response,
+        idempotency_key: Annotated[str | None, Header(max_length=MAX_ID_CHARS)] = None,
+    ) -> ActionCreated:
+        """Request an action: 202 with its id, or 200 with the existing action when the
+        idempotency key names one (it never runs twice)."""
+        key = body.idempotency_key
+        if idempotency_key is not None:
+            if key and key != idempotency_key:
+                reason = "differs from the Idempotency-Key header"
+                raise Problem(422, reason, [FieldError(field="idempotency_key", reason=reason)])
+            key = idempotency_key
+        handle = await client.request(
+            body.type,
+            body.params,
+            idempotency_key=key,
+            entity_id=body.entity_id,
+            correlation_id=body.correlation_id,
+            tenant=body.tenant,
+            priority=body.priority,
+            tags=body.tags,
+        )
+        if not handle.created:
+            response.status_code = 200
+        response.headers["Location"] = f"/v1/actions/{handle.action_id}"
+        return ActionCreated(
+            action_id=handle.action_id,
+            workflow_id=handle.workflow_id,
+            created=handle.created,
+            links=links(handle.action_id),
+        )
+
+    @app.get(
+        "/v1/actions",
+        response_model=ActionPage,
+        tags=["actions"],
+        responses=problems(400, 422, 503),
+    )
+    async def list_actions(
+        type: Annotated[str | None, Query(max_length=MAX_NAME_CHARS)] = None,
+        state: ActionState | None = None,
+        tenant: Annotated[str | None, Query(max_length=MAX_ID_CHARS)] = None,
+        entity: Annotated[str | None, Query(max_length=MAX_ID_CHARS)] = None,
+        correlation: Annotated[str | None, Query(max_length=MAX_ID_CHARS)] = None,
+        page_size: Annotated[int, Query(ge=1, le=1000)] = PAGE_SIZE,
+        page_token: Annotated[str | None, Query(max_length=4096)] = None,
+    ) -> ActionPage:
+        """Actions, newest first, through Temporal's visibility (search attributes)."""
+        filters = {
+            search_attributes.ACTION_TYPE.name: type,
+            search_attributes.STATE.name: state.value if state else None,
+            search_attributes.TENANT.name: tenant,
+            search_attributes.ENTITY_ID.name: entity,
+            search_attributes.CORRELATION_ID.name: correlation,
+        }
+        used = {k: v for k, v in filters.items() if v is not None}
+        if used and not services.settings.temporal.search_attributes:
+            raise Problem(400, "filters need search attributes (KARMA_TEMPORAL__SEARCH_ATTRIBUTES)")
+        query = " AND ".join(
+            [f"WorkflowType = {_quoted('ActionWorkflow')}"]
+            + [f"{k} = {_quoted(v)}" for k, v in used.items()]
+        )
+        token = _page_token(page_token)
+        request = ListWorkflowExecutionsRequest(
+            namespace=client.temporal.namespace,
+            page_size=page_size,
+            next_page_token=token or b"",
+            query=query,
+        )
+        try:
+            # Not retried: a token Temporal does not know is refused at once, not in minutes.
+            answer = await client.temporal.workflow_service.list_workflow_executions(
+                request, retry=False, timeout=timedelta(seconds=10)
+            )
+        except RPCError as exc:
+            if token is not None and exc.status != RPCStatusCode.UNAVAILABLE:
+                reason = f"Temporal refused it: {exc.message}"
+                raise Problem(422, reason, [FieldError(field="page_token", reason=reason)]) from exc
+            if exc.status == RPCStatusCode.INVALID_ARGUMENT:
+                raise Problem(400, f"Temporal refused the listing: {exc.message}") from exc
+            raise
+        next_token = answer.next_page_token
+        return ActionPage(
+            actions=[_summary(info) for info in answer.executions],
+            next_page_token=base64.urlsafe_b64encode(next_token).decode() if next_token else None,
+        )
+
+    @app.get(
+        "/v1/actions/{action_id}",
+        response_model=ActionStatus,
+        tags=["actions"],
+        responses=problems(404, 422, 503),
+    )
+    async def get_action(action_id: Annotated[str, _ACTION_ID]) -> ActionStatus:
+        """State, attempt, outputs, error and transitions (from the ledger once Temporal no
+        longer holds the action)."""
+        return await client.handle(action_id).status()
+
+    @app.get(
+        "/v1/actions/{action_id}/transitions",
+        tags=["actions"],
+        response_model=list[Transition],
+        responses={200: {"content": {"text/event-stream": {}}}, **problems(404, 422, 503)},
+    )
+    async def transitions(
+        request: Request,
+        action_id: Annotated[str, _ACTION_ID],
+        last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+    ) -> Any:
+        """The action's transitions. With `Accept: text/event-stream`: one event per
+        transition (`id` = seq), live until the terminal one; a reconnect with
+        `Last-Event-ID` resumes after it, with no gap and no repeat."""
+        handle = client.handle(action_id)
+        if "text/event-stream" not in request.headers.get("accept", ""):
+            return (await handle.status()).transitions
+        after = _last_seq(last_event_id)
+        await handle.status()  # 404 before the stream starts
+        try:
+            await services.hub.ready(timeout=10)
+        except TimeoutError as exc:
+            raise Problem(503, "no live transitions: Kafka does not answer") from exc
+
+        async def events() -> AsyncIterator[ServerSentEvent]:
+            # Subscribed before the status is read: nothing recorded in between is missed.
+            async with services.hub.subscribe(action_id) as sub:
+                status = await handle.status()
+                async for transition in _stream(handle, status, sub, after):
+                    yield ServerSentEvent(
+                        data=transition.model_dump_json(),
+                        id=str(transition.seq),
+                        event=transition.event_type.value,
+                    )
+
+        return EventSourceResponse(events(), ping=services.settings.api.heartbeat_s)
+
+    @app.post(
+        "/v1/actions/{action_id}/cancel",
+        status_code=202,
+        tags=["actions"],
+        responses=problems(400, 404, 409, 422, 503),
+    )
+    async def cancel(action_id: Annotated[str, _ACTION_ID]) -> dict[str, str]:
+        """Ask the action to cancel (a transactional one compensates first)."""
+        handle = client.handle(action_id)
+        status = await handle.status()
+        if status.state.is_terminal:
+            raise Problem(409, f"action {action_id} has ended ({status.state.value})")
+        try:
+            await handle.cancel()
+        except ActionNotFoundError as exc:  # ended between the two calls
+            raise Problem(409, f"action {action_id} has ended") from exc
+        return {"action_id": action_id, "status": "cancel requested"}
+
+    @app.post(
+        "/v1/actions/{action_id}/callbacks",
+        status_code=202,
+        tags=["actions"],
+        responses=problems(400, 404, 409, 422, 503),
+    )
+    async def callback(
+        action_id: Annotated[str, _ACTION_ID], event: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Deliver an external event to the action (as `karma signal` does)."""
+        try:
+            delivered = await client.handle(action_id).callback(
+                {**event, "action_id": event.get("action_id", action_id)}
+            )
+        except ActionEndedError as exc:
+            raise Problem(409, str(exc)) from exc
+        return delivered.model_dump(mode="json")
+
+    @app.post(
+        "/v1/actions/{action_id}/decision",
+        tags=["actions"],
+        responses=problems(400, 404, 409, 422, 503),
+    )
+    async def decide(action_id: Annotated[str, _ACTION_ID], body: DecisionBody) -> Any:
+        """Approve or reject an interactive action waiting for a decision: 409 when it is
+        not waiting, 422 when the decision is malformed (the workflow's own reasons)."""
+        handle = client.handle(action_id)
+
+        async def refuse_unless_waiting() -> None:
+            status = await handle.status()
+            if status.state is not ActionState.WAITING or status.decision_request is None:
+                raise Problem(409, f"action {action_id} is not waiting for a decision "
+                              f"({status.state.value})")  # fmt: skip
+
+        await refuse_unless_waiting()
+        try:
+            decided = await handle.decide(body.decision, by=body.by, reason=body.reason)
+        except DecisionRefusedError as exc:
+            await refuse_unless_waiting()  # it stopped waiting meanwhile: 409
+            raise Problem(422, str(exc)) from exc
+        return decided.model_dump(mode="json")
+
+    @app.get("/v1/action-types", response_model=list[ActionType], tags=["registry"])
+    async def action_types() -> list[ActionType]:
+        """Every registered action type with the JSON Schema of its params and outputs."""
+        return [_action_type(r.meta) for r in client.registry]
+
+    @app.get(
+        "/v1/action-types/{action_type}",
+        response_model=ActionType,
+        tags=["registry"],
+        responses=problems(404, 422),
+    )
+    async def action_type(action_type: Annotated[str, _NAME]) -> ActionType:
+        if action_type not in client.registry:
+            raise Problem(404, str(UnknownActionError(action_type, client.registry.types)))
+        return _action_type(client.registry.meta(action_type))
+
+    @app.get(
+        "/v1/dlq", response_model=list[DeadLetterView], tags=["dlq"], responses=problems(422, 503)
+    )
+    async def dead_letters(
+        topic: Annotated[str | None, Query(max_length=MAX_NAME_CHARS)] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    ) -> list[DeadLetterView]:
+        """The newest dead letters (of one source topic), oldest first: why each was set
+        aside and its original bytes."""
+        letters = await read_dead_letters(services.settings.kafka)
+        if topic is not None:
+            letters = [letter for letter in letters if letter.topic == topic]
+        return [DeadLetterView.of(letter) for letter in letters[-limit:]]
+
+    @app.post(
+        "/v1/dlq/replay",
+        response_model=list[DeadLetterView],
+        tags=["dlq"],
+        responses=problems(400, 422, 503),
+    )
+    async def replay_dead_letters(body: ReplayBody) -> list[DeadLetterView]:
+        """Publish the chosen letters' original bytes to their topics again (a request
+        replayed twice still starts one action)."""
+        replayed = await replay(services.settings.kafka, body.positions)
+        return [DeadLetterView.of(letter) for letter in replayed]
+
+    @app.get(
+        "/v1/ledger/actions/{action_id}",
+        response_model=list[LedgerRow],
+        tags=["ledger"],
+        responses=problems(404, 422, 503),
+    )
+    async def ledger_action(action_id: Annotated[str, _ACTION_ID]) -> list[LedgerRow]:
+        """The ledger's rows of the action (ClickHouse), as `karma ledger --json` prints
+        them; served by a process that can read the ledger."""
+        if services.ledger is None:
+            raise Problem(503, "this process does not read the ledger (ask the one that owns it)")
+        events = await services.ledger(action_id)
+        if not events:
+            raise Problem(404, f"the ledger holds no transitions of {action_id!r}")
+        return [LedgerRow.model_validate(e.as_json()) for e in events]
+
+    return app
+
+
+_ACTION_ID = Path(min_length=1, max_length=MAX_ID_CHARS)
+_NAME = Path(min_length=1, max_length=MAX_NAME_CHARS)
+
+
+async def _stream(
+    handle: ActionHandle, status: ActionStatus, sub: Subscription, after: int
+) -> AsyncIterator[Transition]:
+    """What the action recorded after `after`, then live from the hub, in seq order: a gap
+    in what the hub delivers (or a subscriber that fell behind) is filled from the status."""
+    last = after
+    pending = list(status.transitions)
+    terminal = status.state.is_terminal
+    while True:
+        for transition in pending:
+            if transition.seq > last:
+                last = transition.seq
+                yield transition
+                state = transition.event_type.state
+                if state is not None and state.is_terminal:
+                    return
+        if terminal:
+            return
+        transition = await sub.queue.get()
+        if sub.overflowed or transition.seq > last + 1:
+            sub.overflowed = False
+            status = await handle.status()
+            terminal = status.state.is_terminal
+            pending = [t for t in status.transitions if t.seq > last]
+            if not any(t.seq == transition.seq for t in pending):
+                pending.append(transition)
+        else:
+            pending = [transition]
+
+
+def _quoted(value: str) -> str:
+    """A string literal of Temporal's visibility query language."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _page_token(token: str | None) -> bytes | None:
+    if not token:
+        return None
+    try:
+        return base64.b64decode(token.encode(), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError) as exc:
+        reason = "not a page token this API gave out"
+        raise Problem(422, reason, [FieldError(field="page_token", reason=reason)]) from exc
+
+
+def _last_seq(value: str | None) -> int:
+    if value is None or value == "":
+        return 0
+    if not value.isdigit():
+        reason = "must be the id (seq) of an event this stream sent"
+        raise Problem(422, reason, [FieldError(field="Last-Event-ID", reason=reason)])
+    return int(value)
+
+
+def _summary(info: WorkflowExecutionInfo) -> ActionSummary:
+    attributes = decode_typed_search_attributes(info.search_attributes)
+
+    def get(key: Any) -> str:
+        return str(attributes.get(key) or "")
+
+    def when(stamp: Timestamp, present: bool) -> str | None:
+        return stamp.ToDatetime().replace(tzinfo=UTC).isoformat() if present else None
+
+    return ActionSummary(
+        action_id=action_id_from_workflow_id(info.execution.workflow_id),
+        action_type=get(search_attributes.ACTION_TYPE),
+        state=get(search_attributes.STATE) or WorkflowExecutionStatus(info.status).name,
+        tenant=get(search_attributes.TENANT),
+        entity_id=get(search_attributes.ENTITY_ID),
+        correlation_id=get(search_attributes.CORRELATION_ID),
+        started_at=when(info.start_time, info.HasField("start_time")),
+        closed_at=when(info.close_time, info.HasField("close_time")),
+    )
+
+
+def _action_type(meta: ActionMeta) -> ActionType:
+    outputs = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {
+            o.name: {"description": o.description, "x-karma-type": o.type.value}
+            for o in meta.outputs
+        },
+    }
+    return ActionType(
+        type=meta.type,
+        name=meta.name,
+        description=meta.description,
+        version=meta.version,
+        mode=meta.mode.value,
+        category=meta.category,
+        params_schema=params_json_schema(meta),
+        outputs_schema=outputs,
+    )
