@@ -23,7 +23,7 @@ class ApiSpeed:
 
     @staticmethod
     def p(values: list[float], q: float) -> float:
-        return nearest_rank(values, q)
+        return nearest_rank(values, q) if values else float("nan")
 
 
 async def api_speed(stack: BenchStack, *, count: int) -> ApiSpeed:
@@ -41,9 +41,14 @@ async def api_speed(stack: BenchStack, *, count: int) -> ApiSpeed:
             handle = await stack.client.request("bench.noop")
             out.sdk_start_ms.append((time.perf_counter() - began) * 1000)
             await handle.result()
-            # Delivery: follow the action requested through the API; only transitions
-            # recorded after the stream opened count (the earlier ones are replayed).
-            action_id = answer.json()["action_id"]
+            # Delivery: an action that runs a little while, followed from just after its
+            # start; only transitions recorded after the stream opened count (the earlier
+            # ones are replayed from its status).
+            delayed = await http.post(
+                "/v1/actions", json={"type": "delay", "params": {"seconds": 0.3}}
+            )
+            delayed.raise_for_status()
+            action_id = delayed.json()["action_id"]
             async with http.stream(
                 "GET",
                 f"/v1/actions/{action_id}/transitions",

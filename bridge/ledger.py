@@ -83,7 +83,9 @@ def quiet_stderr() -> Iterator[None]:
 
 
 def _ledger_event(row: dict[str, Any]) -> LedgerEvent:
-    return LedgerEvent(**{**row, "attrs": json.loads(row["attrs"])})
+    ts = row["ts"]
+    ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts  # the column is UTC
+    return LedgerEvent(**{**row, "ts": ts, "attrs": json.loads(row["attrs"])})
 
 
 def _action_event(row: dict[str, Any]) -> Transition:
@@ -343,9 +345,14 @@ class PastActions:
         return await asyncio.to_thread(read)
 
     def ping(self) -> None:
-        """Raise unless the ledger answers a query (blocking)."""
-        with self._lock:
+        """Raise unless the ledger answers a query (blocking); a read still running counts
+        as busy, not as a second thread waiting for it."""
+        if not self._lock.acquire(timeout=1.0):
+            raise TimeoutError("the ledger is busy answering another read")
+        try:
             self._open().rows("SELECT 1")
+        finally:
+            self._lock.release()
 
     def _open(self) -> Ledger:
         if self._ledger is None:

@@ -16,9 +16,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import ValidationError as PydanticValidationError
+from temporalio.api.enums.v1 import WorkflowTaskFailedCause
 from temporalio.client import (
     Client,
     Interceptor,
+    WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -131,13 +133,20 @@ class ActionHandle:
 
     async def _task_failure(self) -> str:
         """Why the workflow cannot run, if its last workflow task failed."""
-        failure = ""
+        failure, failing = "", False
         async for event in self._handle.fetch_history_events():
             if event.HasField("workflow_task_failed_event_attributes"):
-                failure = event.workflow_task_failed_event_attributes.failure.message
+                attributes = event.workflow_task_failed_event_attributes
+                failing = True
+                # Keep the most telling reason: later failures can carry no message.
+                failure = (
+                    attributes.failure.message
+                    or failure
+                    or (f"cause {WorkflowTaskFailedCause.Name(attributes.cause)}")
+                )
             elif event.HasField("workflow_task_completed_event_attributes"):
-                failure = ""
-        if failure:
+                failure, failing = "", False
+        if failing:
             return (
                 f"action {self.action_id} cannot run: its workflow task keeps failing "
                 f"({failure[:300]})"
@@ -177,6 +186,16 @@ class ActionHandle:
 
     async def cancel(self) -> None:
         await self._call(self._handle.cancel())
+
+    async def workflow_closed(self) -> bool:
+        """Whether Temporal says the action's workflow has closed (answered by the server,
+        no worker needed).
+
+        Raises:
+            karma.errors.ActionNotFoundError: Temporal does not hold it.
+        """
+        description = await self._call(self._handle.describe())
+        return description.status not in (None, WorkflowExecutionStatus.RUNNING)
 
     async def callback(self, event: Envelope | Mapping[str, Any]) -> Envelope:
         """Deliver a callback to the action (as the ingress does for `actions.events`).

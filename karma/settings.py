@@ -145,6 +145,10 @@ class ApiSettings(BaseModel):
     heartbeat_s: float = Field(
         default=15.0, gt=0, description="a comment line on a quiet event stream this often"
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1", "[::1]"],
+        description="Host names the API answers to (besides KARMA_API__HOST); others get 400",
+    )
 
 
 class OtelSettings(BaseModel):

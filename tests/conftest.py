@@ -16,7 +16,7 @@ import pytest
 from karma.embedded.binaries import tansu_binary, temporal_binary
 from karma.embedded.stack import with_free_ports
 from karma.registry import default_registry
-from karma.settings import BridgeSettings, IngressSettings, Settings
+from karma.settings import ApiSettings, BridgeSettings, IngressSettings, Settings
 from tests.support.actions import TEST_EXECUTORS
 from tests.support.processes import KarmaProcess, Spawn
 from workers.embedded import EmbeddedKarma
@@ -46,6 +46,9 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         bridge=BridgeSettings(batch_max_seconds=0.2),
         # Long enough for the visibility delay, short enough for the orphan tests.
         ingress=IngressSettings(resolve_timeout_s=6.0),
+        # Event streams re-read a quiet action's status this often (tests of streams that
+        # lose their source wait for it).
+        api=ApiSettings(heartbeat_s=1.0),
     )
     return with_free_ports(base, tmp_path_factory.mktemp("karma"))
 

@@ -18,10 +18,7 @@ from bridge.emit import TransitionPublisher
 from bridge.ledger import Ledger, PastActions
 from bridge.reconcile import ReconcileReport, reconcile
 from bridge.service import Bridge
-from karma.api.app import ApiServices
-from karma.api.checks import standard_checks
-from karma.api.hub import TransitionHub
-from karma.api.server import ApiServer
+from karma.api.server import ApiServer, api_services
 from karma.client import KarmaClient, connect_temporal
 from karma.component import Component
 from karma.embedded import EmbeddedServers
@@ -118,14 +115,7 @@ class EmbeddedKarma(Component):
             self._progress("starting the API…")
             client = self.client
             self.api = ApiServer(
-                ApiServices(
-                    client=client,
-                    settings=self.settings,
-                    hub=TransitionHub(self.settings),
-                    checks=standard_checks(self.settings, client, self._past.ping),
-                    ledger=self._past.rows,
-                    web_ui=self.servers.temporal.ui_url,
-                )
+                api_services(self.settings, client, self._past, self.servers.temporal.ui_url)
             )
             await self._stack.enter_async_context(self.api)
         if self._reconcile:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from temporalio.api.workflow.v1 import WorkflowExecutionInfo
 from temporalio.api.workflowservice.v1 import ListWorkflowExecutionsRequest
 from temporalio.client import WorkflowExecutionStatus
@@ -26,12 +28,14 @@ from bridge.dlq import DeadLetter, read_dead_letters, replay
 from bridge.ledger import LedgerEvent
 from karma import search_attributes
 from karma.api.hub import Subscription, TransitionHub
+from karma.api.limits import BodyLimit
 from karma.api.problems import Problem, install, problems
 from karma.client import ActionHandle, KarmaClient
 from karma.envelope import MAX_ID_CHARS, MAX_NAME_CHARS, Transition
 from karma.errors import (
     ActionEndedError,
     ActionNotFoundError,
+    ActionUnreadableError,
     DecisionRefusedError,
     FieldError,
     UnknownActionError,
@@ -45,6 +49,9 @@ from karma.status import ActionStatus
 
 Check = Callable[[], Awaitable[str]]  # what it reached; raises when it cannot
 LedgerRead = Callable[[str], Awaitable[Sequence[LedgerEvent]]]
+HistoryRead = Callable[[str], Awaitable[Sequence[Transition]]]
+KEEP_READ_S = 1.0
+SEND_TIMEOUT_S = 30.0  # a subscriber that reads nothing for this long is dropped
 PAGE_SIZE = 50
 READY_TIMEOUT_S = 3.0
 
@@ -58,6 +65,7 @@ class ApiServices:
     hub: TransitionHub
     checks: dict[str, Check] = field(default_factory=dict)
     ledger: LedgerRead | None = None
+    history: HistoryRead | None = None  # transitions from the ledger (fills event streams)
     web_ui: str = ""  # the Temporal Web UI's base URL, for links
 
 
@@ -151,20 +159,6 @@ class ReplayBody(BaseModel):
     )
 
 
-class LedgerRow(BaseModel):
-    action_id: str
-    seq: int
-    ts: str
-    event_type: str
-    state: str
-    action_type: str
-    attempt: int
-    error_type: str
-    error_message: str
-    attrs: dict[str, Any]
-    duration_ms: int
-
-
 class ActionType(BaseModel):
     type: str
     name: str
@@ -183,7 +177,13 @@ def create_app(services: ApiServices) -> FastAPI:
         description="Durable, observable operational actions on Temporal.",
     )
     install(app)
+    api = services.settings.api
+    hosts = [*api.allowed_hosts, *([api.host] if api.host not in ("0.0.0.0", "::", "") else [])]
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
+    # Large enough for any request an action can take, small enough to refuse before parsing.
+    app.add_middleware(BodyLimit, max_bytes=4 * services.settings.limits.max_payload_bytes)
     client = services.client
+    reads = SharedReads()
 
     def links(action_id: str) -> dict[str, str]:
         out = {
@@ -308,7 +308,8 @@ def create_app(services: ApiServices) -> FastAPI:
                 request, retry=False, timeout=timedelta(seconds=10)
             )
         except RPCError as exc:
-            if token is not None and exc.status != RPCStatusCode.UNAVAILABLE:
+            busy = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+            if token is not None and exc.status not in busy:
                 reason = f"Temporal refused it: {exc.message}"
                 raise Problem(422, reason, [FieldError(field="page_token", reason=reason)]) from exc
             if exc.status == RPCStatusCode.INVALID_ARGUMENT:
@@ -316,7 +317,11 @@ def create_app(services: ApiServices) -> FastAPI:
             raise
         next_token = answer.next_page_token
         return ActionPage(
-            actions=[_summary(info) for info in answer.executions],
+            actions=[
+                _summary(info)
+                for info in answer.executions
+                if info.execution.workflow_id.startswith(WORKFLOW_ID_PREFIX)
+            ],
             next_page_token=base64.urlsafe_b64encode(next_token).decode() if next_token else None,
         )
 
@@ -324,7 +329,7 @@ def create_app(services: ApiServices) -> FastAPI:
         "/v1/actions/{action_id}",
         response_model=ActionStatus,
         tags=["actions"],
-        responses=problems(404, 422, 503),
+        responses=problems(404, 409, 422, 503),
     )
     async def get_action(action_id: Annotated[str, _ACTION_ID]) -> ActionStatus:
         """State, attempt, outputs, error and transitions (from the ledger once Temporal no
@@ -335,7 +340,7 @@ def create_app(services: ApiServices) -> FastAPI:
         "/v1/actions/{action_id}/transitions",
         tags=["actions"],
         response_model=list[Transition],
-        responses={200: {"content": {"text/event-stream": {}}}, **problems(404, 422, 503)},
+        responses={200: {"content": {"text/event-stream": {}}}, **problems(404, 409, 422, 503)},
     )
     async def transitions(
         request: Request,
@@ -349,7 +354,13 @@ def create_app(services: ApiServices) -> FastAPI:
         if "text/event-stream" not in request.headers.get("accept", ""):
             return (await handle.status()).transitions
         after = _last_seq(last_event_id)
-        await handle.status()  # 404 before the stream starts
+        status = await handle.status()  # 404 before the stream starts
+        newest = max((t.seq for t in status.transitions), default=0)
+        if after > newest:
+            reason = f"no event {after} yet (the newest is {newest})"
+            raise Problem(422, reason, [FieldError(field="Last-Event-ID", reason=reason)])
+        if status.state.is_terminal and after >= newest:
+            return Response(status_code=204)  # ended: nothing follows (EventSource stops)
         try:
             await services.hub.ready(timeout=10)
         except TimeoutError as exc:
@@ -359,14 +370,28 @@ def create_app(services: ApiServices) -> FastAPI:
             # Subscribed before the status is read: nothing recorded in between is missed.
             async with services.hub.subscribe(action_id) as sub:
                 status = await handle.status()
-                async for transition in _stream(handle, status, sub, after):
-                    yield ServerSentEvent(
-                        data=transition.model_dump_json(),
-                        id=str(transition.seq),
-                        event=transition.event_type.value,
-                    )
+                stream = _stream(
+                    handle,
+                    status,
+                    sub,
+                    after,
+                    reads=reads,
+                    history=services.history,
+                    resync_s=services.settings.api.heartbeat_s,
+                )
+                try:
+                    async for transition in stream:
+                        yield ServerSentEvent(
+                            data=transition.model_dump_json(),
+                            id=str(transition.seq),
+                            event=transition.event_type.value,
+                        )
+                except StreamEnded as exc:
+                    yield ServerSentEvent(data=json.dumps({"detail": str(exc)}), event="error")
 
-        return EventSourceResponse(events(), ping=services.settings.api.heartbeat_s)
+        return EventSourceResponse(
+            events(), ping=services.settings.api.heartbeat_s, send_timeout=SEND_TIMEOUT_S
+        )
 
     @app.post(
         "/v1/actions/{action_id}/cancel",
@@ -375,15 +400,24 @@ def create_app(services: ApiServices) -> FastAPI:
         responses=problems(400, 404, 409, 422, 503),
     )
     async def cancel(action_id: Annotated[str, _ACTION_ID]) -> dict[str, str]:
-        """Ask the action to cancel (a transactional one compensates first)."""
+        """Ask the action to cancel (a transactional one compensates first); 409 once it
+        has ended. A stuck action (no worker answers) can be cancelled too."""
         handle = client.handle(action_id)
-        status = await handle.status()
-        if status.state.is_terminal:
-            raise Problem(409, f"action {action_id} has ended ({status.state.value})")
         try:
-            await handle.cancel()
-        except ActionNotFoundError as exc:  # ended between the two calls
-            raise Problem(409, f"action {action_id} has ended") from exc
+            closed = await handle.workflow_closed()
+        except ActionNotFoundError:
+            status = await handle.status()  # gone from Temporal: the ledger may know (or 404)
+            raise Problem(409, f"action {action_id} has ended ({status.state.value})") from None
+        if closed:
+            raise Problem(409, f"action {action_id} has ended")
+        try:
+            status = await handle.status()
+        except ActionUnreadableError:
+            pass  # no worker answers: Temporal takes the cancellation all the same
+        else:
+            if status.state.is_terminal:  # ended; its workflow is finishing
+                raise Problem(409, f"action {action_id} has ended ({status.state.value})")
+        await handle.cancel()
         return {"action_id": action_id, "status": "cancel requested"}
 
     @app.post(
@@ -396,10 +430,11 @@ def create_app(services: ApiServices) -> FastAPI:
         action_id: Annotated[str, _ACTION_ID], event: dict[str, Any]
     ) -> dict[str, Any]:
         """Deliver an external event to the action (as `karma signal` does)."""
+        if event.get("action_id", action_id) != action_id:
+            reason = "differs from the action in the path"
+            raise Problem(422, reason, [FieldError(field="action_id", reason=reason)])
         try:
-            delivered = await client.handle(action_id).callback(
-                {**event, "action_id": event.get("action_id", action_id)}
-            )
+            delivered = await client.handle(action_id).callback({**event, "action_id": action_id})
         except ActionEndedError as exc:
             raise Problem(409, str(exc)) from exc
         return delivered.model_dump(mode="json")
@@ -416,7 +451,11 @@ def create_app(services: ApiServices) -> FastAPI:
 
         async def refuse_unless_waiting() -> None:
             status = await handle.status()
-            if status.state is not ActionState.WAITING or status.decision_request is None:
+            if (
+                status.state is not ActionState.WAITING
+                or status.decision_request is None
+                or status.decision is not None  # decided; DECIDED not recorded yet
+            ):
                 raise Problem(409, f"action {action_id} is not waiting for a decision "
                               f"({status.state.value})")  # fmt: skip
 
@@ -456,6 +495,7 @@ def create_app(services: ApiServices) -> FastAPI:
         letters = await read_dead_letters(services.settings.kafka)
         if topic is not None:
             letters = [letter for letter in letters if letter.topic == topic]
+        letters.sort(key=lambda letter: letter.ts)  # newest last, across partitions
         return [DeadLetterView.of(letter) for letter in letters[-limit:]]
 
     @app.post(
@@ -472,11 +512,11 @@ def create_app(services: ApiServices) -> FastAPI:
 
     @app.get(
         "/v1/ledger/actions/{action_id}",
-        response_model=list[LedgerRow],
+        response_model=list[LedgerEvent],
         tags=["ledger"],
-        responses=problems(404, 422, 503),
+        responses=problems(404, 409, 422, 503),
     )
-    async def ledger_action(action_id: Annotated[str, _ACTION_ID]) -> list[LedgerRow]:
+    async def ledger_action(action_id: Annotated[str, _ACTION_ID]) -> Sequence[LedgerEvent]:
         """The ledger's rows of the action (ClickHouse), as `karma ledger --json` prints
         them; served by a process that can read the ledger."""
         if services.ledger is None:
@@ -484,7 +524,7 @@ def create_app(services: ApiServices) -> FastAPI:
         events = await services.ledger(action_id)
         if not events:
             raise Problem(404, f"the ledger holds no transitions of {action_id!r}")
-        return [LedgerRow.model_validate(e.as_json()) for e in events]
+        return events
 
     return app
 
@@ -493,34 +533,117 @@ _ACTION_ID = Path(min_length=1, max_length=MAX_ID_CHARS)
 _NAME = Path(min_length=1, max_length=MAX_NAME_CHARS)
 
 
+@dataclass
+class _Read:
+    started: float
+    task: asyncio.Future[tuple[ActionStatus, bool]]
+
+
+class SharedReads:
+    """One status read per action at a time, shared by every stream of it: 500 streams of
+    one action that need its status cost one query, not 500."""
+
+    def __init__(self) -> None:
+        self._reads: dict[str, _Read] = {}
+
+    async def status(self, handle: ActionHandle, *, not_before: float) -> tuple[ActionStatus, bool]:
+        """(status, whether the workflow has closed) read after `not_before` (loop time)."""
+        loop = asyncio.get_running_loop()
+        read = self._reads.get(handle.action_id)
+        if (
+            read is None
+            or read.started < not_before
+            or (read.task.done() and read.task.exception() is not None)
+        ):
+            read = _Read(loop.time(), asyncio.ensure_future(self._read(handle)))
+            self._reads[handle.action_id] = read
+            read.task.add_done_callback(lambda _: self._forget(handle.action_id, read))
+        return await asyncio.shield(read.task)
+
+    def _forget(self, action_id: str, read: _Read) -> None:
+        """Kept a moment after it is done (streams woken together share it), then dropped."""
+
+        def drop() -> None:
+            if self._reads.get(action_id) is read:
+                del self._reads[action_id]
+
+        asyncio.get_running_loop().call_later(KEEP_READ_S, drop)
+
+    @staticmethod
+    async def _read(handle: ActionHandle) -> tuple[ActionStatus, bool]:
+        status = await handle.status()
+        closed = False if status.state.is_terminal else await handle.workflow_closed()
+        return status, closed
+
+
+class StreamEnded(Exception):
+    """The stream cannot go on (the workflow closed without a terminal transition)."""
+
+
+def _ends(transition: Transition) -> bool:
+    state = transition.event_type.state
+    return state is not None and state.is_terminal
+
+
 async def _stream(
-    handle: ActionHandle, status: ActionStatus, sub: Subscription, after: int
+    handle: ActionHandle,
+    status: ActionStatus,
+    sub: Subscription,
+    after: int,
+    *,
+    reads: SharedReads,
+    history: HistoryRead | None,
+    resync_s: float,
 ) -> AsyncIterator[Transition]:
-    """What the action recorded after `after`, then live from the hub, in seq order: a gap
-    in what the hub delivers (or a subscriber that fell behind) is filled from the status."""
+    """What the action recorded after `after`, then live from the hub, in seq order. The
+    status (one read per action, shared by its streams) fills what the hub does not deliver
+    in order (a gap, a subscriber that fell behind, `resync_s` of quiet); the ledger fills
+    what the status no longer holds (a stateful action's earlier runs).
+
+    Raises:
+        StreamEnded: the workflow closed without recording a terminal transition.
+    """
+    loop = asyncio.get_running_loop()
     last = after
-    pending = list(status.transitions)
-    terminal = status.state.is_terminal
     while True:
+        pending = [t for t in status.transitions if t.seq > last]
+        if pending and pending[0].seq > last + 1 and history is not None:
+            first = pending[0].seq
+            older = [t for t in await history(handle.action_id) if last < t.seq < first]
+            pending = sorted(older, key=lambda t: t.seq) + pending
         for transition in pending:
-            if transition.seq > last:
-                last = transition.seq
-                yield transition
-                state = transition.event_type.state
-                if state is not None and state.is_terminal:
-                    return
-        if terminal:
-            return
-        transition = await sub.queue.get()
-        if sub.overflowed or transition.seq > last + 1:
-            sub.overflowed = False
-            status = await handle.status()
-            terminal = status.state.is_terminal
-            pending = [t for t in status.transitions if t.seq > last]
-            if not any(t.seq == transition.seq for t in pending):
-                pending.append(transition)
-        else:
-            pending = [transition]
+            last = transition.seq
+            yield transition
+            if _ends(transition):
+                return
+        if status.state.is_terminal:
+            return  # ended, and nothing after `last`
+        while True:  # live: in order from the hub until something is missing or quiet
+            try:
+                transition = await asyncio.wait_for(sub.queue.get(), resync_s)
+            except TimeoutError:
+                not_before = loop.time() - resync_s  # a read since the quiet began will do
+                break
+            if sub.overflowed or transition.seq > last + 1:
+                not_before = loop.time()  # recorded before it reached us: read from now
+                break
+            if transition.seq <= last:
+                continue  # seen already (from the status)
+            last = transition.seq
+            yield transition
+            if _ends(transition):
+                return
+        sub.overflowed = False
+        status, closed = await reads.status(handle, not_before=not_before)
+        if (
+            closed
+            and not status.state.is_terminal
+            and not any(t.seq > last for t in status.transitions)
+        ):
+            raise StreamEnded(
+                f"the workflow of {handle.action_id} closed without a terminal transition "
+                f"(last: {status.state.value})"
+            )
 
 
 def _quoted(value: str) -> str:
@@ -541,7 +664,7 @@ def _page_token(token: str | None) -> bytes | None:
 def _last_seq(value: str | None) -> int:
     if value is None or value == "":
         return 0
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         reason = "must be the id (seq) of an event this stream sent"
         raise Problem(422, reason, [FieldError(field="Last-Event-ID", reason=reason)])
     return int(value)

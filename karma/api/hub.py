@@ -104,6 +104,10 @@ class TransitionHub(Component):
                 await self._consume([topics.requested, topics.progress, topics.result])
             except (KafkaError, OSError) as exc:
                 log.warning("transition hub: Kafka failed (%r); reconnecting in 1s", exc)
+                # It reads from the end again: every subscriber re-reads what it missed.
+                for followers in self._subscribers.values():
+                    for subscription in followers:
+                        subscription.overflowed = True
                 if self._consumer is not None:
                     with contextlib.suppress(KafkaError, OSError):
                         await self._consumer.stop()

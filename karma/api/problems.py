@@ -27,6 +27,7 @@ TITLES = {
     401: "Unauthorized",
     404: "Not found",
     409: "Conflict",
+    413: "Request too large",
     422: "Invalid request",
     500: "Internal error",
     503: "Unavailable",
@@ -124,6 +125,9 @@ def install(app: FastAPI) -> None:
     async def _temporal(request: Request, exc: RPCError) -> JSONResponse:
         if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
             return problem_response(503, f"Temporal: {exc.message}", headers={"Retry-After": "5"})
+        if exc.status == RPCStatusCode.FAILED_PRECONDITION:
+            # e.g. a workflow that closed before it ever ran cannot answer a query
+            return problem_response(409, f"Temporal: {exc.message}")
         log.error("%s %s: Temporal answered %r", request.method, request.url.path, exc)
         return problem_response(500, f"Temporal: {exc.message}")
 

@@ -9,8 +9,29 @@ from collections.abc import Generator
 
 import uvicorn
 
+from bridge.ledger import PastActions
 from karma.api.app import ApiServices, create_app
+from karma.api.checks import standard_checks
+from karma.api.hub import TransitionHub
+from karma.client import KarmaClient
 from karma.component import Component
+from karma.settings import Settings
+
+
+def api_services(
+    settings: Settings, client: KarmaClient, past: PastActions | None, web_ui: str = ""
+) -> ApiServices:
+    """What an API process serves with: its own transition source, the readiness checks,
+    and the ledger when this process can read it (`past`)."""
+    return ApiServices(
+        client=client,
+        settings=settings,
+        hub=TransitionHub(settings),
+        checks=standard_checks(settings, client, past.ping if past else None),
+        ledger=past.rows if past else None,
+        history=past,
+        web_ui=web_ui,
+    )
 
 
 class _Server(uvicorn.Server):
@@ -30,16 +51,21 @@ class ApiServer(Component):
         self.services = services
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
         self.port = services.settings.api.port
 
     @property
     def url(self) -> str:
         host = self.services.settings.api.host
-        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.port}"
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     async def _start(self) -> None:
         api = self.services.settings.api
-        sock = socket.socket(socket.AF_INET6 if ":" in api.host else socket.AF_INET)
+        family = socket.AF_INET6 if ":" in api.host else socket.AF_INET
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP, and
+        # without it every response waits for a delayed ACK (40 ms).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((api.host, api.port))
@@ -50,6 +76,7 @@ class ApiServer(Component):
                 "set KARMA_API__PORT"
             ) from exc
         self.port = sock.getsockname()[1]
+        self._socket = sock  # closed by uvicorn once it serves; by `_stop` if it never did
         await self.services.hub.start()
         config = uvicorn.Config(
             create_app(self.services),
@@ -67,11 +94,15 @@ class ApiServer(Component):
             await asyncio.sleep(0.01)
 
     async def _stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.services.hub.stop()
+        try:
+            if self._server is not None and self._task is not None:
+                self._server.should_exit = True
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        finally:
+            if self._socket is not None and self._task is None:
+                self._socket.close()
+            await self.services.hub.stop()
 
     async def wait(self) -> None:
         """Return when the server stops by itself."""

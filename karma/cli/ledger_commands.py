@@ -59,11 +59,16 @@ def _show(settings: Settings, action_ids: list[str], as_json: bool) -> int:
 
     try:
         store = Ledger.open_existing(settings.clickhouse_dsn, settings.clickhouse.database)
-    except LedgerUnavailableError:
+    except LedgerUnavailableError as unavailable:
         # Held by a running `karma dev`: that process serves it through its API.
         if not action_ids or not _api_answers(settings):
             raise
-        rows = [row for action_id in action_ids for row in _rows_from_api(settings, action_id)]
+        try:
+            rows = [row for a in action_ids for row in _rows_from_api(settings, a)]
+        except httpx.HTTPError as exc:
+            raise LedgerUnavailableError(
+                f"{unavailable}; the API at {_api_url(settings)} could not read it either: {exc}"
+            ) from exc
     else:
         try:
             rows = [e.as_json() for e in store.transitions(action_ids or None)]

@@ -100,10 +100,7 @@ async def worker(args: argparse.Namespace) -> int:
 async def api(args: argparse.Namespace) -> int:
     """The HTTP API alone, against the configured servers."""
     from bridge.ledger import PastActions
-    from karma.api.app import ApiServices
-    from karma.api.checks import standard_checks
-    from karma.api.hub import TransitionHub
-    from karma.api.server import ApiServer
+    from karma.api.server import ApiServer, api_services
     from karma.client import KarmaClient
 
     settings = get_settings()
@@ -113,13 +110,7 @@ async def api(args: argparse.Namespace) -> int:
         )
         try:
             client = await KarmaClient.connect(settings, past=past)
-            services = ApiServices(
-                client=client,
-                settings=settings,
-                hub=TransitionHub(settings),
-                checks=standard_checks(settings, client, past.ping if past else None),
-                ledger=past.rows if past else None,
-            )
+            services = api_services(settings, client, past)
             async with ApiServer(services) as server:
                 print(f"API at {server.url} (OpenAPI at {server.url}/docs)", flush=True)
                 await until_stopped(stop, server.wait())
@@ -134,10 +125,7 @@ async def service(args: argparse.Namespace) -> int:
     """API, worker and bridge in one process, against the configured servers."""
     from bridge.ledger import PastActions
     from bridge.service import Bridge
-    from karma.api.app import ApiServices
-    from karma.api.checks import standard_checks
-    from karma.api.hub import TransitionHub
-    from karma.api.server import ApiServer
+    from karma.api.server import ApiServer, api_services
     from karma.client import KarmaClient, connect_temporal
     from karma.first_to_stop import first_to_stop
     from workers.telemetry import tracing_interceptors
@@ -154,13 +142,7 @@ async def service(args: argparse.Namespace) -> int:
             worker_client = await connect_temporal(
                 settings, interceptors=tracing_interceptors(settings.otel)
             )
-            services = ApiServices(
-                client=client,
-                settings=settings,
-                hub=TransitionHub(settings),
-                checks=standard_checks(settings, client, past.ping if past else None),
-                ledger=past.rows if past else None,
-            )
+            services = api_services(settings, client, past)
             async with (
                 Bridge(settings, client=client) as running_bridge,
                 ActionWorker(worker_client, settings, past=past) as running_worker,

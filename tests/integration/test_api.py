@@ -14,8 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
+from karma import names
 from karma.errors import ValidationError
+from karma.ids import workflow_id_for
 from karma.lifecycle import ActionState
+from karma.request import ActionRequest
 from tests.conftest import unique
 from tests.support.kafka import dead_letters_at, produce_each
 from workers.embedded import EmbeddedKarma
@@ -171,7 +174,11 @@ async def test_an_event_stream_replays_then_follows_live_and_resumes_without_gap
     # A reconnect after event 2 gets 3.. only (the action has ended: from its status).
     resumed = await sse_events(api, action_id, last_event_id="2")
     assert [int(e["id"]) for e in resumed] == seqs[2:]
-    assert (await sse_events(api, action_id, last_event_id=str(seqs[-1]))) == []
+    ended = await api.get(
+        f"/v1/actions/{action_id}/transitions",
+        headers={"Accept": "text/event-stream", "Last-Event-ID": str(seqs[-1])},
+    )
+    assert ended.status_code == 204
     bad = await api.get(
         f"/v1/actions/{action_id}/transitions",
         headers={"Accept": "text/event-stream", "Last-Event-ID": "x"},
@@ -390,3 +397,75 @@ async def test_five_hundred_subscribers_share_one_source(
         f"~{per_subscriber / 1024:.0f} KiB of RSS per subscriber (server and client in one "
         f"process), {live} live deliveries from one Kafka consumer"
     )
+
+
+async def test_a_stream_ends_when_the_workflow_closes_without_a_terminal_transition(
+    api: httpx.AsyncClient, karma: EmbeddedKarma
+) -> None:
+    created = await api.post("/v1/actions", json={"type": "delay", "params": {"seconds": 600}})
+    action_id = created.json()["action_id"]
+    await until_state(api, action_id, "STARTED")
+    stream = asyncio.create_task(sse_events(api, action_id))
+    await karma.client.handle(action_id).workflow_closed()  # it exists
+    await karma.temporal.get_workflow_handle(f"action-{action_id}").terminate("by the test")
+    events = await asyncio.wait_for(stream, 30)  # re-read when quiet: ends, with the reason
+    assert events[-1]["event"] == "error"
+    assert "closed without a terminal transition" in json.loads(events[-1]["data"])["detail"]
+    # Terminated, it is not cancellable: 409, decided by Temporal, not by a worker.
+    assert (await api.post(f"/v1/actions/{action_id}/cancel")).status_code == 409
+
+
+async def test_resuming_an_ended_stream_is_204_and_a_future_id_is_refused(
+    api: httpx.AsyncClient,
+) -> None:
+    created = await api.post("/v1/actions", json={"type": "log", "params": {"message": "end"}})
+    action_id = created.json()["action_id"]
+    done = await until_state(api, action_id, "SUCCEEDED")
+    last = len(done["transitions"])
+    sse = {"Accept": "text/event-stream"}
+    ended = await api.get(
+        f"/v1/actions/{action_id}/transitions", headers={**sse, "Last-Event-ID": str(last)}
+    )
+    assert ended.status_code == 204  # EventSource stops reconnecting
+    for future in (str(last + 5).encode(), b"\xb2", b"-1"):  # \xb2: a digit, not ASCII
+        answer = await api.get(
+            f"/v1/actions/{action_id}/transitions",
+            headers={b"Accept": b"text/event-stream", b"Last-Event-ID": future},
+        )
+        assert (answer.status_code, answer.headers["content-type"]) == (422, PROBLEM), future
+
+
+async def test_a_stuck_action_can_be_cancelled_without_a_worker(
+    api: httpx.AsyncClient, karma: EmbeddedKarma
+) -> None:
+    request = ActionRequest.new("log", {"message": "nobody polls this queue"})
+    handle = await karma.temporal.start_workflow(
+        names.ACTION_WORKFLOW,
+        request,
+        id=workflow_id_for(request.action_id),
+        task_queue=unique("no-worker"),
+    )
+    try:
+        answer = await api.post(f"/v1/actions/{request.action_id}/cancel")
+        assert answer.status_code == 202, answer.text
+    finally:
+        await handle.terminate()
+
+
+async def test_what_the_api_refuses_before_reading(
+    api: httpx.AsyncClient, karma: EmbeddedKarma
+) -> None:
+    huge = {
+        "type": "log",
+        "params": {"message": "m" * (4 * karma.settings.limits.max_payload_bytes)},
+    }
+    answer = await api.post("/v1/actions", json=huge)
+    assert (answer.status_code, answer.headers["content-type"]) == (413, PROBLEM)
+    rebound = await api.get("/v1/action-types", headers={"Host": "evil.example"})
+    assert rebound.status_code == 400  # a DNS-rebinding page gets nothing
+    created = await api.post("/v1/actions", json={"type": "log", "params": {"message": "cb"}})
+    action_id = created.json()["action_id"]
+    other = await api.post(
+        f"/v1/actions/{action_id}/callbacks", json={"event_type": "x", "action_id": "act_other"}
+    )
+    assert (other.status_code, other.json()["errors"][0]["field"]) == (422, "action_id")
