@@ -9,7 +9,8 @@ COPY workflows ./workflows
 COPY activities ./activities
 COPY workers ./workers
 COPY bridge ./bridge
-RUN pip install --no-cache-dir . && useradd --system --home /app karma && chown karma /app
+RUN pip install --no-cache-dir . && useradd --system --home /app karma \
+    && mkdir -p /app/.karma && chown -R karma /app
 USER karma
 ENTRYPOINT ["karma"]
 CMD ["--help"]

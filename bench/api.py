@@ -31,7 +31,9 @@ async def api_speed(stack: BenchStack, *, count: int) -> ApiSpeed:
     assert api is not None, "the embedded stack serves the API"
     body = {"type": "bench.noop", "params": {}}
     out = ApiSpeed([], [], [])
-    async with httpx.AsyncClient(base_url=api.url, timeout=60) as http:
+    key = stack.karma.admin_key
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with httpx.AsyncClient(base_url=api.url, timeout=60, headers=headers) as http:
         for _ in range(count):
             began = time.perf_counter()
             answer = await http.post("/v1/actions", json=body)

@@ -10,6 +10,7 @@ outcome = await handle.result()  # the terminal state; failures are outcomes too
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -28,10 +29,12 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from karma import names, search_attributes
+from karma.codec import EncryptionCodec
 from karma.envelope import Envelope, Transition
 from karma.errors import (
     ActionEndedError,
@@ -57,15 +60,45 @@ T = TypeVar("T")
 QUERY_TIMEOUT = timedelta(seconds=10)
 
 
+def summary(request: ActionRequest) -> str:
+    """The one line the Web UI's workflow list shows for the action."""
+    tenant = f"[{request.tenant}]" if request.tenant else ""
+    return " ".join(p for p in (request.action_type, request.entity_id, tenant) if p)[:200]
+
+
+def details(request: ActionRequest) -> str:
+    """What the Web UI's workflow page says the action is (markdown; no parameter values:
+    they may be secret)."""
+    rows = [
+        ("action", request.action_id),
+        ("type", request.action_type),
+        ("entity", request.entity_id),
+        ("tenant", request.tenant),
+        ("correlation", request.correlation_id),
+        ("idempotency key", request.idempotency_key),
+        ("priority", request.priority),
+        ("parameters", ", ".join(sorted(request.params)) or "none"),
+    ]
+    return "\n".join(f"- **{name}**: `{value}`" for name, value in rows if value)
+
+
+def data_converter(settings: Settings) -> DataConverter:
+    codec = EncryptionCodec.from_settings(settings.codec)
+    if codec is None:
+        return pydantic_data_converter
+    return dataclasses.replace(pydantic_data_converter, payload_codec=codec)
+
+
 async def connect_temporal(
     settings: Settings, *, interceptors: Sequence[Interceptor] = ()
 ) -> Client:
-    """A Temporal client with Karma's data converter (every payload is a pydantic model)."""
+    """A Temporal client with Karma's data converter (every payload is a pydantic model),
+    encrypting payloads when KARMA_CODEC__KEYS is set."""
     temporal = settings.temporal
     return await Client.connect(
         temporal.address,
         namespace=temporal.namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(settings),
         api_key=temporal.api_key.get_secret_value() if temporal.api_key else None,
         tls=temporal.tls,
         interceptors=interceptors,
@@ -383,7 +416,8 @@ class KarmaClient:
                 task_queue=task_queue or self.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=search_attributes.initial(request) if self._index else None,
-                static_summary=f"{request.action_type} {request.entity_id}".strip(),
+                static_summary=summary(request),
+                static_details=details(request),
             )
         except WorkflowAlreadyStartedError:
             return self.handle(request.action_id, created=False)

@@ -18,11 +18,13 @@ def new_action_id() -> str:
     return f"{ACTION_ID_PREFIX}{uuid.uuid4().hex}"
 
 
-def action_id_for_key(idempotency_key: str) -> str:
-    """The action id every request with this idempotency key maps to."""
+def action_id_for_key(idempotency_key: str, tenant: str = "") -> str:
+    """The action id every request with this idempotency key maps to: a tenant's keys are
+    its own (two tenants using the same key request two actions)."""
     if not idempotency_key:
         raise ValueError("idempotency_key must not be empty")
-    digest = hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()
+    scoped = f"{tenant}\x00{idempotency_key}" if tenant else idempotency_key
+    digest = hashlib.sha256(scoped.encode("utf-8")).hexdigest()
     return f"{ACTION_ID_PREFIX}{digest[:32]}"
 
 

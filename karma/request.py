@@ -57,12 +57,15 @@ class ActionRequest(BaseModel):
         tags: Mapping[str, str] | None = None,
         source: EventSource | None = None,
     ) -> ActionRequest:
-        """A request with its action id derived from the idempotency key (or random).
+        """A request with its action id derived from the tenant and idempotency key (or
+        random).
 
         Raises:
             karma.errors.ValidationError: an id or name too long, naming the field.
         """
-        action_id = action_id_for_key(idempotency_key) if idempotency_key else new_action_id()
+        action_id = (
+            action_id_for_key(idempotency_key, tenant) if idempotency_key else new_action_id()
+        )
         try:
             return cls(
                 contract=CONTRACT,

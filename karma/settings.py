@@ -11,7 +11,7 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from karma import names
@@ -145,9 +145,56 @@ class ApiSettings(BaseModel):
     heartbeat_s: float = Field(
         default=15.0, gt=0, description="a comment line on a quiet event stream this often"
     )
+    auth: bool = Field(
+        default=True, description="every /v1 request needs an API key (`karma api-key create`)"
+    )
+    rate_limit: str = Field(
+        default="100/second",
+        description="requests per API key (`limits` notation: 100/second, 1000/minute)",
+    )
+    key: SecretStr | None = Field(
+        default=None,
+        description="the key local commands send to the API (default: <data_dir>/admin.key, "
+        "which the embedded stack writes)",
+    )
+    keys_file: Path | None = Field(
+        default=None, description="the API keys' hashes; default: <data_dir>/api-keys.json"
+    )
     allowed_hosts: list[str] = Field(
         default_factory=lambda: ["localhost", "127.0.0.1", "::1", "[::1]"],
         description="Host names the API answers to (besides KARMA_API__HOST); others get 400",
+    )
+
+    def url(self, port: int | None = None) -> str:
+        """Where a local client reaches the API (a wildcard address means loopback)."""
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return (
+            f"http://{f'[{host}]' if ':' in host else host}:{self.port if port is None else port}"
+        )
+
+
+class CodecSettings(BaseModel):
+    """Payload encryption (AES-256-GCM) of everything Karma sends through Temporal."""
+
+    keys: SecretStr | None = Field(
+        default=None,
+        description="`id:base64key,...` (32-byte keys; the first encrypts, any decrypts): "
+        "workflow inputs, results, signals and queries reach Temporal as ciphertext",
+    )
+
+    @field_validator("keys")
+    @classmethod
+    def _usable_keyring(cls, keys: SecretStr | None) -> SecretStr | None:
+        if keys is not None and keys.get_secret_value().strip():
+            from karma.codec import parse_keyring  # it needs these settings' module
+
+            parse_keyring(keys.get_secret_value())  # ValueError: which entry, and why
+        return keys
+
+    ui_origins: list[str] = Field(
+        default_factory=list,
+        description="the Temporal Web UI's origins (scheme://host:port) that may call "
+        "/codec/decode without a key (CORS); `karma dev` adds its own",
     )
 
 
@@ -170,6 +217,7 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    codec: CodecSettings = Field(default_factory=CodecSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     bridge: BridgeSettings = Field(default_factory=BridgeSettings)

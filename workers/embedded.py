@@ -18,6 +18,7 @@ from bridge.emit import TransitionPublisher
 from bridge.ledger import Ledger, PastActions
 from bridge.reconcile import ReconcileReport, reconcile
 from bridge.service import Bridge
+from karma.api.keys import local_admin_key
 from karma.api.server import ApiServer, api_services
 from karma.client import KarmaClient, connect_temporal
 from karma.component import Component
@@ -53,6 +54,13 @@ class EmbeddedKarma(Component):
         self.reference_service: ReferenceService | None = None
         self._progress = progress
         self.servers = EmbeddedServers(settings, persistent=persistent)
+        # Its Web UI decodes payloads through this API's /codec (configured on the server).
+        ui = self.servers.temporal.ui_url
+        origins = [o for o in (ui, ui.replace("//127.0.0.1:", "//localhost:")) if o]
+        codec = settings.codec.model_copy(
+            update={"ui_origins": list(dict.fromkeys([*settings.codec.ui_origins, *origins]))}
+        )
+        self.settings = settings = settings.model_copy(update={"codec": codec})
         self._registry = registry
         self._stack = contextlib.AsyncExitStack()
         self._temporal: Client | None = None
@@ -63,6 +71,8 @@ class EmbeddedKarma(Component):
         self.worker: ActionWorker | None = None
         self.bridge: Bridge | None = None
         self.api: ApiServer | None = None
+        self.admin_key: str | None = None  # the API's local admin key (auth on)
+        self.admin_key_created = False
 
     @property
     def temporal(self) -> Client:
@@ -113,6 +123,8 @@ class EmbeddedKarma(Component):
         await self._stack.enter_async_context(self.worker)
         if self.settings.api.enabled:
             self._progress("starting the API…")
+            if self.settings.api.auth:
+                self.admin_key, self.admin_key_created = local_admin_key(self.settings)
             client = self.client
             self.api = ApiServer(
                 api_services(self.settings, client, self._past, self.servers.temporal.ui_url)

@@ -20,7 +20,7 @@ from workflows._outbox import Outbox
 
 with workflow.unsafe.imports_passed_through():
     from karma import search_attributes
-    from karma.envelope import TransitionAttrs
+    from karma.envelope import Transition, TransitionAttrs
     from karma.lifecycle import ActionState, EventType
     from karma.request import ActionRequest
     from karma.run_state import RunState
@@ -70,7 +70,7 @@ class RunContext:
 
     def record(self, event_type: EventType, attrs: TransitionAttrs, at: datetime) -> None:
         """Record a transition; `at` comes from `stable_time` or a recorded result."""
-        self.log.record(event_type, at, attrs)
+        show_in_web_ui(self.log.record(event_type, at, attrs), self.log.state)
 
     async def stable_time(self, recorded: datetime | None = None) -> datetime:
         """A time for a transition that is the same on every publication of it.
@@ -165,3 +165,21 @@ class RunContext:
         except TimeoutError:
             return False
         return True
+
+
+def show_in_web_ui(transition: Transition, state: ActionState) -> None:
+    """The workflow's current details in the Temporal Web UI: the state and the latest
+    transition (served by a query; nothing is added to the history)."""
+    attrs = transition.attrs
+    parts = [f"**{state.value}**", f"{transition.event_type.value} (#{transition.seq})"]
+    if attrs.get("attempt"):
+        parts.append(f"attempt {attrs['attempt']}")
+    if attrs.get("percent") is not None:
+        parts.append(f"{attrs['percent']:g} %")
+    for key in ("step", "message", "reason"):
+        if attrs.get(key):
+            parts.append(str(attrs[key])[:200])
+    error = attrs.get("error")
+    if isinstance(error, dict) and error.get("message"):
+        parts.append(f"{error.get('type', 'error')}: {str(error['message'])[:200]}")
+    workflow.set_current_details(" · ".join(parts))

@@ -9,7 +9,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 from workflows import _cancellation as cancellation
-from workflows._context import RunContext
+from workflows._context import RunContext, show_in_web_ui
 from workflows._ending import Ending, millis
 from workflows._failures import internal
 from workflows._kinds import KINDS
@@ -233,8 +233,9 @@ class ActionWorkflow:
             return
         if args is None:
             args = redact_params(None, self._request.params)
-        self._log.record(
+        requested = self._log.record(
             EventType.REQUESTED,
             workflow.info().workflow_start_time,
             TransitionAttrs(command=self._request.action_type, args=args),
         )
+        show_in_web_ui(requested, self._log.state)

@@ -7,13 +7,15 @@ import asyncio
 import base64
 import binascii
 import json
+import pathlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Header, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -27,8 +29,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from bridge.dlq import DeadLetter, read_dead_letters, replay
 from bridge.ledger import LedgerEvent
 from karma import search_attributes
+from karma.api.auth import ANONYMOUS, COOKIE, Caller, Guard, requires, unauthorized
+from karma.api.codec_server import install_codec_routes
 from karma.api.hub import Subscription, TransitionHub
-from karma.api.limits import BodyLimit
+from karma.api.keys import Scope
+from karma.api.limits import BodyLimit, PageHeaders
 from karma.api.problems import Problem, install, problems
 from karma.client import ActionHandle, KarmaClient
 from karma.envelope import MAX_ID_CHARS, MAX_NAME_CHARS, Transition
@@ -53,7 +58,9 @@ HistoryRead = Callable[[str], Awaitable[Sequence[Transition]]]
 KEEP_READ_S = 1.0
 SEND_TIMEOUT_S = 30.0  # a subscriber that reads nothing for this long is dropped
 PAGE_SIZE = 50
+CONSOLE = pathlib.Path(__file__).parent / "console"  # the web console's files (no CDN)
 READY_TIMEOUT_S = 3.0
+SESSION_S = 12 * 3600  # the console's login lasts a working day
 
 
 @dataclass
@@ -159,6 +166,32 @@ class ReplayBody(BaseModel):
     )
 
 
+class ApiInfo(BaseModel):
+    temporal_ui: str | None = Field(description="the Temporal Web UI's base URL, if known")
+    namespace: str
+    auth: bool = Field(description="requests need an API key")
+
+
+class SessionBody(BaseModel):
+    key: str = Field(max_length=200, description="an API key")
+
+
+class SessionView(BaseModel):
+    key_id: str
+    name: str
+    scopes: list[str]
+    tenant: str
+
+    @classmethod
+    def of(cls, caller: Caller) -> SessionView:
+        return cls(
+            key_id=caller.key_id,
+            name=caller.name,
+            scopes=[s.value for s in caller.scopes],
+            tenant=caller.tenant,
+        )
+
+
 class ActionType(BaseModel):
     type: str
     name: str
@@ -182,8 +215,25 @@ def create_app(services: ApiServices) -> FastAPI:
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
     # Large enough for any request an action can take, small enough to refuse before parsing.
     app.add_middleware(BodyLimit, max_bytes=4 * services.settings.limits.max_payload_bytes)
+    app.add_middleware(PageHeaders, prefix="/console")
     client = services.client
     reads = SharedReads()
+    guard = Guard(services.settings)
+    # Route parameters (keyword-only, so they may come first): the caller, with the scope.
+    reader = Depends(requires(guard, Scope.READ))
+    requester = Depends(requires(guard, Scope.REQUEST))
+    decider = Depends(requires(guard, Scope.DECIDE))
+    admin = Depends(requires(guard, Scope.ADMIN))
+    anyone = Depends(requires(guard, None))
+
+    async def visible(caller: Caller, action_id: str) -> tuple[ActionHandle, ActionStatus]:
+        """The action's handle and status; 404 (as for an unknown id) when the caller's
+        tenant may not see it."""
+        handle = client.handle(action_id)
+        status = await handle.status()
+        if caller.tenant and _tenant_of(status) != caller.tenant:
+            raise ActionNotFoundError(action_id)
+        return handle, status
 
     def links(action_id: str) -> dict[str, str]:
         out = {
@@ -196,6 +246,54 @@ def create_app(services: ApiServices) -> FastAPI:
                 f"{services.web_ui}/namespaces/{namespace}/workflows/{WORKFLOW_ID_PREFIX}{action_id}"
             )
         return out
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/console/")
+
+    app.mount("/console", StaticFiles(directory=CONSOLE, html=True), name="console")
+    install_codec_routes(app, services.settings, guard)
+
+    @app.get("/v1/info", response_model=ApiInfo, tags=["health"])
+    async def info() -> ApiInfo:
+        """What a client (the console) needs to know about this deployment."""
+        return ApiInfo(
+            temporal_ui=services.web_ui or None,
+            namespace=services.settings.temporal.namespace,
+            auth=services.settings.api.auth,
+        )
+
+    @app.post(
+        "/v1/session",
+        response_model=SessionView,
+        tags=["session"],
+        responses=problems(401, 422, auth=False),
+    )
+    async def login(body: SessionBody, request: Request, response: Response) -> SessionView:
+        """The console's login: a valid key becomes an HttpOnly, SameSite=Strict cookie."""
+        caller = guard.caller(body.key) if guard.enabled else None
+        if guard.enabled and caller is None:
+            raise unauthorized("the API key is not valid (unknown, malformed or revoked)")
+        response.set_cookie(
+            COOKIE,
+            body.key,
+            max_age=SESSION_S,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return SessionView.of(caller or ANONYMOUS)
+
+    @app.get("/v1/session", response_model=SessionView, tags=["session"], responses=problems())
+    async def session(*, caller: Caller = anyone) -> SessionView:
+        """Who the key (or the console's cookie) is."""
+        return SessionView.of(caller)
+
+    @app.delete("/v1/session", status_code=204, tags=["session"])
+    async def logout() -> Response:
+        response = Response(status_code=204)
+        response.delete_cookie(COOKIE, httponly=True, samesite="strict")
+        return response
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -229,10 +327,12 @@ def create_app(services: ApiServices) -> FastAPI:
         tags=["actions"],
         responses={
             200: {"model": ActionCreated, "description": "the existing action"},
-            **problems(400, 422, 503),
+            **problems(400, 401, 403, 422, 429, 503),
         },
     )
     async def request_action(
+        *,
+        caller: Caller = requester,
         body: ActionRequestBody,
         response: Response,
         idempotency_key: Annotated[str | None, Header(max_length=MAX_ID_CHARS)] = None,
@@ -245,13 +345,19 @@ def create_app(services: ApiServices) -> FastAPI:
                 reason = "differs from the Idempotency-Key header"
                 raise Problem(422, reason, [FieldError(field="idempotency_key", reason=reason)])
             key = idempotency_key
+        tenant = body.tenant
+        if caller.tenant:
+            if tenant and tenant != caller.tenant:
+                reason = f"the key is bound to tenant {caller.tenant!r}"
+                raise Problem(403, reason, [FieldError(field="tenant", reason=reason)])
+            tenant = caller.tenant
         handle = await client.request(
             body.type,
             body.params,
             idempotency_key=key,
             entity_id=body.entity_id,
             correlation_id=body.correlation_id,
-            tenant=body.tenant,
+            tenant=tenant,
             priority=body.priority,
             tags=body.tags,
         )
@@ -272,15 +378,28 @@ def create_app(services: ApiServices) -> FastAPI:
         responses=problems(400, 422, 503),
     )
     async def list_actions(
+        *,
+        caller: Caller = reader,
         type: Annotated[str | None, Query(max_length=MAX_NAME_CHARS)] = None,
         state: ActionState | None = None,
         tenant: Annotated[str | None, Query(max_length=MAX_ID_CHARS)] = None,
         entity: Annotated[str | None, Query(max_length=MAX_ID_CHARS)] = None,
         correlation: Annotated[str | None, Query(max_length=MAX_ID_CHARS)] = None,
+        started_after: Annotated[
+            datetime | None, Query(description="ISO 8601 with a timezone")
+        ] = None,
+        started_before: Annotated[
+            datetime | None, Query(description="ISO 8601 with a timezone")
+        ] = None,
         page_size: Annotated[int, Query(ge=1, le=1000)] = PAGE_SIZE,
         page_token: Annotated[str | None, Query(max_length=4096)] = None,
     ) -> ActionPage:
-        """Actions, newest first, through Temporal's visibility (search attributes)."""
+        """Actions, newest first, through Temporal's visibility (search attributes); a
+        tenant's key sees its tenant's only."""
+        if caller.tenant:
+            if tenant is not None and tenant != caller.tenant:
+                return ActionPage(actions=[], next_page_token=None)
+            tenant = caller.tenant
         filters = {
             search_attributes.ACTION_TYPE.name: type,
             search_attributes.STATE.name: state.value if state else None,
@@ -291,10 +410,18 @@ def create_app(services: ApiServices) -> FastAPI:
         used = {k: v for k, v in filters.items() if v is not None}
         if used and not services.settings.temporal.search_attributes:
             raise Problem(400, "filters need search attributes (KARMA_TEMPORAL__SEARCH_ATTRIBUTES)")
-        query = " AND ".join(
-            [f"WorkflowType = {_quoted('ActionWorkflow')}"]
-            + [f"{k} = {_quoted(v)}" for k, v in used.items()]
-        )
+        clauses = [f"WorkflowType = {_quoted('ActionWorkflow')}"]
+        clauses += [f"{k} = {_quoted(v)}" for k, v in used.items()]
+        for name, when, op in (
+            ("started_after", started_after, ">="),
+            ("started_before", started_before, "<"),
+        ):
+            if when is not None:
+                if when.tzinfo is None:
+                    reason = "needs a timezone (e.g. 2026-11-25T10:00:00Z)"
+                    raise Problem(422, reason, [FieldError(field=name, reason=reason)])
+                clauses.append(f"StartTime {op} {_quoted(when.astimezone(UTC).isoformat())}")
+        query = " AND ".join(clauses)
         token = _page_token(page_token)
         request = ListWorkflowExecutionsRequest(
             namespace=client.temporal.namespace,
@@ -331,10 +458,12 @@ def create_app(services: ApiServices) -> FastAPI:
         tags=["actions"],
         responses=problems(404, 409, 422, 503),
     )
-    async def get_action(action_id: Annotated[str, _ACTION_ID]) -> ActionStatus:
+    async def get_action(
+        *, caller: Caller = reader, action_id: Annotated[str, _ACTION_ID]
+    ) -> ActionStatus:
         """State, attempt, outputs, error and transitions (from the ledger once Temporal no
         longer holds the action)."""
-        return await client.handle(action_id).status()
+        return (await visible(caller, action_id))[1]
 
     @app.get(
         "/v1/actions/{action_id}/transitions",
@@ -343,6 +472,8 @@ def create_app(services: ApiServices) -> FastAPI:
         responses={200: {"content": {"text/event-stream": {}}}, **problems(404, 409, 422, 503)},
     )
     async def transitions(
+        *,
+        caller: Caller = reader,
         request: Request,
         action_id: Annotated[str, _ACTION_ID],
         last_event_id: Annotated[str | None, Header(max_length=20)] = None,
@@ -350,11 +481,10 @@ def create_app(services: ApiServices) -> FastAPI:
         """The action's transitions. With `Accept: text/event-stream`: one event per
         transition (`id` = seq), live until the terminal one; a reconnect with
         `Last-Event-ID` resumes after it, with no gap and no repeat."""
-        handle = client.handle(action_id)
+        handle, status = await visible(caller, action_id)  # 404 before any stream starts
         if "text/event-stream" not in request.headers.get("accept", ""):
-            return (await handle.status()).transitions
+            return status.transitions
         after = _last_seq(last_event_id)
-        status = await handle.status()  # 404 before the stream starts
         newest = max((t.seq for t in status.transitions), default=0)
         if after > newest:
             reason = f"no event {after} yet (the newest is {newest})"
@@ -399,10 +529,14 @@ def create_app(services: ApiServices) -> FastAPI:
         tags=["actions"],
         responses=problems(400, 404, 409, 422, 503),
     )
-    async def cancel(action_id: Annotated[str, _ACTION_ID]) -> dict[str, str]:
+    async def cancel(
+        *, caller: Caller = requester, action_id: Annotated[str, _ACTION_ID]
+    ) -> dict[str, str]:
         """Ask the action to cancel (a transactional one compensates first); 409 once it
         has ended. A stuck action (no worker answers) can be cancelled too."""
         handle = client.handle(action_id)
+        if caller.tenant:
+            await visible(caller, action_id)
         try:
             closed = await handle.workflow_closed()
         except ActionNotFoundError:
@@ -427,12 +561,14 @@ def create_app(services: ApiServices) -> FastAPI:
         responses=problems(400, 404, 409, 422, 503),
     )
     async def callback(
-        action_id: Annotated[str, _ACTION_ID], event: dict[str, Any]
+        *, caller: Caller = requester, action_id: Annotated[str, _ACTION_ID], event: dict[str, Any]
     ) -> dict[str, Any]:
         """Deliver an external event to the action (as `karma signal` does)."""
         if event.get("action_id", action_id) != action_id:
             reason = "differs from the action in the path"
             raise Problem(422, reason, [FieldError(field="action_id", reason=reason)])
+        if caller.tenant:
+            await visible(caller, action_id)
         try:
             delivered = await client.handle(action_id).callback({**event, "action_id": action_id})
         except ActionEndedError as exc:
@@ -444,13 +580,15 @@ def create_app(services: ApiServices) -> FastAPI:
         tags=["actions"],
         responses=problems(400, 404, 409, 422, 503),
     )
-    async def decide(action_id: Annotated[str, _ACTION_ID], body: DecisionBody) -> Any:
+    async def decide(
+        *, caller: Caller = decider, action_id: Annotated[str, _ACTION_ID], body: DecisionBody
+    ) -> Any:
         """Approve or reject an interactive action waiting for a decision: 409 when it is
         not waiting, 422 when the decision is malformed (the workflow's own reasons)."""
         handle = client.handle(action_id)
 
         async def refuse_unless_waiting() -> None:
-            status = await handle.status()
+            status = (await visible(caller, action_id))[1]
             if (
                 status.state is not ActionState.WAITING
                 or status.decision_request is None
@@ -467,8 +605,13 @@ def create_app(services: ApiServices) -> FastAPI:
             raise Problem(422, str(exc)) from exc
         return decided.model_dump(mode="json")
 
-    @app.get("/v1/action-types", response_model=list[ActionType], tags=["registry"])
-    async def action_types() -> list[ActionType]:
+    @app.get(
+        "/v1/action-types",
+        response_model=list[ActionType],
+        tags=["registry"],
+        responses=problems(),
+    )
+    async def action_types(*, caller: Caller = reader) -> list[ActionType]:
         """Every registered action type with the JSON Schema of its params and outputs."""
         return [_action_type(r.meta) for r in client.registry]
 
@@ -478,7 +621,9 @@ def create_app(services: ApiServices) -> FastAPI:
         tags=["registry"],
         responses=problems(404, 422),
     )
-    async def action_type(action_type: Annotated[str, _NAME]) -> ActionType:
+    async def action_type(
+        *, caller: Caller = reader, action_type: Annotated[str, _NAME]
+    ) -> ActionType:
         if action_type not in client.registry:
             raise Problem(404, str(UnknownActionError(action_type, client.registry.types)))
         return _action_type(client.registry.meta(action_type))
@@ -487,6 +632,8 @@ def create_app(services: ApiServices) -> FastAPI:
         "/v1/dlq", response_model=list[DeadLetterView], tags=["dlq"], responses=problems(422, 503)
     )
     async def dead_letters(
+        *,
+        caller: Caller = reader,
         topic: Annotated[str | None, Query(max_length=MAX_NAME_CHARS)] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     ) -> list[DeadLetterView]:
@@ -495,6 +642,8 @@ def create_app(services: ApiServices) -> FastAPI:
         letters = await read_dead_letters(services.settings.kafka)
         if topic is not None:
             letters = [letter for letter in letters if letter.topic == topic]
+        if caller.tenant:
+            letters = [letter for letter in letters if _letter_tenant(letter) == caller.tenant]
         letters.sort(key=lambda letter: letter.ts)  # newest last, across partitions
         return [DeadLetterView.of(letter) for letter in letters[-limit:]]
 
@@ -504,9 +653,13 @@ def create_app(services: ApiServices) -> FastAPI:
         tags=["dlq"],
         responses=problems(400, 422, 503),
     )
-    async def replay_dead_letters(body: ReplayBody) -> list[DeadLetterView]:
+    async def replay_dead_letters(
+        *, caller: Caller = admin, body: ReplayBody
+    ) -> list[DeadLetterView]:
         """Publish the chosen letters' original bytes to their topics again (a request
-        replayed twice still starts one action)."""
+        replayed twice still starts one action). Needs an admin key of every tenant."""
+        if caller.tenant:
+            raise Problem(403, "replay needs an admin key not bound to a tenant")
         replayed = await replay(services.settings.kafka, body.positions)
         return [DeadLetterView.of(letter) for letter in replayed]
 
@@ -516,17 +669,40 @@ def create_app(services: ApiServices) -> FastAPI:
         tags=["ledger"],
         responses=problems(404, 409, 422, 503),
     )
-    async def ledger_action(action_id: Annotated[str, _ACTION_ID]) -> Sequence[LedgerEvent]:
+    async def ledger_action(
+        *, caller: Caller = reader, action_id: Annotated[str, _ACTION_ID]
+    ) -> Sequence[LedgerEvent]:
         """The ledger's rows of the action (ClickHouse), as `karma ledger --json` prints
         them; served by a process that can read the ledger."""
         if services.ledger is None:
             raise Problem(503, "this process does not read the ledger (ask the one that owns it)")
+        if caller.tenant:
+            await visible(caller, action_id)
         events = await services.ledger(action_id)
         if not events:
             raise Problem(404, f"the ledger holds no transitions of {action_id!r}")
         return events
 
     return app
+
+
+def _tenant_of(status: ActionStatus) -> str:
+    """The tenant an action was requested for (its transitions' tag)."""
+    return status.transitions[0].tags.get("tenant", "") if status.transitions else ""
+
+
+def _letter_tenant(letter: DeadLetter) -> str:
+    """The tenant a dead letter names (`tenant` or `tags.tenant` of a JSON object), or ""
+    when it names none or cannot be read: such letters only keys of every tenant see."""
+    try:
+        document = json.loads(letter.value or b"")
+    except ValueError:
+        return ""
+    if not isinstance(document, dict):
+        return ""
+    tags = document.get("tags")
+    tenant = document.get("tenant") or (tags.get("tenant") if isinstance(tags, dict) else "")
+    return tenant if isinstance(tenant, str) else ""
 
 
 _ACTION_ID = Path(min_length=1, max_length=MAX_ID_CHARS)
@@ -620,10 +796,13 @@ async def _stream(
             return  # ended, and nothing after `last`
         while True:  # live: in order from the hub until something is missing or quiet
             try:
-                transition = await asyncio.wait_for(sub.queue.get(), resync_s)
+                live = await asyncio.wait_for(sub.queue.get(), resync_s)
             except TimeoutError:
                 not_before = loop.time() - resync_s  # a read since the quiet began will do
                 break
+            if live is None or sub.ending:
+                return  # the process is stopping: the client resumes with Last-Event-ID
+            transition = live
             if sub.overflowed or transition.seq > last + 1:
                 not_before = loop.time()  # recorded before it reached us: read from now
                 break

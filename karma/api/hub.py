@@ -36,14 +36,21 @@ class Subscription:
 
     def __init__(self, action_id: str) -> None:
         self.action_id = action_id
-        self.queue: asyncio.Queue[Transition] = asyncio.Queue(QUEUE_SIZE)
+        # None: the process is stopping; the stream ends (its client resumes elsewhere).
+        self.queue: asyncio.Queue[Transition | None] = asyncio.Queue(QUEUE_SIZE + 1)
         self.overflowed = False
+        self.ending = False
 
     def offer(self, transition: Transition) -> None:
-        try:
-            self.queue.put_nowait(transition)
-        except asyncio.QueueFull:
+        if self.queue.qsize() >= QUEUE_SIZE:
             self.overflowed = True
+        else:
+            self.queue.put_nowait(transition)
+
+    def end(self) -> None:
+        self.ending = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(None)
 
 
 class TransitionHub(Component):
@@ -56,6 +63,7 @@ class TransitionHub(Component):
         self._task: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None] | None = None
         self.delivered = 0
+        self._gone = asyncio.Event()  # set when the last subscriber leaves
 
     @property
     def subscribers(self) -> int:
@@ -83,6 +91,17 @@ class TransitionHub(Component):
             await self._consumer.stop()
             self._consumer = None
 
+    async def end_streams(self, timeout: float) -> None:
+        """Tell every subscriber to end its stream (the process is stopping) and wait up to
+        `timeout` for them to go; their clients resume elsewhere with Last-Event-ID."""
+        for followers in self._subscribers.values():
+            for subscription in followers:
+                subscription.end()
+        if self._subscribers:
+            self._gone.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._gone.wait(), timeout)
+
     @contextlib.asynccontextmanager
     async def subscribe(self, action_id: str) -> AsyncIterator[Subscription]:
         """Transitions of `action_id` recorded from now on, until the block ends."""
@@ -96,6 +115,8 @@ class TransitionHub(Component):
             followers.discard(subscription)
             if not followers:
                 self._subscribers.pop(action_id, None)
+            if not self._subscribers:
+                self._gone.set()
 
     async def _run(self) -> None:
         topics = self._settings.kafka.topics

@@ -1,5 +1,6 @@
 """What the API lets in: request bodies no larger than it can use, and only the host names
-it serves (a page in a browser cannot reach it through a rebinding DNS name)."""
+it serves (a page in a browser cannot reach it through a rebinding DNS name); and what its
+pages let a browser do with them."""
 
 from __future__ import annotations
 
@@ -58,3 +59,32 @@ class BodyLimit:
             "(KARMA_LIMITS__MAX_PAYLOAD_BYTES bounds what an action takes)"
         )
         await problem_response(413, detail)(scope, receive, send)
+
+
+class PageHeaders:
+    """The console's pages may not be framed (no clickjacking of its Approve and Cancel
+    buttons), nor sniffed into another type; every response says `nosniff`."""
+
+    FRAMED = (
+        (b"content-security-policy", b"frame-ancestors 'none'"),
+        (b"x-frame-options", b"DENY"),
+    )
+
+    def __init__(self, app: ASGIApp, prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = [(b"x-content-type-options", b"nosniff")]
+        if scope["path"].startswith(self.prefix):
+            extra += self.FRAMED
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

@@ -25,10 +25,12 @@ PROBLEM = "application/problem+json"
 TITLES = {
     400: "Bad request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not found",
     409: "Conflict",
     413: "Request too large",
     422: "Invalid request",
+    429: "Too many requests",
     500: "Internal error",
     503: "Unavailable",
 }
@@ -37,11 +39,18 @@ TITLES = {
 class Problem(Exception):
     """Raised by a route: answered as a problem document."""
 
-    def __init__(self, status: int, detail: str, errors: list[FieldError] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.errors = errors or []
+        self.headers = headers
 
 
 def problem_response(
@@ -83,11 +92,15 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
-def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for the problem documents a route answers with."""
+AUTH_CODES = (401, 403, 429)  # no key or a bad one, a missing scope, over the key's rate
+
+
+def problems(*codes: int, auth: bool = True) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the problem documents a route answers with (and those of
+    the API keys' checks, unless `auth` is False)."""
     return {
         code: {"description": TITLES[code], "content": {PROBLEM: {"schema": PROBLEM_SCHEMA}}}
-        for code in codes
+        for code in sorted({*codes, *(AUTH_CODES if auth else ())})
     }
 
 
@@ -102,7 +115,7 @@ def _location(loc: tuple[Any, ...]) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(exc.status, exc.detail, exc.errors)
+        return problem_response(exc.status, exc.detail, exc.errors, exc.headers)
 
     @app.exception_handler(ValidationError)
     async def _invalid(request: Request, exc: ValidationError) -> JSONResponse:

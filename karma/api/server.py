@@ -34,6 +34,9 @@ def api_services(
     )
 
 
+STREAMS_END_S = 2.0
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its signal handlers: the process that embeds it decides what a
     signal stops (uvicorn would take SIGINT/SIGTERM over and raise them again on exit)."""
@@ -56,9 +59,7 @@ class ApiServer(Component):
 
     @property
     def url(self) -> str:
-        host = self.services.settings.api.host
-        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+        return self.services.settings.api.url(self.port)
 
     async def _start(self) -> None:
         api = self.services.settings.api
@@ -96,6 +97,9 @@ class ApiServer(Component):
     async def _stop(self) -> None:
         try:
             if self._server is not None and self._task is not None:
+                # Open event streams end first (cleanly, so their clients resume with
+                # Last-Event-ID), then the server stops.
+                await self.services.hub.end_streams(timeout=STREAMS_END_S)
                 self._server.should_exit = True
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task

@@ -89,8 +89,7 @@ def _show(settings: Settings, action_ids: list[str], as_json: bool) -> int:
 
 
 def _api_url(settings: Settings) -> str:
-    host = settings.api.host if settings.api.host not in ("0.0.0.0", "") else "127.0.0.1"
-    return f"http://{host}:{settings.api.port}"
+    return settings.api.url()
 
 
 def _api_answers(settings: Settings) -> bool:
@@ -101,11 +100,21 @@ def _api_answers(settings: Settings) -> bool:
 
 
 def _rows_from_api(settings: Settings, action_id: str) -> list[dict[str, Any]]:
+    from karma.api.keys import client_key
+
+    key = client_key(settings)
     answer = httpx.get(
-        f"{_api_url(settings)}/v1/ledger/actions/{quote(action_id, safe='')}", timeout=30
+        f"{_api_url(settings)}/v1/ledger/actions/{quote(action_id, safe='')}",
+        headers={"Authorization": f"Bearer {key}"} if key else {},
+        timeout=30,
     )
     if answer.status_code == 404:
         return []
+    if answer.status_code in (401, 403):
+        raise httpx.HTTPError(
+            f"it refused {'the key' if key else 'a request without a key'} "
+            f"({answer.status_code}): set KARMA_API__KEY to a key with the read scope"
+        )
     answer.raise_for_status()
     rows: list[dict[str, Any]] = answer.json()
     return rows

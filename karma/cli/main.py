@@ -13,7 +13,13 @@ from typing import Any
 from pydantic import ValidationError as SettingsError
 from temporalio.service import RPCError
 
-from karma.cli import action_commands, inbound_commands, ledger_commands, service_commands
+from karma.cli import (
+    action_commands,
+    inbound_commands,
+    key_commands,
+    ledger_commands,
+    service_commands,
+)
 from karma.errors import KarmaError
 from karma.logs import configure_logging
 from karma.settings import get_settings
@@ -44,6 +50,7 @@ examples:
   echo '{"event_type": "job.completed"}' | karma callback act_… --event -
   karma dlq list   |   karma dlq replay 0:12
   karma ledger act_…   |   karma ledger reconcile --since 2h
+  karma api-key create --scope read --scope request --tenant acme --name ci
   karma request demo.approval -p change=bump-replicas   then   karma approve act_… -r ok
   karma request demo.provision -p fail_at=activate --wait   # compensates reserve, configure
 """
@@ -198,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_replay.add_argument("positions", nargs="+", metavar="POSITION")
     dlq_replay.set_defaults(run=inbound_commands.dlq_replay)
 
+    key_commands.add_parser(sub)
+
     actions = sub.add_parser("actions", help="list action types and their parameters")
     actions.add_argument("type", nargs="?", help="show one action type")
     actions.add_argument(
@@ -266,7 +275,12 @@ def _run(args: argparse.Namespace) -> int:
     try:
         settings = get_settings()
     except SettingsError as exc:
-        print(f"karma: invalid configuration:\n{exc}", file=sys.stderr)
+        # Without the input values: they may be secrets (keys, passwords).
+        lines = [
+            f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        print("karma: invalid configuration:\n" + "\n".join(lines), file=sys.stderr)
         return EXIT_BAD_INPUT
     # The demo speaks for itself; its servers' and worker's chatter would bury the ledger.
     default_level = "WARNING" if args.command == "demo" else settings.log_level

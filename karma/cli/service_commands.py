@@ -7,9 +7,13 @@ import argparse
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from typing import TYPE_CHECKING
 
 from karma.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from bridge.ledger import PastActions
 
 
 @contextlib.asynccontextmanager
@@ -63,6 +67,8 @@ async def dev(args: argparse.Namespace) -> int:
     ):
         api_url = karma.api.url if karma.api is not None else ""
         print(_banner(karma.settings, karma.servers.temporal.ui_url, api_url), flush=True)
+        if karma.admin_key is not None:
+            print(_key_lines(karma.settings, karma.admin_key, karma.admin_key_created), flush=True)
         await until_stopped(stop, karma.wait())
         print("stopping: no new work; letting the ledger catch up…", flush=True)
         await karma.drain()
@@ -70,8 +76,22 @@ async def dev(args: argparse.Namespace) -> int:
     return 0
 
 
-async def worker(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def ledger_reader(settings: Settings, *, owns_embedded: bool) -> Iterator[PastActions | None]:
+    """The ledger, if this process may read it (see `PastActions.reachable`), closed after."""
     from bridge.ledger import PastActions
+
+    past = PastActions.reachable(
+        settings.clickhouse_dsn, settings.clickhouse.database, owns_embedded=owns_embedded
+    )
+    try:
+        yield past
+    finally:
+        if past is not None:
+            past.close()
+
+
+async def worker(args: argparse.Namespace) -> int:
     from karma.client import connect_temporal
     from workers.telemetry import tracing_interceptors
     from workers.worker import ActionWorker
@@ -79,10 +99,7 @@ async def worker(args: argparse.Namespace) -> int:
     settings = get_settings()
     async with stop_signals() as stop:
         client = await connect_temporal(settings, interceptors=tracing_interceptors(settings.otel))
-        past = PastActions.reachable(
-            settings.clickhouse_dsn, settings.clickhouse.database, owns_embedded=False
-        )
-        try:
+        with ledger_reader(settings, owns_embedded=False) as past:
             async with ActionWorker(client, settings, past=past) as running:
                 print(
                     f"worker on task queue {running.task_queue!r} at {settings.temporal.address}",
@@ -90,40 +107,30 @@ async def worker(args: argparse.Namespace) -> int:
                 )
                 await until_stopped(stop, running.wait())
                 print("stopping: no new work; running attempts may finish…", flush=True)
-        finally:
-            if past is not None:
-                past.close()
     print("stopped", flush=True)
     return 0
 
 
 async def api(args: argparse.Namespace) -> int:
     """The HTTP API alone, against the configured servers."""
-    from bridge.ledger import PastActions
     from karma.api.server import ApiServer, api_services
     from karma.client import KarmaClient
 
     settings = get_settings()
     async with stop_signals() as stop:
-        past = PastActions.reachable(
-            settings.clickhouse_dsn, settings.clickhouse.database, owns_embedded=False
-        )
-        try:
+        with ledger_reader(settings, owns_embedded=False) as past:
             client = await KarmaClient.connect(settings, past=past)
             services = api_services(settings, client, past)
             async with ApiServer(services) as server:
                 print(f"API at {server.url} (OpenAPI at {server.url}/docs)", flush=True)
+                _warn_without_keys(settings)
                 await until_stopped(stop, server.wait())
-        finally:
-            if past is not None:
-                past.close()
     print("stopped", flush=True)
     return 0
 
 
 async def service(args: argparse.Namespace) -> int:
     """API, worker and bridge in one process, against the configured servers."""
-    from bridge.ledger import PastActions
     from bridge.service import Bridge
     from karma.api.server import ApiServer, api_services
     from karma.client import KarmaClient, connect_temporal
@@ -134,10 +141,7 @@ async def service(args: argparse.Namespace) -> int:
     settings = get_settings()
     async with stop_signals() as stop:
         # The bridge writes the ledger from this process: it may read it too.
-        past = PastActions.reachable(
-            settings.clickhouse_dsn, settings.clickhouse.database, owns_embedded=True
-        )
-        try:
+        with ledger_reader(settings, owns_embedded=True) as past:
             client = await KarmaClient.connect(settings, past=past)
             worker_client = await connect_temporal(
                 settings, interceptors=tracing_interceptors(settings.otel)
@@ -153,6 +157,7 @@ async def service(args: argparse.Namespace) -> int:
                     f"bridge to {_dsn_for_display(settings)}",
                     flush=True,
                 )
+                _warn_without_keys(settings)
                 await until_stopped(
                     stop,
                     first_to_stop(running_worker.wait(), running_bridge.wait(), server.wait()),
@@ -161,9 +166,6 @@ async def service(args: argparse.Namespace) -> int:
                 await running_bridge.stop_intake()
                 await running_worker.stop()
                 await running_bridge.drain(lambda message: print(message, flush=True))
-        finally:
-            if past is not None:
-                past.close()
     print("stopped", flush=True)
     return 0
 
@@ -236,7 +238,14 @@ def _banner(settings: Settings, ui_url: str, api_url: str) -> str:
             f"  Temporal    {settings.temporal.address}  namespace {settings.temporal.namespace},"
             f" task queue {settings.temporal.task_queue}",
             f"  Web UI      {ui_url}",
-            *([f"  API         {api_url}  (OpenAPI at {api_url}/docs)"] if api_url else []),
+            *(
+                [
+                    f"  API         {api_url}  (OpenAPI at {api_url}/docs)",
+                    f"  Console     {api_url}/console/",
+                ]
+                if api_url
+                else []
+            ),
             f"  Kafka       {settings.kafka.bootstrap_servers}  topics {', '.join(topics.all())}",
             f"  ClickHouse  {_dsn_for_display(settings)}  (owned by this process)",
             *(f"  Service     {name} at {url}" for name, url in sorted(settings.services.items())),
@@ -245,6 +254,31 @@ def _banner(settings: Settings, ui_url: str, api_url: str) -> str:
             "this process. Press Ctrl-C to stop.",
         ]
     )
+
+
+def _warn_without_keys(settings: Settings) -> None:
+    from karma.api.keys import KeyStore
+
+    if not settings.api.auth:
+        print("the API answers without keys (KARMA_API__AUTH=false)", flush=True)
+    elif not any(not k.revoked for k in KeyStore.of(settings).listed()):
+        print(
+            "no API key works yet: create one with `karma api-key create --scope admin`",
+            flush=True,
+        )
+
+
+def _key_lines(settings: Settings, key: str, created: bool) -> str:
+    from karma.api.keys import local_key_path
+
+    path = local_key_path(settings).resolve()
+    if created:
+        return (
+            f"  Admin key   {key}\n"
+            f"              (new; kept in {path} for local commands: sign in to the console "
+            "with it, or send it as `Authorization: Bearer`)"
+        )
+    return f"  Admin key   in {path}  (sign in to the console with it)"
 
 
 def _dsn_for_display(settings: Settings) -> str:

@@ -42,6 +42,7 @@ class EmbeddedServers(Component):
             db_file=data_dir / "temporal.db" if persistent else None,
             log_path=data_dir / "logs" / "temporal.log",
             namespace=settings.temporal.namespace,
+            codec_endpoint=codec_endpoint(settings),
         )
         self.kafka = TansuBroker(
             host=kafka_host, port=kafka_port, log_path=data_dir / "logs" / "tansu.log"
@@ -90,3 +91,9 @@ def with_free_ports(settings: Settings, data_dir: Path) -> Settings:
             "api": api,
         }
     )
+
+
+def codec_endpoint(settings: Settings) -> str:
+    """Where the Web UI decodes payloads: the API's `/codec` (when the API is served)."""
+    api = settings.api
+    return f"{api.url()}/codec" if api.enabled and api.port else ""

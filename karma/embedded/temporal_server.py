@@ -30,6 +30,7 @@ class TemporalDevServer:
         db_file: Path | None,
         log_path: Path,
         namespace: str = "default",
+        codec_endpoint: str = "",
     ) -> None:
         self.host, self.port, self.ui_port = host, port, ui_port
         self.namespace = namespace
@@ -49,6 +50,8 @@ class TemporalDevServer:
         ]
         if namespace != "default":
             argv += ["--namespace", namespace]
+        if codec_endpoint:  # the Web UI decodes payloads through Karma's API
+            argv += ["--ui-codec-endpoint", codec_endpoint]
         if db_file is not None:
             db_file.parent.mkdir(parents=True, exist_ok=True)
             argv += ["--db-filename", str(db_file), "--sqlite-pragma", "journal_mode=wal"]

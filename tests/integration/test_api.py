@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,17 @@ import httpx
 import pytest
 
 from karma import names
+from karma.api.app import ApiServices
+from karma.api.hub import TransitionHub
+from karma.api.keys import Scope
+from karma.api.server import ApiServer
+from karma.embedded.process import free_port
 from karma.errors import ValidationError
 from karma.ids import workflow_id_for
 from karma.lifecycle import ActionState
 from karma.request import ActionRequest
 from tests.conftest import unique
+from tests.support.api import admin_key, bearer, new_key
 from tests.support.kafka import dead_letters_at, produce_each
 from workers.embedded import EmbeddedKarma
 
@@ -29,7 +36,8 @@ PROBLEM = "application/problem+json"
 @pytest.fixture
 async def api(karma: EmbeddedKarma) -> AsyncIterator[httpx.AsyncClient]:
     assert karma.api is not None, "the embedded stack serves the API"
-    async with httpx.AsyncClient(base_url=karma.api.url, timeout=30) as client:
+    headers = bearer(admin_key(karma))
+    async with httpx.AsyncClient(base_url=karma.api.url, timeout=30, headers=headers) as client:
         yield client
 
 
@@ -44,10 +52,10 @@ async def until_state(api: httpx.AsyncClient, action_id: str, state: str) -> dic
 
 
 async def sse_events(
-    api: httpx.AsyncClient, action_id: str, last_event_id: str | None = None
+    api: httpx.AsyncClient, action_id: str, last_event_id: str | None = None, key: str = ""
 ) -> list[dict[str, Any]]:
     """Every event of the stream until the server ends it."""
-    headers = {"Accept": "text/event-stream"}
+    headers = {"Accept": "text/event-stream", **(bearer(key) if key else {})}
     if last_event_id is not None:
         headers["Last-Event-ID"] = last_event_id
     events: list[dict[str, Any]] = []
@@ -290,6 +298,20 @@ async def test_listing_filters_through_visibility_and_pages(api: httpx.AsyncClie
     assert (await api.get("/v1/actions", params={"entity": unique("none")})).json()["actions"] == []
     quote = await api.get("/v1/actions", params={"entity": "it's \\ odd"})
     assert quote.status_code == 200 and quote.json()["actions"] == []
+    # A time window on the start time (with a timezone; a naive time is refused).
+    started = min(datetime.fromisoformat(a["started_at"]) for a in page["actions"])
+    for window, expected in (
+        ({"started_after": (started - timedelta(seconds=1)).isoformat()}, ids),
+        ({"started_after": (started + timedelta(hours=1)).isoformat()}, set()),
+        ({"started_before": started.isoformat()}, set()),
+        ({"started_before": (started + timedelta(hours=1)).isoformat()}, ids),
+    ):
+        answer = await api.get("/v1/actions", params={"entity": entity, **window})
+        assert answer.status_code == 200, answer.text
+        assert {a["action_id"] for a in answer.json()["actions"]} == expected, window
+    naive = await api.get("/v1/actions", params={"started_after": "2026-11-25T10:00:00"})
+    assert naive.status_code == 422
+    assert naive.json()["errors"][0]["field"] == "started_after"
     bad_state = await api.get("/v1/actions", params={"state": "NAPPING"})
     assert (bad_state.status_code, bad_state.headers["content-type"]) == (422, PROBLEM)
     for token in ("%%%", "bm90IGEgdG9rZW4-"):  # not base64; base64 but not Temporal's
@@ -370,14 +392,21 @@ async def test_five_hundred_subscribers_share_one_source(
     assert karma.api is not None
     hub = karma.api.services.hub
     limits = httpx.Limits(max_connections=600, max_keepalive_connections=0)
-    async with httpx.AsyncClient(base_url=karma.api.url, timeout=120, limits=limits) as api:
+    headers = bearer(admin_key(karma))
+    async with httpx.AsyncClient(
+        base_url=karma.api.url, timeout=120, limits=limits, headers=headers
+    ) as api:
         created = await api.post(
             "/v1/actions", json={"type": "demo.approval", "params": {"change": "fan out"}}
         )
         action_id = created.json()["action_id"]
         await until_state(api, action_id, "WAITING")
         before, delivered = rss_bytes(), hub.delivered
-        streams = [asyncio.create_task(sse_events(api, action_id)) for _ in range(500)]
+        # Ten readers of 50 streams each: one key's rate (100/s) is not what is measured.
+        keys = [new_key(karma, Scope.READ) for _ in range(10)]
+        streams = [
+            asyncio.create_task(sse_events(api, action_id, key=keys[i % 10])) for i in range(500)
+        ]
         async with asyncio.timeout(120):
             while hub.subscribers < 500:  # noqa: ASYNC110 - polling a counter
                 await asyncio.sleep(0.05)
@@ -469,3 +498,42 @@ async def test_what_the_api_refuses_before_reading(
         f"/v1/actions/{action_id}/callbacks", json={"event_type": "x", "action_id": "act_other"}
     )
     assert (other.status_code, other.json()["errors"][0]["field"]) == (422, "action_id")
+
+
+async def test_stopping_the_api_ends_open_streams_cleanly_and_they_resume_elsewhere(
+    api: httpx.AsyncClient, karma: EmbeddedKarma
+) -> None:
+    settings = karma.settings.model_copy(
+        update={"api": karma.settings.api.model_copy(update={"port": free_port()})}
+    )
+    other = ApiServer(
+        ApiServices(client=karma.client, settings=settings, hub=TransitionHub(settings))
+    )
+    created = await api.post(
+        "/v1/actions", json={"type": "demo.approval", "params": {"change": "drain"}}
+    )
+    action_id = created.json()["action_id"]
+    await until_state(api, action_id, "WAITING")
+    async with (
+        other,
+        httpx.AsyncClient(base_url=other.url, timeout=30, headers=dict(api.headers)) as leaving,
+    ):
+        stream = asyncio.create_task(sse_events(leaving, action_id))
+        async with asyncio.timeout(30):
+            while other.services.hub.subscribers < 1:  # noqa: ASYNC110 - polling a counter
+                await asyncio.sleep(0.02)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await other.stop()
+        before = await asyncio.wait_for(stream, 10)  # ended, not cut: no error raised
+        took = loop.time() - began
+    assert took < 2, took
+    assert [e["event"] for e in before][-1] == "action.waiting"
+    decided = await api.post(
+        f"/v1/actions/{action_id}/decision", json={"decision": "approve", "by": "drain"}
+    )
+    assert decided.status_code == 200, decided.text
+    rest = await sse_events(api, action_id, last_event_id=before[-1]["id"])
+    seqs = [int(e["id"]) for e in before + rest]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert rest[-1]["event"] == "action.succeeded"

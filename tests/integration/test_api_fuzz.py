@@ -19,10 +19,12 @@ from karma.actions.approval import ApprovalExecutor
 from karma.actions.log import LogExecutor
 from karma.api.app import ApiServices
 from karma.api.hub import TransitionHub
+from karma.api.keys import Scope
 from karma.api.server import ApiServer
 from karma.client import KarmaClient
 from karma.embedded.process import free_port
 from karma.registry import ActionRegistry
+from tests.support.api import new_key
 from workers.embedded import EmbeddedKarma
 from workers.worker import ActionWorker
 
@@ -40,9 +42,9 @@ CHECKS = ",".join(
 
 @pytest.fixture
 async def fuzzed_api(karma: EmbeddedKarma) -> AsyncIterator[ApiServer]:
-    settings = karma.settings.model_copy(
-        update={"api": karma.settings.api.model_copy(update={"port": free_port()})}
-    )
+    # Its own port, and a rate no fuzzer reaches (429 is a documented answer all the same).
+    api = karma.settings.api.model_copy(update={"port": free_port(), "rate_limit": "10000/second"})
+    settings = karma.settings.model_copy(update={"api": api})
     registry = ActionRegistry()
     registry.add(LogExecutor)
     registry.add(ApprovalExecutor)  # waits for a decision: decisions get fuzzed too
@@ -65,11 +67,13 @@ async def fuzzed_api(karma: EmbeddedKarma) -> AsyncIterator[ApiServer]:
 
 
 async def test_no_input_makes_the_api_fail_or_answer_off_schema(
-    fuzzed_api: ApiServer, tmp_path: Path, report: Callable[[str], None]
+    karma: EmbeddedKarma, fuzzed_api: ApiServer, tmp_path: Path, report: Callable[[str], None]
 ) -> None:
     st = shutil.which("st") or str(Path(sys.executable).parent / "st")
+    key = new_key(karma, Scope.ADMIN, name="fuzzer")
     process = await asyncio.create_subprocess_exec(
         st, "run", f"{fuzzed_api.url}/openapi.json",
+        "--header", f"Authorization: Bearer {key}",
         "--checks", CHECKS,
         "--phases", "examples,coverage,fuzzing",
         "--max-examples", "25",

@@ -68,8 +68,15 @@ async def test_dev_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
         "Kafka",
         "Service     jobs at http://127.0.0.1:",
         f"API         http://127.0.0.1:{env['KARMA_API__PORT']}",
+        f"Console     http://127.0.0.1:{env['KARMA_API__PORT']}/console/",
     ):
         assert line in output
+    # A local admin key, printed once and kept (0600) for the local CLI.
+    printed = re.search(r"Admin key   (karma_\S+)", output)
+    assert printed, output
+    kept = tmp_path / "admin.key"
+    assert kept.read_text().strip() == printed.group(1)
+    assert kept.stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "temporal.db").exists()  # SQLite in the data dir
     code, out = await run_karma(["request", "log", "-p", "message=hi", "--wait"], env)
     assert code == 0, out
@@ -83,6 +90,11 @@ async def test_dev_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
     assert "SUCCEEDED after 1 attempt(s)" in out
     # The API of `karma dev` answers, the ledger included (this process owns it).
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{env['KARMA_API__PORT']}") as api:
+        assert (await api.get("/v1/action-types")).status_code == 401
+        answer = await api.get(
+            "/v1/action-types", headers={"Authorization": f"Bearer {printed.group(1)}"}
+        )
+        assert answer.status_code == 200, answer.text
         ready = await api.get("/readyz")
         assert ready.status_code == 200, ready.text
         assert set(ready.json()["checks"]) == {"temporal", "kafka", "clickhouse"}

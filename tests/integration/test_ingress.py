@@ -46,7 +46,7 @@ async def test_a_request_on_kafka_completes_through_callbacks_on_kafka(
     )
     # The same request twice on the topic is one action.
     await produce(kafka, kafka.topics.requested, [message, message], key=key.encode())
-    status = await status_of(karma, action_id_for_key(key))
+    status = await status_of(karma, action_id_for_key(key, "foo"))
     assert status.state is ActionState.SUCCEEDED, status.error
     assert event_types(status) == [
         EventType.REQUESTED,

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from cryptography.fernet import Fernet
 
+from karma.codec import EncryptionCodec
 from karma.settings import Settings
 
 COMPOSE = Path(__file__).parent.parent.parent / "docker-compose.yml"
@@ -51,7 +52,7 @@ def test_karma_settings_are_real_settings(monkeypatch: Any) -> None:
     for name in ("bridge", "setup", "jobs"):
         assert services[name]["environment"] == env, name
     for key, value in env.items():
-        value = re.sub(r"\$\{CLICKHOUSE_PASSWORD:-(\w+)\}", r"\1", str(value))
+        value = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value))  # the defaults
         if key == "KARMA_SECRETS_KEY":
             value = Fernet.generate_key().decode()
         monkeypatch.setenv(key, value)
@@ -63,6 +64,10 @@ def test_karma_settings_are_real_settings(monkeypatch: Any) -> None:
     assert settings.ingress.resolve_timeout_s == 30
     assert settings.clickhouse_dsn == "clickhouse://karma:karma@clickhouse:8123"
     assert settings.secrets_key is not None
+    assert EncryptionCodec.from_settings(settings.codec) is None  # encryption is opt-in
+    assert settings.codec.ui_origins == ["http://localhost:8080"]
+    ui = services["temporal-ui"]["environment"]
+    assert ui["TEMPORAL_CODEC_ENDPOINT"] == "http://localhost:8088/codec"
     # Every KARMA_ variable names a real setting (a typo would be silently ignored).
     fields = {
         "KARMA_" + name.upper() + "__" + sub.upper()
@@ -86,4 +91,8 @@ def test_the_api_service_has_the_same_settings_and_a_healthcheck() -> None:
     assert {k: v for k, v in env.items() if not k.startswith("KARMA_API__")} == worker
     port = env["KARMA_API__PORT"]
     assert Settings.model_validate({"api": {"host": env["KARMA_API__HOST"], "port": port}})
-    assert api["ports"] == [f"127.0.0.1:{port}:{port}"]  # no API keys yet: this host only
+    assert api["ports"] == [f"127.0.0.1:{port}:{port}"]  # plain HTTP: this host only
+    # The keys' hashes outlive the container, where the API looks for them (its data dir).
+    volume, _, path = api["volumes"][0].partition(":")
+    assert volume in load()["volumes"]
+    assert path == f"/app/{Settings().data_dir}"

@@ -25,6 +25,11 @@ def test_action_id_is_derived_from_the_idempotency_key() -> None:
     assert action_id_for_key(key) == action_id_for_key(key)
     assert action_id_for_key(key) != action_id_for_key(key + "x")
     assert ActionRequest.new("log", idempotency_key=key).action_id == action_id_for_key(key)
+    # A tenant's keys are its own.
+    assert action_id_for_key(key, "a") not in {action_id_for_key(key), action_id_for_key(key, "b")}
+    assert ActionRequest.new("log", idempotency_key=key, tenant="a").action_id == action_id_for_key(
+        key, "a"
+    )
     assert new_action_id() != new_action_id()
     with pytest.raises(ValueError, match="must not be empty"):
         action_id_for_key("")

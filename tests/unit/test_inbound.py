@@ -46,7 +46,7 @@ def test_a_request_becomes_an_action_request() -> None:
         NOW,
     )
     assert request is not None
-    assert request.action_id == action_id_for_key("k-1")
+    assert request.action_id == action_id_for_key("k-1", "foo")
     assert request.action_type == "log"
     assert request.params == {"message": "hi"}
     assert (request.tenant, request.priority, request.tags) == ("foo", "high", {"team": "sre"})
