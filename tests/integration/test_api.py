@@ -26,7 +26,7 @@ from karma.ids import workflow_id_for
 from karma.lifecycle import ActionState
 from karma.request import ActionRequest
 from tests.conftest import unique
-from tests.support.api import admin_key, bearer, new_key
+from tests.support.api import admin_key, bearer, new_key, until_state
 from tests.support.kafka import dead_letters_at, produce_each
 from workers.embedded import EmbeddedKarma
 
@@ -39,16 +39,6 @@ async def api(karma: EmbeddedKarma) -> AsyncIterator[httpx.AsyncClient]:
     headers = bearer(admin_key(karma))
     async with httpx.AsyncClient(base_url=karma.api.url, timeout=30, headers=headers) as client:
         yield client
-
-
-async def until_state(api: httpx.AsyncClient, action_id: str, state: str) -> dict[str, Any]:
-    async with asyncio.timeout(30):
-        while True:
-            answer = await api.get(f"/v1/actions/{action_id}")
-            assert answer.status_code == 200, answer.text
-            if answer.json()["state"] == state:
-                return dict(answer.json())
-            await asyncio.sleep(0.05)
 
 
 async def sse_events(

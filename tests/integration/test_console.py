@@ -24,7 +24,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
 
 from tests.conftest import unique
-from tests.support.api import admin_key, bearer
+from tests.support.api import admin_key, bearer, until_state
 from tests.support.browser import Browser, browser_binaries, selector
 from tests.support.kafka import dead_letters_at, produce_each
 from workers.embedded import EmbeddedKarma
@@ -119,16 +119,6 @@ def _timeline(b: Browser) -> list[tuple[int, str]]:
     ]
 
 
-async def _state(api: httpx.AsyncClient, action_id: str, state: str) -> dict[str, Any]:
-    async with asyncio.timeout(30):
-        while True:
-            answer = await api.get(f"/v1/actions/{action_id}")
-            assert answer.status_code == 200, answer.text
-            if answer.json()["state"] == state:
-                return dict(answer.json())
-            await asyncio.sleep(0.1)
-
-
 def _request_log_from_registry(b: Browser, message: str, entity: str, shots: Path) -> str:
     b.find(selector("nav-registry")).click()
     link = b.shown(selector("type-link", type="log"))
@@ -175,7 +165,7 @@ async def test_a_log_action_requested_from_the_registry_form_succeeds_live(
     assert info["temporal_ui"], "the embedded stack has a Temporal Web UI"
     web_ui = f"{info['temporal_ui']}/namespaces/{info['namespace']}/workflows/action-{action_id}"
     await asyncio.to_thread(_watch_log_succeed, browser, action_id, message, web_ui, tmp_path)
-    status = await _state(api, action_id, "SUCCEEDED")
+    status = await until_state(api, action_id, "SUCCEEDED")
     requested = status["transitions"][0]
     assert requested["attrs"]["args"] == {"message": message, "level": "info"}
     assert requested["entity_id"] == entity
@@ -219,7 +209,7 @@ async def test_the_request_form_converts_values_and_shows_the_servers_field_erro
 ) -> None:
     name = unique("svc")
     action_id = await asyncio.to_thread(_request_provision, browser, name, tmp_path)
-    status = await _state(api, action_id, "SKIPPED")
+    status = await until_state(api, action_id, "SKIPPED")
     args = status["transitions"][0]["attrs"]["args"]
     assert {k: args[k] for k in ("name", "features", "step_seconds", "already_provisioned")} == {
         "name": name,
@@ -261,7 +251,7 @@ async def test_an_approval_is_decided_on_the_action_page_and_the_timeline_follow
     assert answer.status_code == 202, answer.text
     action_id = answer.json()["action_id"]
     await asyncio.to_thread(_approve, browser, action_id, change, console.name, tmp_path)
-    status = await _state(api, action_id, "SUCCEEDED")
+    status = await until_state(api, action_id, "SUCCEEDED")
     assert status["decision"]["verdict"] == "approve"
     assert (status["decision"]["by"], status["decision"]["reason"]) == (console.name, "looks fine")
     assert [t["event_type"] for t in status["transitions"]][-3:] == [
@@ -354,7 +344,7 @@ async def test_the_actions_list_shows_an_action_and_its_link_opens_it(
     )
     assert answer.status_code == 202, answer.text
     action_id = answer.json()["action_id"]
-    await _state(api, action_id, "SUCCEEDED")
+    await until_state(api, action_id, "SUCCEEDED")
     await asyncio.to_thread(_find_in_list, browser, action_id, entity, tmp_path)
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import httpx
+
 from karma.api.keys import KeyStore, Scope
 from workers.embedded import EmbeddedKarma
 
@@ -20,3 +25,14 @@ def new_key(karma: EmbeddedKarma, *scopes: Scope, tenant: str = "", name: str = 
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+async def until_state(api: httpx.AsyncClient, action_id: str, state: str) -> dict[str, Any]:
+    """The action's status through the API once it is in `state` (within 30 s)."""
+    async with asyncio.timeout(30):
+        while True:
+            answer = await api.get(f"/v1/actions/{action_id}")
+            assert answer.status_code == 200, answer.text
+            if answer.json()["state"] == state:
+                return dict(answer.json())
+            await asyncio.sleep(0.05)
