@@ -385,12 +385,8 @@ def create_app(services: ApiServices) -> FastAPI:
         tenant: Annotated[str | None, Query(max_length=MAX_ID_CHARS)] = None,
         entity: Annotated[str | None, Query(max_length=MAX_ID_CHARS)] = None,
         correlation: Annotated[str | None, Query(max_length=MAX_ID_CHARS)] = None,
-        started_after: Annotated[
-            datetime | None, Query(description="ISO 8601 with a timezone")
-        ] = None,
-        started_before: Annotated[
-            datetime | None, Query(description="ISO 8601 with a timezone")
-        ] = None,
+        started_after: Annotated[str | None, _INSTANT] = None,
+        started_before: Annotated[str | None, _INSTANT] = None,
         page_size: Annotated[int, Query(ge=1, le=1000)] = PAGE_SIZE,
         page_token: Annotated[str | None, Query(max_length=4096)] = None,
     ) -> ActionPage:
@@ -417,10 +413,8 @@ def create_app(services: ApiServices) -> FastAPI:
             ("started_before", started_before, "<"),
         ):
             if when is not None:
-                if when.tzinfo is None:
-                    reason = "needs a timezone (e.g. 2026-11-25T10:00:00Z)"
-                    raise Problem(422, reason, [FieldError(field=name, reason=reason)])
-                clauses.append(f"StartTime {op} {_quoted(when.astimezone(UTC).isoformat())}")
+                instant = _instant(name, when)
+                clauses.append(f"StartTime {op} {_quoted(instant.isoformat())}")
         query = " AND ".join(clauses)
         token = _page_token(page_token)
         request = ListWorkflowExecutionsRequest(
@@ -684,6 +678,25 @@ def create_app(services: ApiServices) -> FastAPI:
         return events
 
     return app
+
+
+_INSTANT = Query(
+    max_length=64,
+    description="ISO 8601 with a timezone, e.g. 2026-11-25T10:00:00Z",
+    json_schema_extra={"format": "date-time"},
+)
+
+
+def _instant(field: str, text: str) -> datetime:
+    """An ISO 8601 time with a timezone, in UTC; a 422 problem naming `field` otherwise."""
+    try:
+        when = datetime.fromisoformat(text)
+        if when.tzinfo is not None:
+            return when.astimezone(UTC)
+    except (ValueError, OverflowError):  # not a time; or past year 1 or 9999 in UTC
+        pass
+    reason = "must be an ISO 8601 time with a timezone (e.g. 2026-11-25T10:00:00Z)"
+    raise Problem(422, reason, [FieldError(field=field, reason=reason)])
 
 
 def _tenant_of(status: ActionStatus) -> str:
