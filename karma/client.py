@@ -10,6 +10,7 @@ outcome = await handle.result()  # the terminal state; failures are outcomes too
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
@@ -29,7 +30,7 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -53,6 +54,7 @@ from karma.request import ActionRequest
 from karma.secrets import SecretSealer
 from karma.settings import LimitsSettings, Settings, get_settings
 from karma.status import ActionOutcome, ActionStatus, LedgerAnswer, PastActions, ran_before
+from karma.web_ui import details, summary
 
 T = TypeVar("T")
 
@@ -60,33 +62,16 @@ T = TypeVar("T")
 QUERY_TIMEOUT = timedelta(seconds=10)
 
 
-def summary(request: ActionRequest) -> str:
-    """The one line the Web UI's workflow list shows for the action."""
-    tenant = f"[{request.tenant}]" if request.tenant else ""
-    return " ".join(p for p in (request.action_type, request.entity_id, tenant) if p)[:200]
-
-
-def details(request: ActionRequest) -> str:
-    """What the Web UI's workflow page says the action is (markdown; no parameter values:
-    they may be secret)."""
-    rows = [
-        ("action", request.action_id),
-        ("type", request.action_type),
-        ("entity", request.entity_id),
-        ("tenant", request.tenant),
-        ("correlation", request.correlation_id),
-        ("idempotency key", request.idempotency_key),
-        ("priority", request.priority),
-        ("parameters", ", ".join(sorted(request.params)) or "none"),
-    ]
-    return "\n".join(f"- **{name}**: `{value}`" for name, value in rows if value)
-
-
 def data_converter(settings: Settings) -> DataConverter:
     codec = EncryptionCodec.from_settings(settings.codec)
     if codec is None:
         return pydantic_data_converter
-    return dataclasses.replace(pydantic_data_converter, payload_codec=codec)
+    # Failure messages and stack traces are encrypted too (they can quote what failed).
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
 
 
 async def connect_temporal(
@@ -122,6 +107,7 @@ class ActionHandle:
         self.action_id = action_id
         self.workflow_id = workflow_id_for(action_id)
         self.created = created
+        self._converter = temporal.data_converter
         self._max_payload_bytes = max_payload_bytes
         self._past = past
         # Prefer the handle start_workflow returned: client interceptors may have adapted it.
@@ -171,9 +157,14 @@ class ActionHandle:
             if event.HasField("workflow_task_failed_event_attributes"):
                 attributes = event.workflow_task_failed_event_attributes
                 failing = True
+                message = attributes.failure.message
+                if attributes.failure.HasField("encoded_attributes"):  # encrypted
+                    with contextlib.suppress(Exception):  # a key we lack: its placeholder
+                        decoded = await self._converter.decode_failure(attributes.failure)
+                        message = str(decoded)
                 # Keep the most telling reason: later failures can carry no message.
                 failure = (
-                    attributes.failure.message
+                    message
                     or failure
                     or (f"cause {WorkflowTaskFailedCause.Name(attributes.cause)}")
                 )

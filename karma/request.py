@@ -9,12 +9,15 @@ from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from karma.envelope import KARMA_SYSTEM, EventSource, Id, Name, Tags
-from karma.errors import ValidationError, field_errors
+from karma.errors import FieldError, ValidationError, field_errors
 from karma.ids import action_id_for_key, new_action_id
 from karma.run_state import RunState
 
 # 2: one activity per executor method, replay-stable transition times, callbacks.
 CONTRACT = 2
+
+
+RESERVED_TAGS = frozenset({"action", "priority", "tenant"})  # stamped from the request
 
 
 class ActionRequest(BaseModel):
@@ -61,8 +64,21 @@ class ActionRequest(BaseModel):
         random).
 
         Raises:
-            karma.errors.ValidationError: an id or name too long, naming the field.
+            karma.errors.ValidationError: an id or name too long, a reserved tag, a NUL in
+                the tenant or idempotency key, naming the field.
         """
+        errors = [
+            FieldError(field=f"tags.{name}", reason=f"reserved: Karma sets it (use `{name}`)"
+                       if name != "action" else "reserved: Karma sets it (the action type)")
+            for name in RESERVED_TAGS & set(tags or {})
+        ]  # fmt: skip
+        errors += [
+            FieldError(field=name, reason="must not contain NUL")
+            for name, value in (("tenant", tenant), ("idempotency_key", idempotency_key))
+            if "\x00" in value
+        ]
+        if errors:
+            raise ValidationError(sorted(errors, key=lambda e: e.field))
         action_id = (
             action_id_for_key(idempotency_key, tenant) if idempotency_key else new_action_id()
         )

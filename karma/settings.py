@@ -193,8 +193,13 @@ class CodecSettings(BaseModel):
 
     ui_origins: list[str] = Field(
         default_factory=list,
-        description="the Temporal Web UI's origins (scheme://host:port) that may call "
-        "/codec/decode without a key (CORS); `karma dev` adds its own",
+        description="the Temporal Web UI's origins (scheme://host:port) allowed to call "
+        "/codec (CORS); `karma dev` adds its own",
+    )
+    ui_without_key: bool = Field(
+        default=False,
+        description="those origins may decode without a key (the dev server's Web UI sends "
+        "none); honoured only while the API listens on loopback: `karma dev` sets it",
     )
 
 

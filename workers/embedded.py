@@ -58,7 +58,10 @@ class EmbeddedKarma(Component):
         ui = self.servers.temporal.ui_url
         origins = [o for o in (ui, ui.replace("//127.0.0.1:", "//localhost:")) if o]
         codec = settings.codec.model_copy(
-            update={"ui_origins": list(dict.fromkeys([*settings.codec.ui_origins, *origins]))}
+            update={
+                "ui_origins": list(dict.fromkeys([*settings.codec.ui_origins, *origins])),
+                "ui_without_key": True,  # honoured while the API listens on loopback
+            }
         )
         self.settings = settings = settings.model_copy(update={"codec": codec})
         self._registry = registry

@@ -19,7 +19,7 @@ from workflows._failures import SINGLE_ATTEMPT, classify
 from workflows._outbox import Outbox
 
 with workflow.unsafe.imports_passed_through():
-    from karma import search_attributes
+    from karma import search_attributes, web_ui
     from karma.envelope import Transition, TransitionAttrs
     from karma.lifecycle import ActionState, EventType
     from karma.request import ActionRequest
@@ -168,18 +168,6 @@ class RunContext:
 
 
 def show_in_web_ui(transition: Transition, state: ActionState) -> None:
-    """The workflow's current details in the Temporal Web UI: the state and the latest
-    transition (served by a query; nothing is added to the history)."""
-    attrs = transition.attrs
-    parts = [f"**{state.value}**", f"{transition.event_type.value} (#{transition.seq})"]
-    if attrs.get("attempt"):
-        parts.append(f"attempt {attrs['attempt']}")
-    if attrs.get("percent") is not None:
-        parts.append(f"{attrs['percent']:g} %")
-    for key in ("step", "message", "reason"):
-        if attrs.get(key):
-            parts.append(str(attrs[key])[:200])
-    error = attrs.get("error")
-    if isinstance(error, dict) and error.get("message"):
-        parts.append(f"{error.get('type', 'error')}: {str(error['message'])[:200]}")
-    workflow.set_current_details(" · ".join(parts))
+    """The workflow's current details in the Temporal Web UI (served by a query; nothing
+    is added to the history)."""
+    workflow.set_current_details(web_ui.current_details(transition, state))

@@ -229,7 +229,9 @@ class ActionWorkflow:
 
     def _record_requested(self, args: dict[str, object] | None) -> None:
         """REQUESTED is always seq 1; without validated args every value is redacted."""
-        if self._log.last_seq:
+        if self._log.last_seq:  # a run continued as new: show where the action stands
+            if self._log.transitions:
+                show_in_web_ui(self._log.transitions[-1], self._log.state)
             return
         if args is None:
             args = redact_params(None, self._request.params)

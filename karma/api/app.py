@@ -709,7 +709,7 @@ def _letter_tenant(letter: DeadLetter) -> str:
     when it names none or cannot be read: such letters only keys of every tenant see."""
     try:
         document = json.loads(letter.value or b"")
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to read
         return ""
     if not isinstance(document, dict):
         return ""

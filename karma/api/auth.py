@@ -71,14 +71,22 @@ class Guard:
         )
 
     async def authenticate(
-        self, request: Request, scope: Scope | None, token: str | None, cookie: str | None
+        self,
+        request: Request,
+        scope: Scope | None,
+        token: str | None,
+        cookie: str | None,
+        *,
+        cookie_changes: bool = False,
     ) -> Caller:
-        """The caller of a request with this key (or the console's cookie); raises the
-        problem (401, 403, 429) otherwise."""
+        """The caller of a request with this key (or the console's cookie: for a change,
+        only with the console's header, unless `cookie_changes`); raises the problem (401,
+        403, 429) otherwise."""
         if not self.enabled:
             return ANONYMOUS
         if token is None and cookie is not None:
-            if request.method not in SAFE_METHODS and request.headers.get(CONSOLE_HEADER) != "1":
+            unsafe = request.method not in SAFE_METHODS and not cookie_changes
+            if unsafe and request.headers.get(CONSOLE_HEADER) != "1":
                 reason = f"a change made with the session cookie must carry {CONSOLE_HEADER}: 1"
                 raise Problem(403, reason, [FieldError(field=CONSOLE_HEADER, reason=reason)])
             token = cookie
@@ -92,12 +100,15 @@ class Guard:
         await self.count(caller)
         return caller
 
-    async def authenticate_request(self, request: Request, scope: Scope | None) -> Caller:
+    async def authenticate_request(
+        self, request: Request, scope: Scope | None, *, cookie_changes: bool = False
+    ) -> Caller:
         """As `authenticate`, with the key read from the request's headers or cookie."""
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
         token = credentials if scheme.lower() == "bearer" and credentials else None
         token = token or request.headers.get("x-api-key")
-        return await self.authenticate(request, scope, token, request.cookies.get(COOKIE))
+        cookie = request.cookies.get(COOKIE)
+        return await self.authenticate(request, scope, token, cookie, cookie_changes=cookie_changes)
 
 
 def unauthorized(detail: str) -> Problem:

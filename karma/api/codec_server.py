@@ -2,15 +2,17 @@
 and `temporal` CLI show what encrypted payloads say. Bodies are `{"payloads": [...]}` in
 protobuf JSON (bytes as base64), as the Web UI sends them.
 
-Who may call: a key with the `read` scope (header or the console's cookie), or a browser
-on one of the Web UI's origins (`KARMA_CODEC__UI_ORIGINS`; the dev server's Web UI sends no
-credentials). An `Origin` header can be forged by a non-browser client on the same network,
-so only list origins where the API is not reachable by untrusted clients (the embedded
-stack listens on loopback).
+Who may call: a key with the `read` scope not bound to a tenant (payloads are any
+tenant's), sent as a header or as the console's session cookie (a Web UI configured to
+include credentials sends it; reading the answer cross-origin needs the origin in
+`KARMA_CODEC__UI_ORIGINS`). With `KARMA_CODEC__UI_WITHOUT_KEY`, those origins need no key
+(the dev server's Web UI sends none): honoured only while the API listens on loopback,
+because an `Origin` header is easily forged by a client that is not a browser.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -26,11 +28,19 @@ from karma.codec import EncryptionCodec, UnknownKeyError
 from karma.settings import Settings
 
 ALLOWED_HEADERS = "content-type, x-namespace, authorization, x-api-key"
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+log = logging.getLogger(__name__)
 
 
 def install_codec_routes(app: FastAPI, settings: Settings, guard: Guard) -> None:
     codec = EncryptionCodec.from_settings(settings.codec)
     origins = frozenset(o.rstrip("/") for o in settings.codec.ui_origins)
+    keyless = settings.codec.ui_without_key and settings.api.host in LOOPBACK
+    if settings.codec.ui_without_key and not keyless:
+        log.warning(
+            "KARMA_CODEC__UI_WITHOUT_KEY ignored: the API listens on %s, not loopback",
+            settings.api.host,
+        )
 
     def cors(request: Request) -> dict[str, str]:
         origin = request.headers.get("origin", "")
@@ -46,8 +56,11 @@ def install_codec_routes(app: FastAPI, settings: Settings, guard: Guard) -> None
         }
 
     async def payloads_of(request: Request) -> Payloads:
-        if request.headers.get("origin", "") not in origins:
-            await guard.authenticate_request(request, Scope.READ)
+        if not (keyless and request.headers.get("origin", "") in origins):
+            # A cross-site page cannot read the answer (CORS), so the cookie alone will do.
+            caller = await guard.authenticate_request(request, Scope.READ, cookie_changes=True)
+            if caller.tenant:
+                raise Problem(403, "payloads are any tenant's: decoding needs a key of all")
         body = await request.body()
         try:
             return json_format.Parse(body or b"{}", Payloads())

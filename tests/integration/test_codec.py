@@ -37,7 +37,8 @@ OLD, NEW = f"old:{new_key()}", f"new:{new_key()}"
 
 
 def with_keys(karma: EmbeddedKarma, keys: str) -> Settings:
-    codec = karma.settings.codec.model_copy(update={"keys": SecretStr(keys), "ui_origins": [UI]})
+    update = {"keys": SecretStr(keys), "ui_origins": [UI], "ui_without_key": True}
+    codec = karma.settings.codec.model_copy(update=update)
     api = karma.settings.api.model_copy(update={"port": free_port()})
     return karma.settings.model_copy(update={"codec": codec, "api": api})
 
@@ -148,6 +149,10 @@ async def test_history_holds_ciphertext_the_codec_endpoint_decodes_and_keys_rota
         assert any(f'"applied":"{marker}"' in c.replace(" ", "") for c in clear)  # the result
         for p in decoded.json()["payloads"]:
             assert base64.b64decode(p["metadata"]["encoding"]) == b"json/plain"
+        # A tenant's key may not decode: payloads are any tenant's.
+        tenant_key = bearer(new_api_key(karma, Scope.READ, tenant=unique("t")))
+        by_tenant = await http.post("/codec/decode", json={"payloads": every}, headers=tenant_key)
+        assert by_tenant.status_code == 403
         # With a key (any origin), encode then decode round-trips under the primary key.
         key = bearer(new_api_key(karma, Scope.READ))
         plain = {"metadata": {"encoding": base64.b64encode(b"json/plain").decode()},
@@ -248,3 +253,41 @@ async def test_the_embedded_web_ui_decodes_through_the_api(karma: EmbeddedKarma)
             headers={"Origin": ui, "Access-Control-Request-Method": "POST"},
         )
         assert preflight.headers["access-control-allow-origin"] == ui
+
+
+async def test_failure_messages_are_encrypted_too(karma: EmbeddedKarma) -> None:
+    """What failed can be telling (a URL, a quoted value): Temporal keeps it encrypted, and
+    Karma's clients still read it."""
+    settings = with_keys(karma, OLD)
+    client = await client_of(karma, settings)
+    worker_client = await connect_temporal(settings)
+    async with ActionWorker(worker_client, settings, registry=client.registry, task_queue=QUEUE):
+        handle = await client.request("test.permanent")
+        outcome = await asyncio.wait_for(handle.result(), 60)
+    assert outcome.state is ActionState.FAILED
+    assert outcome.error is not None
+    assert outcome.error.message == "the target rejected the change"
+    text, _ = await workflow_show(karma, handle.workflow_id)
+    assert "Encoded failure" in text
+    assert "the target rejected" not in text
+
+
+async def test_without_a_key_only_on_loopback(karma: EmbeddedKarma) -> None:
+    """An Origin header is easily forged: the keyless path is ignored when the API is
+    reachable from elsewhere, and the Web UI then decodes with the console's cookie."""
+    settings = with_keys(karma, OLD)
+    exposed = settings.model_copy(
+        update={"api": settings.api.model_copy(update={"host": "0.0.0.0"})}
+    )
+    services = ApiServices(client=karma.client, settings=exposed, hub=TransitionHub(exposed))
+    async with ApiServer(services) as server, httpx.AsyncClient(base_url=server.url) as http:
+        body: dict[str, list[Any]] = {"payloads": []}
+        assert (
+            await http.post("/codec/decode", json=body, headers={"Origin": UI})
+        ).status_code == 401
+        login = await http.post("/v1/session", json={"key": new_api_key(karma, Scope.READ)})
+        assert login.status_code == 200
+        # The Web UI includes credentials: the session cookie, without the console's header.
+        decoded = await http.post("/codec/decode", json=body, headers={"Origin": UI})
+        assert decoded.status_code == 200, decoded.text
+        assert decoded.headers["access-control-allow-origin"] == UI

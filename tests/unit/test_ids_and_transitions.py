@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from karma.envelope import Transition, TransitionAttrs
+from karma.errors import ValidationError
 from karma.ids import (
     action_id_for_key,
     action_id_from_workflow_id,
@@ -111,3 +112,14 @@ def test_envelope_serialises_utc_milliseconds_and_checks_event_id() -> None:
         Transition(ts=T0, event_type="action.started", action_id="act_1", seq=3, event_id="x")
     with pytest.raises(ValueError, match="timezone"):
         Transition(ts=datetime(2025, 1, 1), event_type="action.started", action_id="a", seq=1)  # noqa: DTZ001
+
+
+def test_reserved_tags_and_nul_in_keys_are_refused_naming_the_field() -> None:
+    """Tags Karma stamps cannot come from a request (a `tenant` tag would claim a tenant the
+    request is not for), and a NUL could make one tenant's key another's."""
+    with pytest.raises(ValidationError) as refused:
+        ActionRequest.new("log", tags={"tenant": "acme", "priority": "high", "team": "x"})
+    assert [e.field for e in refused.value.errors] == ["tags.priority", "tags.tenant"]
+    with pytest.raises(ValidationError) as refused:
+        ActionRequest.new("log", idempotency_key="acme\x00restart", tenant="a\x00b")
+    assert [e.field for e in refused.value.errors] == ["idempotency_key", "tenant"]
