@@ -45,7 +45,7 @@ from karma.errors import (
     ValidationError,
     field_errors,
 )
-from karma.ids import workflow_id_for
+from karma.ids import action_id_for_key, workflow_id_for
 from karma.interactive import Decision, DecisionInput
 from karma.params import validate_params
 from karma.payload_size import check_event, check_request
@@ -399,6 +399,9 @@ class KarmaClient:
         check_request(request, request.params, self._max_payload_bytes)
         if request.idempotency_key and await ran_before(self._past, request.action_id):
             return self.handle(request.action_id, created=False)
+        earlier = await self._before_tenant_scoping(request)
+        if earlier is not None:
+            return self.handle(earlier, created=False)
         try:
             started = await self.temporal.start_workflow(
                 names.ACTION_WORKFLOW,
@@ -419,6 +422,31 @@ class KarmaClient:
             max_payload_bytes=self._max_payload_bytes,
             past=self._past,
         )
+
+    async def _before_tenant_scoping(self, request: ActionRequest) -> str | None:
+        """The action a tenant's idempotency key named before keys were scoped by tenant
+        (its id did not include the tenant): a retry of a request made before the upgrade
+        answers with that action instead of running a second one."""
+        if not (request.tenant and request.idempotency_key):
+            return None
+        action_id = action_id_for_key(request.idempotency_key)
+        try:
+            described = await self.temporal.get_workflow_handle(
+                workflow_id_for(action_id)
+            ).describe()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+        else:
+            tenant = described.typed_search_attributes.get(search_attributes.TENANT)
+            if tenant is None:  # not indexed: its transitions say (rare: an old request)
+                status = await self.handle(action_id).status()
+                tenant = status.transitions[0].tags.get("tenant") if status.transitions else ""
+            return action_id if tenant == request.tenant else None
+        known = await ran_before(self._past, action_id)
+        if known and known[0].tags.get("tenant") == request.tenant:
+            return action_id
+        return None
 
     def handle(self, action_id: str, *, created: bool = True) -> ActionHandle:
         return ActionHandle(

@@ -101,7 +101,10 @@ class ActionCreated(BaseModel):
 
 class DecisionBody(BaseModel):
     decision: str = Field(max_length=MAX_NAME_CHARS, description="`approve` or `reject`")
-    by: str = Field(max_length=MAX_NAME_CHARS, description="who decides")
+    by: str = Field(
+        max_length=MAX_NAME_CHARS,
+        description="who decides (recorded with the id of the key that was used)",
+    )
     reason: str = Field(default="", max_length=4096, description="required to reject")
 
 
@@ -226,14 +229,32 @@ def create_app(services: ApiServices) -> FastAPI:
     admin = Depends(requires(guard, Scope.ADMIN))
     anyone = Depends(requires(guard, None))
 
-    async def visible(caller: Caller, action_id: str) -> tuple[ActionHandle, ActionStatus]:
-        """The action's handle and status; 404 (as for an unknown id) when the caller's
-        tenant may not see it."""
-        handle = client.handle(action_id)
-        status = await handle.status()
-        if caller.tenant and _tenant_of(status) != caller.tenant:
+    async def confine(caller: Caller, action_id: str) -> None:
+        """404 (as for an unknown id) when the caller's tenant may not see the action. Its
+        tenant comes from Temporal's visibility, which needs no worker (a stuck action's
+        tenant is known too); from its status when Temporal no longer holds it."""
+        if not caller.tenant:
+            return
+        tenant: str | None = None
+        if services.settings.temporal.search_attributes:
+            workflow = client.temporal.get_workflow_handle(f"{WORKFLOW_ID_PREFIX}{action_id}")
+            try:
+                described = await workflow.describe()
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+            else:
+                tenant = described.typed_search_attributes.get(search_attributes.TENANT) or ""
+        if tenant is None:
+            tenant = _tenant_of(await client.handle(action_id).status())
+        if tenant != caller.tenant:
             raise ActionNotFoundError(action_id)
-        return handle, status
+
+    async def visible(caller: Caller, action_id: str) -> tuple[ActionHandle, ActionStatus]:
+        """The action's handle and status, if the caller may see it (else 404)."""
+        await confine(caller, action_id)
+        handle = client.handle(action_id)
+        return handle, await handle.status()
 
     def links(action_id: str) -> dict[str, str]:
         out = {
@@ -270,19 +291,24 @@ def create_app(services: ApiServices) -> FastAPI:
         responses=problems(401, 422, auth=False),
     )
     async def login(body: SessionBody, request: Request, response: Response) -> SessionView:
-        """The console's login: a valid key becomes an HttpOnly, SameSite=Strict cookie."""
-        caller = guard.caller(body.key) if guard.enabled else None
-        if guard.enabled and caller is None:
+        """The console's login: a valid key opens a session (an HttpOnly, SameSite=Strict
+        cookie holding a signed session, never the key) for SESSION_S."""
+        if not guard.enabled:
+            return SessionView.of(ANONYMOUS)
+        key = guard.store.verify(body.key)
+        if key is None:
             raise unauthorized("the API key is not valid (unknown, malformed or revoked)")
         response.set_cookie(
             COOKIE,
-            body.key,
+            guard.sessions.issue(key, SESSION_S),
             max_age=SESSION_S,
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",
         )
-        return SessionView.of(caller or ANONYMOUS)
+        caller = guard.caller(body.key)
+        assert caller is not None
+        return SessionView.of(caller)
 
     @app.get("/v1/session", response_model=SessionView, tags=["session"], responses=problems())
     async def session(*, caller: Caller = anyone) -> SessionView:
@@ -290,7 +316,11 @@ def create_app(services: ApiServices) -> FastAPI:
         return SessionView.of(caller)
 
     @app.delete("/v1/session", status_code=204, tags=["session"])
-    async def logout() -> Response:
+    async def logout(request: Request) -> Response:
+        """Ends the console's session (here and now, not only in the browser)."""
+        session = request.cookies.get(COOKIE)
+        if session:
+            guard.sessions.end(session)
         response = Response(status_code=204)
         response.delete_cookie(COOKIE, httponly=True, samesite="strict")
         return response
@@ -529,8 +559,7 @@ def create_app(services: ApiServices) -> FastAPI:
         """Ask the action to cancel (a transactional one compensates first); 409 once it
         has ended. A stuck action (no worker answers) can be cancelled too."""
         handle = client.handle(action_id)
-        if caller.tenant:
-            await visible(caller, action_id)
+        await confine(caller, action_id)
         try:
             closed = await handle.workflow_closed()
         except ActionNotFoundError:
@@ -561,8 +590,7 @@ def create_app(services: ApiServices) -> FastAPI:
         if event.get("action_id", action_id) != action_id:
             reason = "differs from the action in the path"
             raise Problem(422, reason, [FieldError(field="action_id", reason=reason)])
-        if caller.tenant:
-            await visible(caller, action_id)
+        await confine(caller, action_id)
         try:
             delivered = await client.handle(action_id).callback({**event, "action_id": action_id})
         except ActionEndedError as exc:
@@ -593,7 +621,9 @@ def create_app(services: ApiServices) -> FastAPI:
 
         await refuse_unless_waiting()
         try:
-            decided = await handle.decide(body.decision, by=body.by, reason=body.reason)
+            decided = await handle.decide(
+                body.decision, by=_decider(body.by, caller), reason=body.reason
+            )
         except DecisionRefusedError as exc:
             await refuse_unless_waiting()  # it stopped waiting meanwhile: 409
             raise Problem(422, str(exc)) from exc
@@ -670,8 +700,7 @@ def create_app(services: ApiServices) -> FastAPI:
         them; served by a process that can read the ledger."""
         if services.ledger is None:
             raise Problem(503, "this process does not read the ledger (ask the one that owns it)")
-        if caller.tenant:
-            await visible(caller, action_id)
+        await confine(caller, action_id)
         events = await services.ledger(action_id)
         if not events:
             raise Problem(404, f"the ledger holds no transitions of {action_id!r}")
@@ -697,6 +726,15 @@ def _instant(field: str, text: str) -> datetime:
         pass
     reason = "must be an ISO 8601 time with a timezone (e.g. 2026-11-25T10:00:00Z)"
     raise Problem(422, reason, [FieldError(field=field, reason=reason)])
+
+
+def _decider(by: str, caller: Caller) -> str:
+    """Who decided, as the ledger keeps it: the name given, and the key that was used (a
+    key cannot decide as someone else unseen)."""
+    if not caller.key_id or not by.strip():
+        return by
+    suffix = f" (key {caller.key_id})"
+    return by.strip()[: MAX_NAME_CHARS - len(suffix)] + suffix
 
 
 def _tenant_of(status: ActionStatus) -> str:

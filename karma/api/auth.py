@@ -15,7 +15,7 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from karma.api.keys import KeyStore, Scope
+from karma.api.keys import ApiKey, KeyStore, Scope, Sessions
 from karma.api.problems import Problem
 from karma.errors import FieldError
 from karma.settings import Settings
@@ -49,14 +49,17 @@ class Guard:
     def __init__(self, settings: Settings) -> None:
         self.enabled = settings.api.auth
         self.store = KeyStore.of(settings)
+        self.sessions = Sessions(self.store)
         self.limit: RateLimitItem = parse(settings.api.rate_limit)
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
 
     def caller(self, token: str) -> Caller | None:
-        key = self.store.verify(token)
-        if key is None:
-            return None
-        return Caller(key_id=key.id, name=key.name, scopes=tuple(key.scopes), tenant=key.tenant)
+        """The caller an API key is."""
+        return _caller(self.store.verify(token))
+
+    def session_caller(self, session: str) -> Caller | None:
+        """The caller a console session is."""
+        return _caller(self.sessions.verify(session))
 
     async def count(self, caller: Caller) -> None:
         """Raises a 429 problem with `Retry-After` when the key is over its rate."""
@@ -89,12 +92,15 @@ class Guard:
             if unsafe and request.headers.get(CONSOLE_HEADER) != "1":
                 reason = f"a change made with the session cookie must carry {CONSOLE_HEADER}: 1"
                 raise Problem(403, reason, [FieldError(field=CONSOLE_HEADER, reason=reason)])
-            token = cookie
-        if token is None:
+            caller = self.session_caller(cookie)
+            if caller is None:
+                raise unauthorized("the session has ended (expired, logged out or key revoked)")
+        elif token is None:
             raise unauthorized("an API key is required (Authorization: Bearer <key>)")
-        caller = self.caller(token)
-        if caller is None:
-            raise unauthorized("the API key is not valid (unknown, malformed or revoked)")
+        else:
+            caller = self.caller(token)
+            if caller is None:
+                raise unauthorized("the API key is not valid (unknown, malformed or revoked)")
         if scope is not None and scope not in caller.scopes and Scope.ADMIN not in caller.scopes:
             raise Problem(403, f"the key {caller.key_id} lacks the {scope.value!r} scope")
         await self.count(caller)
@@ -109,6 +115,12 @@ class Guard:
         token = token or request.headers.get("x-api-key")
         cookie = request.cookies.get(COOKIE)
         return await self.authenticate(request, scope, token, cookie, cookie_changes=cookie_changes)
+
+
+def _caller(key: ApiKey | None) -> Caller | None:
+    if key is None:
+        return None
+    return Caller(key_id=key.id, name=key.name, scopes=tuple(key.scopes), tenant=key.tenant)
 
 
 def unauthorized(detail: str) -> Problem:

@@ -64,12 +64,14 @@ class TransitionHub(Component):
         self._ready: asyncio.Future[None] | None = None
         self.delivered = 0
         self._gone = asyncio.Event()  # set when the last subscriber leaves
+        self._ending = False  # the process is stopping: new streams end at once
 
     @property
     def subscribers(self) -> int:
         return sum(len(s) for s in self._subscribers.values())
 
     async def _start(self) -> None:
+        self._ending = False
         self._ready = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._run(), name="transition-hub")
 
@@ -94,6 +96,7 @@ class TransitionHub(Component):
     async def end_streams(self, timeout: float) -> None:
         """Tell every subscriber to end its stream (the process is stopping) and wait up to
         `timeout` for them to go; their clients resume elsewhere with Last-Event-ID."""
+        self._ending = True
         for followers in self._subscribers.values():
             for subscription in followers:
                 subscription.end()
@@ -107,6 +110,8 @@ class TransitionHub(Component):
         """Transitions of `action_id` recorded from now on, until the block ends."""
         await self.ready()
         subscription = Subscription(action_id)
+        if self._ending:
+            subscription.end()
         self._subscribers.setdefault(action_id, set()).add(subscription)
         try:
             yield subscription

@@ -138,13 +138,18 @@ class KeyStore:
     def listed(self) -> list[ApiKey]:
         return sorted(self._load().values(), key=lambda k: k.created_at)
 
+    def get(self, key_id: str) -> ApiKey | None:
+        """The key with this id, if it exists and is not revoked."""
+        key = self._load().get(key_id)
+        return None if key is None or key.revoked else key
+
     def verify(self, token: str) -> ApiKey | None:
         """The key this token is, if it is one and not revoked."""
         parsed = parse(token)
         if parsed is None:
             return None
-        key = self._load().get(parsed[0])
-        if key is None or key.revoked:
+        key = self.get(parsed[0])
+        if key is None:
             return None
         return key if hmac.compare_digest(key.sha256, _digest(parsed[1])) else None
 
@@ -200,3 +205,57 @@ class KeyStore:
                 os.fsync(out.fileno())
             os.replace(temporary, self.path)
             self._seen = None
+
+
+class Sessions:
+    """The console's sessions: `key_id.expires.nonce.mac`, signed with a secret kept beside
+    the keys (0600), so the cookie never holds a key; a session ends at its expiry, at
+    logout (in this process) or when its key is revoked."""
+
+    def __init__(self, store: KeyStore) -> None:
+        self._store = store
+        self._secret: bytes | None = None
+        self._ended: dict[str, int] = {}  # nonce -> its expiry (logged out here)
+
+    def _key(self) -> bytes:
+        if self._secret is None:
+            path = self._store.path.with_name("session.key")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(fd, "w") as out:
+                    out.write(secrets.token_hex(32))
+            self._secret = bytes.fromhex(path.read_text().strip())
+        return self._secret
+
+    def _mac(self, text: str) -> str:
+        return hmac.new(self._key(), text.encode(), hashlib.sha256).hexdigest()
+
+    def issue(self, key: ApiKey, lifetime_s: int) -> str:
+        expires = int(datetime.now(UTC).timestamp()) + lifetime_s
+        text = f"{key.id}.{expires}.{secrets.token_hex(8)}"
+        return f"{text}.{self._mac(text)}"
+
+    def verify(self, token: str) -> ApiKey | None:
+        """The key behind a session that is still good."""
+        text, _, mac = token.rpartition(".")
+        parts = text.split(".")
+        if len(parts) != 3 or not parts[1].isdigit():
+            return None
+        if not hmac.compare_digest(mac, self._mac(text)):
+            return None
+        key_id, expires, nonce = parts[0], int(parts[1]), parts[2]
+        if expires <= datetime.now(UTC).timestamp() or nonce in self._ended:
+            return None
+        return self._store.get(key_id)
+
+    def end(self, token: str) -> None:
+        text, _, _ = token.rpartition(".")
+        parts = text.split(".")
+        if len(parts) == 3 and parts[1].isdigit() and self.verify(token) is not None:
+            now = datetime.now(UTC).timestamp()
+            self._ended = {n: e for n, e in self._ended.items() if e > now}  # forget old ones
+            self._ended[parts[2]] = int(parts[1])

@@ -20,6 +20,7 @@ from karma.api.keys import Scope, keys_path
 from karma.api.server import ApiServer
 from karma.embedded.process import free_port
 from karma.ids import action_id_for_key
+from karma.request import ActionRequest
 from tests.conftest import unique
 from tests.support.api import admin_key, bearer, new_key
 from tests.support.kafka import dead_letters_at, produce_each
@@ -269,6 +270,8 @@ async def test_the_console_session_is_an_http_only_cookie_that_needs_its_header_
     cookie = login.headers["set-cookie"].lower()
     assert "httponly" in cookie
     assert "samesite=strict" in cookie
+    session = http.cookies["karma_session"]
+    assert key.split("_", 2)[2] not in session  # a signed session, never the key
     # The client keeps the cookie: reads work with it alone.
     assert (await http.get("/v1/session")).json()["scopes"] == ["read", "request"]
     assert (await http.get("/v1/action-types")).status_code == 200
@@ -282,6 +285,19 @@ async def test_the_console_session_is_an_http_only_cookie_that_needs_its_header_
     logout = await http.delete("/v1/session")
     assert logout.status_code == 204
     http.cookies.clear()  # as the browser does with the expired cookie
+    assert (await http.get("/v1/session")).status_code == 401
+    # A copy of the cookie kept after the logout is worth nothing here.
+    for copy in (session, session[:-1] + ("0" if session[-1] != "0" else "1")):
+        answer = await http.get("/v1/session", headers={"Cookie": f"karma_session={copy}"})
+        assert answer.status_code == 401, copy
+    # Revoking the key ends its sessions.
+    other = await http.post("/v1/session", json={"key": key})
+    assert other.status_code == 200
+    from karma.api.keys import KeyStore, parse
+
+    parsed = parse(key)
+    assert parsed is not None
+    KeyStore.of(karma.settings).revoke(parsed[0])
     assert (await http.get("/v1/session")).status_code == 401
 
 
@@ -356,3 +372,43 @@ async def test_karma_api_runs_alone_and_says_when_no_key_works(
         assert ledger.status_code == 503  # this process does not read the ledger
     assert api.terminate() == 0, api.output()
     assert "stopped" in api.output()
+
+
+async def test_a_tenant_cancels_its_stuck_action_and_others_get_404_not_its_trouble(
+    http: httpx.AsyncClient, karma: EmbeddedKarma
+) -> None:
+    """The tenant check needs no worker: a stuck action's tenant is known from visibility."""
+    tenant = unique("stuck")
+    handle = await karma.client.request(
+        "log", {"message": "nobody polls this queue"}, tenant=tenant, task_queue=unique("none")
+    )
+    own = new_key(karma, Scope.READ, Scope.REQUEST, tenant=tenant)
+    other = new_key(karma, Scope.READ, Scope.REQUEST, tenant=unique("other"))
+    try:
+        for path in (f"/v1/actions/{handle.action_id}", f"/v1/actions/{handle.action_id}/cancel"):
+            method = "POST" if path.endswith("cancel") else "GET"
+            answer = await http.request(method, path, headers=bearer(other))
+            assert answer.status_code == 404, answer.text
+        cancelled = await http.post(f"/v1/actions/{handle.action_id}/cancel", headers=bearer(own))
+        assert cancelled.status_code == 202, cancelled.text
+    finally:
+        await karma.temporal.get_workflow_handle(handle.workflow_id).terminate()
+
+
+async def test_a_request_made_before_keys_were_scoped_by_tenant_keeps_its_action(
+    karma: EmbeddedKarma,
+) -> None:
+    key, tenant = unique("before"), unique("acme")
+    # As requested before the upgrade: the action id came from the key alone.
+    old = ActionRequest.new("log", {"message": "once"}, idempotency_key=key, tenant=tenant)
+    old = old.model_copy(update={"action_id": action_id_for_key(key)})
+    first = await karma.client.submit(old)
+    assert first.created
+    retried = await karma.client.request(
+        "log", {"message": "once"}, idempotency_key=key, tenant=tenant
+    )
+    assert (retried.action_id, retried.created) == (first.action_id, False)
+    # Another tenant's same key is its own action.
+    other = await karma.client.request("log", {"message": "x"}, idempotency_key=key, tenant="b")
+    assert other.created
+    assert other.action_id == action_id_for_key(key, "b")

@@ -219,7 +219,7 @@ async def test_the_request_form_converts_values_and_shows_the_servers_field_erro
     }
 
 
-def _approve(b: Browser, action_id: str, change: str, name: str, shots: Path) -> None:
+def _approve(b: Browser, action_id: str, change: str, name: str, by: str, shots: Path) -> None:
     _visit(b, f"/actions/{action_id}")
     b.shown(selector("decision-form"))
     assert change in b.text_of(selector("decision-request-table"))
@@ -232,11 +232,11 @@ def _approve(b: Browser, action_id: str, change: str, name: str, shots: Path) ->
     decided = b.shown(selector("timeline-row", event="action.decided"))
     succeeded = b.shown(selector("timeline-row", event="action.succeeded"))
     b.has_text(selector("action-state"), "SUCCEEDED")
-    assert f"approve by {name} (looks fine)" in decided.text
+    assert f"approve by {by} (looks fine)" in decided.text
     assert decided.get_attribute("data-via") == succeeded.get_attribute("data-via") == "stream"
     b.until(lambda: not b.find(selector("decision-form")).is_displayed(), "the form to go")
     _cell(b, "decision", "verdict", "approve")
-    _cell(b, "outputs-table", "approved_by", name)
+    _cell(b, "outputs-table", "approved_by", by)
     b.has_text(selector("live-status"), "ended")
     b.screenshot(shots / "action-decided.png")
 
@@ -250,10 +250,13 @@ async def test_an_approval_is_decided_on_the_action_page_and_the_timeline_follow
     )
     assert answer.status_code == 202, answer.text
     action_id = answer.json()["action_id"]
-    await asyncio.to_thread(_approve, browser, action_id, change, console.name, tmp_path)
+    # Recorded with the key the console signed in with: nobody decides unseen as another.
+    key_id = console.key.split("_")[1] if console.key else ""
+    by = f"{console.name} (key {key_id})" if key_id else console.name
+    await asyncio.to_thread(_approve, browser, action_id, change, console.name, by, tmp_path)
     status = await until_state(api, action_id, "SUCCEEDED")
     assert status["decision"]["verdict"] == "approve"
-    assert (status["decision"]["by"], status["decision"]["reason"]) == (console.name, "looks fine")
+    assert (status["decision"]["by"], status["decision"]["reason"]) == (by, "looks fine")
     assert [t["event_type"] for t in status["transitions"]][-3:] == [
         "action.decided",
         "action.started",
