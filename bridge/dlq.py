@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 HEADER_PREFIX = "karma.dlq."
 REPLAYED_FROM_HEADER = "karma.replayed-from"
 LEDGER_STAGE = "ledger"
+OBSERVATIONS_STAGE = "observations"
 MAX_REASON_CHARS = 2000
 MAX_ORIGIN_CHARS = 512
 # Room for the headers when a dead letter is as large as the broker allows a message.

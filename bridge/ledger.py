@@ -25,6 +25,7 @@ from bridge.ledger_schema import (
     INSERT_COLUMNS,
     LATEST,
     MIGRATIONS,
+    OBSERVATION_INSERT_COLUMNS,
     TABLE_MIGRATIONS,
     bookkeeping_statements,
 )
@@ -113,6 +114,7 @@ class Ledger:
         self._events = f"{database}.{names.TABLE_ACTION_EVENTS}"
         self._current = f"{database}.{names.TABLE_ACTION_STATE_CURRENT}"
         self._migrations = f"{database}.{TABLE_MIGRATIONS}"
+        self._observations = f"{database}.{names.TABLE_OBSERVATIONS}"
 
     @classmethod
     def open(cls, dsn: str, database: str = names.LEDGER_DATABASE) -> Ledger:
@@ -210,6 +212,44 @@ class Ledger:
         if new_rows:
             self._client.insert(self._events, new_rows, column_names=INSERT_COLUMNS)
         return len(new_rows)
+
+    def write_observations(self, rows: Sequence[list[Any]]) -> int:
+        """Insert the observations whose event id is not stored yet; return how many."""
+        fresh: dict[str, list[Any]] = {}
+        for row in rows:
+            fresh.setdefault(row[0], row)
+        known: set[str] = set()
+        for chunk in _chunks(sorted(fresh)):
+            result = self._client.query(
+                f"SELECT event_id FROM {self._observations} WHERE event_id IN %(ids)s",
+                parameters={"ids": chunk},
+            )
+            known.update(row[0] for row in result.result_rows)
+        new_rows = [row for event_id, row in fresh.items() if event_id not in known]
+        if new_rows:
+            self._client.insert(
+                self._observations, new_rows, column_names=OBSERVATION_INSERT_COLUMNS
+            )
+        return len(new_rows)
+
+    def observations(
+        self, *, correlation_id: str | None = None, entity_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Observations in time order (of one run, or of one entity, or all)."""
+        where, parameters = [], {}
+        if correlation_id is not None:
+            where.append("correlation_id = %(correlation)s")
+            parameters["correlation"] = correlation_id
+        if entity_id is not None:
+            where.append("entity_id = %(entity)s")
+            parameters["entity"] = entity_id
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        result = self._client.query(
+            f"SELECT * EXCEPT (ingested_at) FROM {self._observations} FINAL {clause} "
+            "ORDER BY ts, event_id",
+            parameters=parameters,
+        )
+        return [dict(row) for row in result.named_results()]
 
     def transitions(self, action_ids: Sequence[str] | None = None) -> list[LedgerEvent]:
         """Transitions in (action, seq) order, for the given actions or all of them."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from karma import names
-from karma.envelope import Transition
+from karma.envelope import Envelope, Transition
 from karma.errors import FieldError, ValidationError
 
 MAX_ATTEMPT = 2**16 - 1  # UInt16
@@ -202,6 +202,65 @@ def _added_columns(version: int) -> Callable[[str], list[str]]:
     return statements
 
 
+def _observation_duration(event: Envelope) -> int | None:
+    duration = event.attrs.get("duration_ms")
+    return None if duration is None else round(duration)
+
+
+OBSERVATION_COLUMNS: tuple[tuple[str, Callable[[Envelope, KafkaPosition], Any]], ...] = (
+    ("event_id", lambda e, p: e.event_id),
+    ("ts", lambda e, p: e.ts),
+    ("event_type", lambda e, p: e.event_type),
+    ("entity_id", lambda e, p: e.entity_id),
+    ("correlation_id", lambda e, p: e.correlation_id),
+    ("step", lambda e, p: e.attrs.get("step") or ""),
+    ("status", lambda e, p: e.attrs.get("status") or ""),
+    ("duration_ms", lambda e, p: _observation_duration(e)),
+    ("source_system", lambda e, p: e.source.system),
+    ("tags", lambda e, p: e.tags),
+    ("attrs", lambda e, p: json.dumps(e.attrs, separators=(",", ":"), sort_keys=True)),
+    ("kafka_topic", lambda e, p: p.topic),
+    ("kafka_partition", lambda e, p: p.partition),
+    ("kafka_offset", lambda e, p: p.offset),
+)
+OBSERVATION_INSERT_COLUMNS = tuple(name for name, _ in OBSERVATION_COLUMNS)
+
+
+def observation_row(event: Envelope, position: KafkaPosition) -> list[Any]:
+    """One `observations` row, in OBSERVATION_INSERT_COLUMNS order."""
+    return [fill(event, position) for _, fill in OBSERVATION_COLUMNS]
+
+
+def _observations_table(database: str) -> list[str]:
+    table = f"{database}.{names.TABLE_OBSERVATIONS}"
+    return [
+        f"""
+        CREATE TABLE IF NOT EXISTS {table} (
+            event_id String,
+            ts DateTime64(3, 'UTC'),
+            event_type LowCardinality(String),
+            entity_id String,
+            correlation_id String,
+            step LowCardinality(String) COMMENT 'attrs.step: the step of a process run',
+            status LowCardinality(String) COMMENT 'attrs.status: the step outcome',
+            duration_ms Nullable(UInt64) COMMENT 'attrs.duration_ms, when the source knows it',
+            source_system LowCardinality(String),
+            tags Map(String, String),
+            attrs String COMMENT 'JSON',
+            kafka_topic LowCardinality(String),
+            kafka_partition Int32,
+            kafka_offset Int64,
+            ingested_at DateTime64(3, 'UTC') DEFAULT now64(3),
+            INDEX by_correlation correlation_id TYPE bloom_filter GRANULARITY 4,
+            INDEX by_event_id event_id TYPE bloom_filter GRANULARITY 4
+        )
+        ENGINE = ReplacingMergeTree(ingested_at)
+        PARTITION BY toYYYYMMDD(ts)
+        ORDER BY (entity_id, ts, event_id)
+        """,
+    ]
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -212,6 +271,7 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "action_events, action_state_current and its view", _first_version),
     Migration(2, "action_events.duration_ms (backfilled from attrs)", _added_columns(2)),
+    Migration(3, "observations (events.normalized)", _observations_table),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -10,7 +10,7 @@ from bridge.dlq import DeadLetterPublisher
 from bridge.ingress_consumer import IngressConsumer
 from bridge.ledger import PastActions
 from bridge.request_ingress import RequestIngress
-from bridge.sink import LedgerSink
+from bridge.sink import LedgerSink, ObservationSink
 from bridge.topics import ensure_topics
 from karma.client import KarmaClient
 from karma.component import Component
@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 
 class Bridge(Component):
-    """Creates missing topics and the ledger schema, then runs the ledger sink and, unless
+    """Creates missing topics and the ledger schema, then runs the ledger sink, the
+    observation sink (`events.normalized` into `observations`) and, unless
     `KARMA_INGRESS__ENABLED=false`, the ingress: requests on `actions.requested` start
     actions, callbacks on `actions.events` are delivered to the actions waiting for them.
 
@@ -35,6 +36,7 @@ class Bridge(Component):
         self._client = client
         self._dlq = DeadLetterPublisher(settings.kafka, settings.limits)
         self._sink: LedgerSink | None = None
+        self._observations: ObservationSink | None = None
         self._past: PastActions | None = None  # when the bridge makes its own client
         self.requests: IngressConsumer | None = None
         self.callbacks: IngressConsumer | None = None
@@ -44,6 +46,8 @@ class Bridge(Component):
         await ensure_topics(settings.kafka)
         self._sink = LedgerSink(settings, self._dlq)
         await self._sink.start()
+        self._observations = ObservationSink(settings, self._dlq)
+        await self._observations.start()
         if settings.ingress.enabled:
             if self._client is None:
                 self._past = PastActions(settings.clickhouse_dsn, settings.clickhouse.database)
@@ -98,25 +102,29 @@ class Bridge(Component):
 
     async def catch_up(self, timeout: float, progress: Progress = lambda message: None) -> bool:
         """Return once the ledger holds what is on the transition topics now."""
-        return self._sink is not None and await self._sink.catch_up(timeout, progress)
+        sinks = [k for k in (self._sink, self._observations) if k is not None]
+        return bool(sinks) and all([await k.catch_up(timeout, progress) for k in sinks])
 
     async def drain(self, progress: Progress = lambda message: None) -> bool:
         """Stop taking new work, write what is on the topics to the ledger (at most
         `KARMA_BRIDGE__DRAIN_TIMEOUT_S`), then stop; False if the time ran out."""
         await self.stop_intake()
         drained = True
-        if self._sink is not None:
-            drained = await self._sink.drain(self._settings.bridge.drain_timeout_s, progress)
-            self._sink = None
+        timeout = self._settings.bridge.drain_timeout_s
+        for sink in (self._sink, self._observations):
+            if sink is not None:
+                drained = await sink.drain(timeout, progress) and drained
+        self._sink = self._observations = None
         await self.stop()
         return drained
 
     async def _stop(self) -> None:
         try:
             await self.stop_intake()
-            if self._sink is not None:
-                await self._sink.stop()
-                self._sink = None
+            for sink in (self._sink, self._observations):
+                if sink is not None:
+                    await sink.stop()
+            self._sink = self._observations = None
         finally:
             await self._dlq.stop()
             if self._past is not None:
@@ -124,5 +132,9 @@ class Bridge(Component):
 
     async def wait(self) -> None:
         """Return when one of the bridge's consumers stops by itself."""
-        parts = [p for p in (self._sink, self.requests, self.callbacks) if p is not None]
+        parts = [
+            p
+            for p in (self._sink, self._observations, self.requests, self.callbacks)
+            if p is not None
+        ]
         await first_to_stop(*(p.wait() for p in parts))

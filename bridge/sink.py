@@ -27,12 +27,13 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError
 from bridge.consumer_loop import ConsumerLoop, group_caught_up
 from bridge.decode import decode_transition
 from bridge.dlq import LEDGER_STAGE as STAGE
-from bridge.dlq import DeadLetter, DeadLetterPublisher
+from bridge.dlq import OBSERVATIONS_STAGE, DeadLetter, DeadLetterPublisher
 from bridge.inbound import marked_as_transition
 from bridge.ledger import Ledger
-from bridge.ledger_schema import KafkaPosition, ledger_row
+from bridge.ledger_schema import KafkaPosition, ledger_row, observation_row
 from bridge.retrying import Stopped, until_stopped
 from karma.errors import ValidationError
+from karma.observations import decode_observation
 from karma.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,14 +58,26 @@ class _Refused:
 
 
 class LedgerSink(ConsumerLoop):
-    """Consumes the transition topics and writes them to the ledger."""
+    """Consumes the transition topics and writes them to the ledger (`action_events`).
+    Subclasses write other topics to other tables the same way (`ObservationSink`)."""
 
-    def __init__(self, settings: Settings, dlq: DeadLetterPublisher) -> None:
-        topics = settings.kafka.topics
+    stage = STAGE  # of its dead letters
+    label, unit = "ledger", "transition(s)"  # in progress messages
+
+    def __init__(
+        self,
+        settings: Settings,
+        dlq: DeadLetterPublisher,
+        *,
+        name: str = "ledger-sink",
+        topics: list[str] | None = None,
+        group: str | None = None,
+    ) -> None:
+        kafka_topics = settings.kafka.topics
         super().__init__(
-            "ledger-sink",
-            [topics.requested, topics.progress, topics.result],
-            group=settings.bridge.consumer_group,
+            name,
+            topics or [kafka_topics.requested, kafka_topics.progress, kafka_topics.result],
+            group=group or settings.bridge.consumer_group,
             kafka=settings.kafka,
         )
         self._settings = settings
@@ -128,14 +141,16 @@ class LedgerSink(ConsumerLoop):
             if behind == 0:
                 return True
             if behind is not None and behind != reported:
-                progress(f"ledger: {behind} transition(s) left to write")
+                progress(f"{self.label}: {behind} {self.unit} left to write")
                 reported = behind
         return False
 
     async def drain(self, timeout: float, progress: Progress = lambda message: None) -> bool:
         """Write what is on the topics now (`catch_up`), then stop."""
         caught_up = await self.catch_up(timeout, progress)
-        progress("ledger: caught up" if caught_up else f"ledger: gave up after {timeout:g}s")
+        progress(
+            f"{self.label}: caught up" if caught_up else f"{self.label}: gave up after {timeout:g}s"
+        )
         await self.stop()
         return caught_up
 
@@ -201,25 +216,38 @@ class LedgerSink(ConsumerLoop):
         """Rows for the transitions, dead letters for what cannot be used. On
         `actions.requested` only what carries the transition header is the sink's (the rest
         are requests, the ingress's): told apart without parsing."""
-        limits = self._settings.limits
-        requested = self._settings.kafka.topics.requested
         entries: list[tuple[Any, list[Any]]] = []
         letters: list[DeadLetter] = []
         for record in records:
-            if record.topic == requested and not marked_as_transition(record.headers or ()):
-                continue
             try:
-                event = decode_transition(record.value, limits)
-                position = KafkaPosition(record.topic, record.partition, record.offset)
-                entries.append((record, ledger_row(event, position)))
+                row = self._row(record)
             except ValidationError as exc:
-                letters.append(DeadLetter.from_record(record, reason=str(exc), stage=STAGE))
+                letters.append(DeadLetter.from_record(record, reason=str(exc), stage=self.stage))
             except Exception as exc:
                 # A defect in decoding: set the message aside rather than stop the ledger.
                 log.exception("unexpected error decoding %s@%d", record.topic, record.offset)
                 reason = f"unexpected error decoding it: {exc!r}"
-                letters.append(DeadLetter.from_record(record, reason=reason, stage=STAGE))
+                letters.append(DeadLetter.from_record(record, reason=reason, stage=self.stage))
+            else:
+                if row is not None:
+                    entries.append((record, row))
         return entries, letters
+
+    def _row(self, record: Any) -> list[Any] | None:
+        """The row of a record; None for a record that is not the sink's.
+
+        Raises:
+            karma.errors.ValidationError: a record the sink cannot use.
+        """
+        requested = self._settings.kafka.topics.requested
+        if record.topic == requested and not marked_as_transition(record.headers or ()):
+            return None
+        event = decode_transition(record.value, self._settings.limits)
+        return ledger_row(event, KafkaPosition(record.topic, record.partition, record.offset))
+
+    def _store(self, ledger: Ledger, rows: list[list[Any]]) -> int:
+        """Write the rows (skipping those stored already); how many were new."""
+        return ledger.write(rows)
 
     async def _insert(self, entries: list[tuple[Any, list[Any]]]) -> list[DeadLetter] | Stopped:
         """Insert the rows; the dead letters of rows ClickHouse cannot take, each found by
@@ -232,7 +260,7 @@ class LedgerSink(ConsumerLoop):
 
         async def attempt() -> int | _Refused:
             try:
-                return await self._in_db(ledger.write, rows)
+                return await self._in_db(self._store, ledger, rows)
             except ROW_ERRORS as exc:
                 return _Refused(exc)
 
@@ -244,7 +272,7 @@ class LedgerSink(ConsumerLoop):
             return []
         if len(entries) == 1:
             reason = f"ClickHouse cannot store it: {written.error}"
-            return [DeadLetter.from_record(entries[0][0], reason=reason, stage=STAGE)]
+            return [DeadLetter.from_record(entries[0][0], reason=reason, stage=self.stage)]
         middle = len(entries) // 2
         letters: list[DeadLetter] = []
         for half in (entries[:middle], entries[middle:]):
@@ -266,6 +294,30 @@ class LedgerSink(ConsumerLoop):
 
     async def _retry(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T | Stopped:
         return await until_stopped(what, attempt, self._stopping, RETRYABLE)
+
+
+class ObservationSink(LedgerSink):
+    """Consumes `events.normalized` and writes the observations to `observations`: what
+    cannot be used as one goes to the DLQ with the reason; duplicates collapse on event_id."""
+
+    stage = OBSERVATIONS_STAGE
+    label, unit = "observations", "observation(s)"
+
+    def __init__(self, settings: Settings, dlq: DeadLetterPublisher) -> None:
+        super().__init__(
+            settings,
+            dlq,
+            name="observation-sink",
+            topics=[settings.kafka.topics.observations],
+            group=settings.bridge.observations_group,
+        )
+
+    def _row(self, record: Any) -> list[Any] | None:
+        event = decode_observation(record.value, self._settings.limits)
+        return observation_row(event, KafkaPosition(record.topic, record.partition, record.offset))
+
+    def _store(self, ledger: Ledger, rows: list[list[Any]]) -> int:
+        return ledger.write_observations(rows)
 
 
 async def ledger_lag_settled(settings: Settings, timeout: float = 30.0) -> bool:

@@ -34,10 +34,12 @@ TOPIC_PROGRESS: Final = "actions.progress"
 TOPIC_RESULT: Final = "actions.result"
 TOPIC_DLQ: Final = "actions.dlq"
 TOPIC_CALLBACKS: Final = "actions.events"
+TOPIC_OBSERVATIONS: Final = "events.normalized"
 # Karma's own transitions carry it (value b"1"), so consumers route without parsing: the
 # ingress leaves them alone on `actions.requested`, the ledger sink takes only them there.
 TRANSITION_HEADER: Final = "karma-transition"
 LEDGER_CONSUMER_GROUP: Final = "karma-ledger"
+OBSERVATIONS_CONSUMER_GROUP: Final = "karma-observations"
 INGRESS_REQUESTS_GROUP: Final = "karma-ingress-requests"
 INGRESS_CALLBACKS_GROUP: Final = "karma-ingress-events"
 
@@ -45,3 +47,4 @@ INGRESS_CALLBACKS_GROUP: Final = "karma-ingress-events"
 LEDGER_DATABASE: Final = "karma"
 TABLE_ACTION_EVENTS: Final = "action_events"
 TABLE_ACTION_STATE_CURRENT: Final = "action_state_current"
+TABLE_OBSERVATIONS: Final = "observations"

@@ -46,8 +46,20 @@ class KafkaTopics(BaseModel):
         description="callbacks from the systems event-driven actions wait on",
     )
 
+    observations: str = Field(
+        default=names.TOPIC_OBSERVATIONS,
+        description="what other systems observed (the `observations` table)",
+    )
+
     def all(self) -> list[str]:
-        return [self.requested, self.progress, self.result, self.dlq, self.callbacks]
+        return [
+            self.requested,
+            self.progress,
+            self.result,
+            self.dlq,
+            self.callbacks,
+            self.observations,
+        ]
 
 
 class KafkaSettings(BaseModel):
@@ -80,6 +92,10 @@ class ClickHouseSettings(BaseModel):
 
 class BridgeSettings(BaseModel):
     consumer_group: str = names.LEDGER_CONSUMER_GROUP
+    observations_group: str = Field(
+        default=names.OBSERVATIONS_CONSUMER_GROUP,
+        description="the consumer group writing `events.normalized` to `observations`",
+    )
     batch_max_rows: int = Field(default=1000, ge=1)
     batch_max_seconds: float = Field(default=1.0, gt=0)
     drain_timeout_s: float = Field(

@@ -18,6 +18,7 @@ from karma.cli import (
     inbound_commands,
     key_commands,
     ledger_commands,
+    observe_commands,
     service_commands,
 )
 from karma.errors import KarmaError
@@ -51,6 +52,7 @@ examples:
   karma dlq list   |   karma dlq replay 0:12
   karma ledger act_…   |   karma ledger reconcile --since 2h
   karma api-key create --scope read --scope request --tenant acme --name ci
+  karma observe runs.jsonl                    # observations for the analytics
   karma request demo.approval -p change=bump-replicas   then   karma approve act_… -r ok
   karma request demo.provision -p fail_at=activate --wait   # compensates reserve, configure
 """
@@ -206,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_replay.set_defaults(run=inbound_commands.dlq_replay)
 
     key_commands.add_parser(sub)
+    observe_commands.add_parser(sub)
 
     actions = sub.add_parser("actions", help="list action types and their parameters")
     actions.add_argument("type", nargs="?", help="show one action type")
