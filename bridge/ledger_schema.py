@@ -255,7 +255,7 @@ def _observations_table(database: str) -> list[str]:
             INDEX by_event_id event_id TYPE bloom_filter GRANULARITY 4
         )
         ENGINE = ReplacingMergeTree(ingested_at)
-        PARTITION BY toYYYYMMDD(ts)
+        PARTITION BY toYYYYMM(ts)
         ORDER BY (entity_id, ts, event_id)
         """,
     ]

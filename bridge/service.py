@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -101,19 +102,19 @@ class Bridge(Component):
         self.callbacks = self.requests = None
 
     async def catch_up(self, timeout: float, progress: Progress = lambda message: None) -> bool:
-        """Return once the ledger holds what is on the transition topics now."""
+        """Return once the ledger holds what is on the transition and observation topics
+        now (both sinks at once, within `timeout`)."""
         sinks = [k for k in (self._sink, self._observations) if k is not None]
-        return bool(sinks) and all([await k.catch_up(timeout, progress) for k in sinks])
+        caught_up = await asyncio.gather(*(k.catch_up(timeout, progress) for k in sinks))
+        return bool(sinks) and all(caught_up)
 
     async def drain(self, progress: Progress = lambda message: None) -> bool:
         """Stop taking new work, write what is on the topics to the ledger (at most
         `KARMA_BRIDGE__DRAIN_TIMEOUT_S`), then stop; False if the time ran out."""
         await self.stop_intake()
-        drained = True
         timeout = self._settings.bridge.drain_timeout_s
-        for sink in (self._sink, self._observations):
-            if sink is not None:
-                drained = await sink.drain(timeout, progress) and drained
+        sinks = [k for k in (self._sink, self._observations) if k is not None]
+        drained = all(await asyncio.gather(*(k.drain(timeout, progress) for k in sinks)))
         self._sink = self._observations = None
         await self.stop()
         return drained
@@ -121,9 +122,12 @@ class Bridge(Component):
     async def _stop(self) -> None:
         try:
             await self.stop_intake()
-            for sink in (self._sink, self._observations):
-                if sink is not None:
-                    await sink.stop()
+            try:
+                if self._sink is not None:
+                    await self._sink.stop()
+            finally:
+                if self._observations is not None:
+                    await self._observations.stop()
             self._sink = self._observations = None
         finally:
             await self._dlq.stop()

@@ -46,6 +46,8 @@ Progress = Callable[[str], None]
 # chdb's engine) reports count as such too: every row was checked against the column
 # types first (`ledger_row`), so what the server refuses is not one row's fault.
 RETRYABLE = (OSError, KafkaError, DatabaseError)
+# ClickHouse takes rows of at most 100 partitions (months) in one insert: the batch is split.
+TOO_MANY_PARTITIONS = "Too many partitions for single INSERT block"
 # Raised while the client serialises a row: that row can never be stored.
 ROW_ERRORS = (DataError, UnicodeError, ValueError, struct.error)
 
@@ -206,7 +208,8 @@ class LedgerSink(ConsumerLoop):
         await self._commit(records)
         self.batches_written += 1
         log.info(
-            "ledger batch committed: %d records, %d dead letters",
+            "%s batch committed: %d records, %d dead letters",
+            self.label,
             len(records),
             len(letters) + len(refused),
         )
@@ -263,6 +266,10 @@ class LedgerSink(ConsumerLoop):
                 return await self._in_db(self._store, ledger, rows)
             except ROW_ERRORS as exc:
                 return _Refused(exc)
+            except DatabaseError as exc:
+                if TOO_MANY_PARTITIONS in str(exc):  # the batch's times span too many months
+                    return _Refused(exc)  # halves go in (a row alone always does)
+                raise
 
         written = await self._retry("write to ClickHouse", attempt)
         if isinstance(written, Stopped):

@@ -439,10 +439,13 @@ class KarmaClient:
                 raise
         else:
             tenant = described.typed_search_attributes.get(search_attributes.TENANT)
-            if tenant is None:  # not indexed: its transitions say (rare: an old request)
-                status = await self.handle(action_id).status()
+            if tenant is None and not self._index:  # not indexed: its transitions say
+                try:
+                    status = await self.handle(action_id).status()
+                except ActionUnreadableError:
+                    return None  # cannot tell: not a reason to refuse this request
                 tenant = status.transitions[0].tags.get("tenant") if status.transitions else ""
-            return action_id if tenant == request.tenant else None
+            return action_id if (tenant or "") == request.tenant else None
         known = await ran_before(self._past, action_id)
         if known and known[0].tags.get("tenant") == request.tenant:
             return action_id

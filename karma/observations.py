@@ -5,8 +5,8 @@ The convention for processes (the entropy layer builds on it):
 
 - `correlation_id` names one run of a process (a deploy, a batch, an order);
 - `attrs.step` names the step the observation is about;
-- `attrs.duration_ms` is the step's duration, when the source knows it (otherwise the time
-  since the run's previous observation is used);
+- `attrs.duration_ms` is the step's duration, when the source knows it (stored empty
+  otherwise: the entropy layer takes the time since the run's previous observation);
 - `attrs.status` is the step's outcome (`ok`, `failed`, ...).
 
 An observation without an `event_id` gets one derived from its content, so the same

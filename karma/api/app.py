@@ -29,7 +29,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from bridge.dlq import DeadLetter, read_dead_letters, replay
 from bridge.ledger import LedgerEvent
 from karma import search_attributes
-from karma.api.auth import ANONYMOUS, COOKIE, Caller, Guard, requires, unauthorized
+from karma.api.auth import ANONYMOUS, COOKIE, Caller, Guard, caller_of, requires, unauthorized
 from karma.api.codec_server import install_codec_routes
 from karma.api.hub import Subscription, TransitionHub
 from karma.api.keys import Scope
@@ -306,9 +306,7 @@ def create_app(services: ApiServices) -> FastAPI:
             samesite="strict",
             secure=request.url.scheme == "https",
         )
-        caller = guard.caller(body.key)
-        assert caller is not None
-        return SessionView.of(caller)
+        return SessionView.of(caller_of(key) or ANONYMOUS)
 
     @app.get("/v1/session", response_model=SessionView, tags=["session"], responses=problems())
     async def session(*, caller: Caller = anyone) -> SessionView:

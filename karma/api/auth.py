@@ -55,11 +55,11 @@ class Guard:
 
     def caller(self, token: str) -> Caller | None:
         """The caller an API key is."""
-        return _caller(self.store.verify(token))
+        return caller_of(self.store.verify(token))
 
     def session_caller(self, session: str) -> Caller | None:
         """The caller a console session is."""
-        return _caller(self.sessions.verify(session))
+        return caller_of(self.sessions.verify(session))
 
     async def count(self, caller: Caller) -> None:
         """Raises a 429 problem with `Retry-After` when the key is over its rate."""
@@ -117,7 +117,7 @@ class Guard:
         return await self.authenticate(request, scope, token, cookie, cookie_changes=cookie_changes)
 
 
-def _caller(key: ApiKey | None) -> Caller | None:
+def caller_of(key: ApiKey | None) -> Caller | None:
     if key is None:
         return None
     return Caller(key_id=key.id, name=key.name, scopes=tuple(key.scopes), tenant=key.tenant)

@@ -26,6 +26,7 @@ from karma.envelope import Id, Name
 from karma.settings import Settings
 
 PREFIX = "karma"
+SESSION_SECRET_BYTES = 32
 
 
 class Scope(StrEnum):
@@ -218,17 +219,28 @@ class Sessions:
         self._ended: dict[str, int] = {}  # nonce -> its expiry (logged out here)
 
     def _key(self) -> bytes:
+        """The signing secret, made once (written whole, then linked into place: a reader
+        never sees a part of it); one that is not 32 bytes is refused, never used."""
         if self._secret is None:
             path = self._store.path.with_name("session.key")
             path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass
-            else:
+            if not path.exists():
+                temporary = path.with_name(f"session.key.{secrets.token_hex(4)}")
+                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "w") as out:
-                    out.write(secrets.token_hex(32))
-            self._secret = bytes.fromhex(path.read_text().strip())
+                    out.write(secrets.token_hex(SESSION_SECRET_BYTES))
+                    out.flush()
+                    os.fsync(out.fileno())
+                with contextlib.suppress(FileExistsError):  # another process made it first
+                    os.link(temporary, path)
+                temporary.unlink()
+            try:
+                secret = bytes.fromhex(path.read_text().strip())
+            except ValueError:
+                secret = b""
+            if len(secret) < SESSION_SECRET_BYTES:
+                raise RuntimeError(f"{path} is damaged (delete it: sessions are signed anew)")
+            self._secret = secret
         return self._secret
 
     def _mac(self, text: str) -> str:
@@ -245,7 +257,7 @@ class Sessions:
         parts = text.split(".")
         if len(parts) != 3 or not parts[1].isdigit():
             return None
-        if not hmac.compare_digest(mac, self._mac(text)):
+        if not hmac.compare_digest(mac.encode(), self._mac(text).encode()):
             return None
         key_id, expires, nonce = parts[0], int(parts[1]), parts[2]
         if expires <= datetime.now(UTC).timestamp() or nonce in self._ended:

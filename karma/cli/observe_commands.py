@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from karma.errors import ValidationError
-from karma.observations import event_id_for, observation
-from karma.settings import get_settings
+from karma.observations import decode_observation, event_id_for
+from karma.settings import LimitsSettings, get_settings
 
 EXIT_BAD_INPUT = 2
 
 
-def _documents(stream: IO[str]) -> tuple[list[dict[str, Any]], list[str]]:
+def _documents(stream: IO[str], limits: LimitsSettings) -> tuple[list[dict[str, Any]], list[str]]:
     """The observations of the lines (a missing `ts` is now; a missing `event_id` comes
     from the line as written, so sending the file again stores nothing twice)."""
     now = datetime.now(UTC).isoformat()
@@ -37,8 +37,8 @@ def _documents(stream: IO[str]) -> tuple[list[dict[str, Any]], list[str]]:
             continue
         document.setdefault("event_id", event_id_for(dict(document)))
         document.setdefault("ts", now)
-        try:
-            observation(document)  # the bridge takes it as it is
+        try:  # as the bridge will read it (its limits: size, depth, no NaN)
+            decode_observation(json.dumps(document).encode(), limits)
         except ValidationError as exc:
             problems.append(f"line {number}: {exc}")
             continue
@@ -46,11 +46,11 @@ def _documents(stream: IO[str]) -> tuple[list[dict[str, Any]], list[str]]:
     return documents, problems
 
 
-def _read(file: str) -> tuple[list[dict[str, Any]], list[str]]:
+def _read(file: str, limits: LimitsSettings) -> tuple[list[dict[str, Any]], list[str]]:
     if file == "-":
-        return _documents(sys.stdin)
+        return _documents(sys.stdin, limits)
     with open(file, encoding="utf-8") as stream:
-        return _documents(stream)
+        return _documents(stream, limits)
 
 
 async def observe(args: argparse.Namespace) -> int:
@@ -58,7 +58,7 @@ async def observe(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     try:
-        documents, problems = await asyncio.to_thread(_read, args.file)
+        documents, problems = await asyncio.to_thread(_read, args.file, settings.limits)
     except (OSError, UnicodeDecodeError) as exc:
         print(f"karma: cannot read {args.file}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -91,3 +91,24 @@ async def test_what_cannot_be_an_observation_is_dead_lettered_and_the_sink_goes_
     assert "action_id: an observation names no action" in reasons[bad[1]]
     assert "ts" in reasons[bad[2]]
     assert [r["event_type"] for r in await stored(karma, run, 1)] == ["ok"]
+
+
+async def test_a_backfill_spanning_many_months_is_stored_whole(karma: EmbeddedKarma) -> None:
+    """ClickHouse takes rows of at most 100 partitions in one insert: a batch of 150 months
+    is split until it goes in (it must not stop the sink, nor reach the DLQ)."""
+    run = unique("backfill")
+    lines = [
+        json.dumps({
+            "ts": f"{2000 + i // 12}-{i % 12 + 1:02d}-01T00:00:00Z",
+            "event_type": "nightly",
+            "entity_id": "job:etl",
+            "correlation_id": run,
+            "attrs": {"step": "load", "duration_ms": i},
+        })
+        for i in range(150)
+    ]  # fmt: skip
+    text = "\n".join(lines).encode()
+    code, out = await run_karma(["observe", "-"], karma_env(karma.settings), stdin=text)
+    assert code == 0, out
+    rows = await stored(karma, run, 150)
+    assert sorted(r["duration_ms"] for r in rows) == list(range(150))

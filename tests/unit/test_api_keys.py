@@ -67,3 +67,17 @@ def test_concurrent_creates_lose_no_key(tmp_path: Path) -> None:
 def test_a_key_needs_a_scope(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="scope"):
         KeyStore(tmp_path / "k.json").create([])
+
+
+def test_sessions_are_signed_and_a_damaged_secret_is_refused(tmp_path: Path) -> None:
+    from karma.api.keys import Sessions
+
+    store = KeyStore(tmp_path / "keys.json")
+    _, key = store.create([Scope.READ])
+    session = Sessions(store).issue(key, 60)
+    assert Sessions(store).verify(session) is not None  # another process, the same secret
+    assert Sessions(store).verify(session[:-1] + ("0" if session[-1] != "0" else "1")) is None
+    assert Sessions(store).verify(session + "é") is None  # not a 500: refused
+    (tmp_path / "session.key").write_text("")
+    with pytest.raises(RuntimeError, match="damaged"):
+        Sessions(store).verify(session)
