@@ -444,7 +444,7 @@ class KarmaClient:
                     status = await self.handle(action_id).status()
                 except ActionUnreadableError:
                     return None  # cannot tell: not a reason to refuse this request
-                tenant = status.transitions[0].tags.get("tenant") if status.transitions else ""
+                tenant = status.tenant
             return action_id if (tenant or "") == request.tenant else None
         known = await ran_before(self._past, action_id)
         if known and known[0].tags.get("tenant") == request.tenant:

@@ -67,6 +67,11 @@ class ActionStatus(BaseModel):
         "holds its workflow",
     )
 
+    @property
+    def tenant(self) -> str:
+        """The tenant the action was requested for (its transitions' tag)."""
+        return self.transitions[0].tags.get("tenant", "") if self.transitions else ""
+
 
 # The transitions the ledger holds for an action id ([] for none): how an action is still
 # known after Temporal forgot its workflow (retention).

@@ -246,7 +246,7 @@ def create_app(services: ApiServices) -> FastAPI:
             else:
                 tenant = described.typed_search_attributes.get(search_attributes.TENANT) or ""
         if tenant is None:
-            tenant = _tenant_of(await client.handle(action_id).status())
+            tenant = (await client.handle(action_id).status()).tenant
         if tenant != caller.tenant:
             raise ActionNotFoundError(action_id)
 
@@ -733,11 +733,6 @@ def _decider(by: str, caller: Caller) -> str:
         return by
     suffix = f" (key {caller.key_id})"
     return by.strip()[: MAX_NAME_CHARS - len(suffix)] + suffix
-
-
-def _tenant_of(status: ActionStatus) -> str:
-    """The tenant an action was requested for (its transitions' tag)."""
-    return status.transitions[0].tags.get("tenant", "") if status.transitions else ""
 
 
 def _letter_tenant(letter: DeadLetter) -> str:
