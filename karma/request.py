@@ -14,7 +14,8 @@ from karma.ids import action_id_for_key, new_action_id
 from karma.run_state import RunState
 
 # 2: one activity per executor method, replay-stable transition times, callbacks.
-CONTRACT = 2
+# 3: only transitions of committed workflow tasks are published.
+CONTRACT = 3
 
 
 RESERVED_TAGS = frozenset({"action", "priority", "tenant"})  # stamped from the request

@@ -16,7 +16,7 @@ from workflows import _cancellation as cancellation
 from workflows._calls import Call
 from workflows._ending import Ending, millis
 from workflows._failures import SINGLE_ATTEMPT, classify
-from workflows._outbox import Outbox
+from workflows._outbox import Outbox, commit
 
 with workflow.unsafe.imports_passed_through():
     from karma import search_attributes, web_ui
@@ -28,9 +28,6 @@ with workflow.unsafe.imports_passed_through():
     from karma.workflow_io import AttemptOutput, ExecutionPlan
 
 Out = TypeVar("Out", bound=AttemptOutput)
-
-# Long enough that the workflow task taking the time is committed before it is used.
-COMMIT_DELAY = timedelta(milliseconds=1)
 
 
 class RunContext:
@@ -70,7 +67,9 @@ class RunContext:
 
     def record(self, event_type: EventType, attrs: TransitionAttrs, at: datetime) -> None:
         """Record a transition; `at` comes from `stable_time` or a recorded result."""
-        show_in_web_ui(self.log.record(event_type, at, attrs), self.log.state)
+        transition = self.log.record(event_type, at, attrs)
+        self.outbox.recorded(transition)
+        show_in_web_ui(transition, self.log.state)
 
     async def stable_time(self, recorded: datetime | None = None) -> datetime:
         """A time for a transition that is the same on every publication of it.
@@ -85,7 +84,7 @@ class RunContext:
         if not self.core_2:
             return workflow.now()
         at = workflow.now()
-        await workflow.sleep(COMMIT_DELAY)
+        await commit()
         return at
 
     def index(self) -> None:

@@ -2,6 +2,15 @@
 
 The workflow's history is the outbox: a transition is recorded first, then published, and
 the workflow does not end before Kafka acknowledged all of them.
+
+Only transitions of a committed workflow task are published. A task that is lost (its
+worker dies) or refused (a cancellation or a signal arrived while it ran, and it would
+have ended the workflow) runs again with those events in the same activation, and may
+then record another transition under the same seq; had the first one been published, the
+ledger would keep it and never the one the history says. So a local activity publishes
+only transitions of earlier, committed tasks; those of the running task are published by a
+regular activity, whose input is committed with the command that schedules it (a worker
+polling the task queue runs it at once: eager activity execution).
 """
 
 from __future__ import annotations
@@ -17,9 +26,12 @@ from workflows._failures import SINGLE_ATTEMPT
 
 with workflow.unsafe.imports_passed_through():
     from karma import names
+    from karma.envelope import Transition
     from karma.transitions import TransitionLog
     from karma.workflow_io import EmitInput, EmitOutput
 
+# Long enough that the workflow task taking it is committed before it fires.
+COMMIT_DELAY = timedelta(milliseconds=1)
 # A local activity first (no extra server round trip); if Kafka does not acknowledge in
 # time, a regular activity retried until Kafka is back.
 FAST_EMIT_TIMEOUT = timedelta(seconds=15)
@@ -32,13 +44,43 @@ DURABLE_EMIT_RETRY = TemporalRetryPolicy(
 )
 
 
+async def commit() -> None:
+    """Let the running workflow task be committed before going on."""
+    await workflow.sleep(COMMIT_DELAY)
+
+
 class Outbox:
-    def __init__(self, log: TransitionLog) -> None:
+    def __init__(self, log: TransitionLog, *, commit_first: bool = False) -> None:
         self._log = log
+        # Requests made for contract 3 on: runs of older ones keep the commands they were
+        # recorded with.
+        self._commit_first = commit_first
+        # The workflow task (by the history's length when it started) of the last
+        # recording, and the first seq recorded in it.
+        self._task = -1
+        self._first_of_task = 0
+
+    def recorded(self, transition: Transition) -> None:
+        """Note a transition just recorded (every recording goes through here)."""
+        task = workflow.info().get_current_history_length()
+        if task != self._task:
+            self._task, self._first_of_task = task, transition.seq
+
+    def _uncommitted(self, pending: list[Transition]) -> bool:
+        """Whether some of `pending` were recorded by the running workflow task."""
+        return (
+            self._commit_first
+            and self._task == workflow.info().get_current_history_length()
+            and pending[-1].seq >= self._first_of_task
+        )
 
     async def flush(self) -> None:
         """Return once Kafka acknowledged every recorded transition."""
         while pending := self._log.pending():
+            if self._uncommitted(pending):
+                # An activity's input is committed with the task that schedules it.
+                self._log.acknowledge((await self._durable_emit()).emitted_seq)
+                continue
             try:
                 out: EmitOutput = await workflow.execute_local_activity(
                     names.EMIT_TRANSITIONS,

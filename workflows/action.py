@@ -68,7 +68,8 @@ class ActionWorkflow:
         self._log = TransitionLog(request, self._run)
         # Started without Karma's search attributes (a namespace without them): leave them be.
         indexing = workflow.info().typed_search_attributes.get(search_attributes.STATE) is not None
-        self._ctx = RunContext(request, self._run, self._log, Outbox(self._log), indexing=indexing)
+        outbox = Outbox(self._log, commit_first=request.contract >= 3)
+        self._ctx = RunContext(request, self._run, self._log, outbox, indexing=indexing)
         self._answered: LedgerAnswer | None = None
         self._finishing = False  # the terminal transition is being recorded
 
@@ -240,4 +241,5 @@ class ActionWorkflow:
             workflow.info().workflow_start_time,
             TransitionAttrs(command=self._request.action_type, args=args),
         )
+        self._ctx.outbox.recorded(requested)
         show_in_web_ui(requested, self._log.state)

@@ -47,7 +47,25 @@ CORE_2 = (
     "stateful",
 )
 SCENARIOS.update({f"{name}_core2": SCENARIOS[name] for name in CORE_2})
-CANCELLED_ONCE_STARTED = ("cancelled", "cancelled_attempt_reports_emitted", "cancelled_core2")
+# Recorded again once only committed transitions are published (contract 3): `<name>_core3`.
+CORE_3 = (
+    "succeeded",
+    "retried",
+    "validation_failed",
+    "cancelled",
+    "event_driven",
+    "compensated",
+    "skipped",
+    "approved",
+    "stateful",
+)
+SCENARIOS.update({f"{name}_core3": SCENARIOS[name] for name in CORE_3})
+CANCELLED_ONCE_STARTED = (
+    "cancelled",
+    "cancelled_attempt_reports_emitted",
+    "cancelled_core2",
+    "cancelled_core3",
+)
 
 
 async def record() -> None:

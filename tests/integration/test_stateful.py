@@ -4,13 +4,17 @@ action id and seq carried over, state migration after an executor upgrade."""
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
+from karma.client import ActionHandle
 from karma.ids import workflow_id_for
 from karma.lifecycle import ActionState, EventType
 from tests.support.actions import CounterExecutor
+from tests.support.kafka import transitions_on_kafka
 from workers.embedded import EmbeddedKarma
 
 LEDGER_TIMEOUT = 30.0
@@ -114,3 +118,52 @@ async def test_a_busy_stateful_action_can_be_cancelled(karma: EmbeddedKarma) -> 
             await asyncio.sleep(0.2)
             rows = await asyncio.to_thread(karma.ledger.transitions, [handle.action_id])
     assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
+
+
+async def test_cancellations_racing_workflow_tasks_publish_only_what_the_history_keeps(
+    karma: EmbeddedKarma, report: Callable[[str], None]
+) -> None:
+    """A busy stateful action records progress in nearly every workflow task, so a cancel
+    often arrives while a task that would continue as new runs; the server refuses that
+    task, and its rerun sees the cancel and records CANCELLED under the seq the refused
+    task gave to a progress. Nothing of a refused task may have reached Kafka."""
+    handles = [
+        await karma.client.request("test.counter", {"target": 100_000, "pause": 0})
+        for _ in range(10)
+    ]
+
+    async def cancel_after(handle: ActionHandle, seq: int) -> None:
+        async with asyncio.timeout(60):
+            while True:
+                transitions = (await handle.status()).transitions
+                if transitions and transitions[-1].seq >= seq:
+                    break
+                await asyncio.sleep(0.02)
+        await handle.cancel()
+        outcome = await asyncio.wait_for(handle.result(), 60)
+        assert outcome.state is ActionState.CANCELLED
+
+    await asyncio.gather(*(cancel_after(h, 6 + 2 * i) for i, h in enumerate(handles)))
+    on_kafka = await transitions_on_kafka(karma.settings.kafka, [h.action_id for h in handles])
+    published = 0
+    for handle in handles:
+        # The status keeps the latest run's transitions; each earlier seq is a progress.
+        status = (await handle.status()).transitions
+        kept = {seq: EventType.PROGRESS.value for seq in range(4, status[0].seq)}
+        kept.update({1: "action.requested", 2: "action.accepted", 3: "action.started"})
+        kept.update({e.seq: e.event_type.value for e in status})
+        assert status[-1].event_type is EventType.CANCELLED
+        copies: dict[int, set[bytes]] = {}
+        for message in on_kafka[handle.action_id]:
+            assert message.value is not None
+            copies.setdefault(message.json()["seq"], set()).add(message.value)
+        assert {seq: len(c) for seq, c in copies.items() if len(c) > 1} == {}, handle.action_id
+        on_broker = {seq: json.loads(next(iter(c)))["event_type"] for seq, c in copies.items()}
+        assert on_broker == kept, handle.action_id
+        rows = await ledger_rows(karma, handle.action_id, len(kept))
+        assert [(r.seq, r.event_type) for r in rows] == sorted(kept.items())  # type: ignore[attr-defined]
+        published += len(kept)
+    report(
+        f"{len(handles)} busy stateful actions cancelled mid-run: {published} transitions, "
+        "each on Kafka in the one version the history keeps, the ledger the same"
+    )

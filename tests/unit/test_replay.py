@@ -39,6 +39,17 @@ def test_histories_are_present() -> None:
         "approved_core2",
         "stateful_core2_run1",
         "stateful_core2_run2",
+        # Only transitions of committed workflow tasks published (contract 3).
+        "succeeded_core3",
+        "retried_core3",
+        "validation_failed_core3",
+        "cancelled_core3",
+        "event_driven_core3",
+        "compensated_core3",
+        "skipped_core3",
+        "approved_core3",
+        "stateful_core3_run1",
+        "stateful_core3_run2",
     }
 
 
