@@ -36,8 +36,9 @@ integration: install
 test: lint typecheck ## ruff, mypy, then every test (unit and integration, real embedded stack)
 	$(BIN)/pytest
 
-bench: install ## Karma vs bare Temporal throughput; writes bench/results.md
+bench: install ## Karma vs bare Temporal, then analytics on 1M actions; writes bench/*.md
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.analytics
 
 clean:
 	rm -rf $(VENV) .karma .pytest_cache .mypy_cache .ruff_cache

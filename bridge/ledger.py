@@ -12,11 +12,11 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -33,6 +33,8 @@ from karma import names
 from karma.envelope import EventSource, Transition
 from karma.errors import LedgerUnavailableError
 from karma.lifecycle import TERMINAL_STATES
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,12 @@ class Ledger:
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """A read-only query's rows (analytics, the benchmark)."""
         return [tuple(row) for row in self._client.query(sql, parameters=parameters).result_rows]
+
+    def named_rows(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """A read-only query's rows, each by column name (analytics)."""
+        return list(self._client.query(sql, parameters=parameters).named_results())
 
     def migrations(self) -> list[int]:
         """The versions of the migrations this ledger has had."""
@@ -383,6 +391,15 @@ class PastActions:
                 return self._open().transitions([action_id])
 
         return await asyncio.to_thread(read)
+
+    async def read(self, query: Callable[[Ledger], T]) -> T:
+        """`query(ledger)`'s answer, computed in a thread (analytics)."""
+
+        def run() -> T:
+            with self._lock:
+                return query(self._open())
+
+        return await asyncio.to_thread(run)
 
     def ping(self) -> None:
         """Raise unless the ledger answers a query (blocking); a read still running counts

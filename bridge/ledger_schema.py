@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from karma import names
+from karma import fingerprint, names
 from karma.envelope import Envelope, Transition
 from karma.errors import FieldError, ValidationError
+from karma.lifecycle import TERMINAL_STATES, EventType
 
 MAX_ATTEMPT = 2**16 - 1  # UInt16
 TABLE_MIGRATIONS = "schema_migrations"
@@ -131,6 +132,24 @@ ACTION_EVENTS: tuple[Column, ...] = (
         comment="from the start to this terminal transition",
         since=2,
         backfill="JSONExtractUInt(attrs, 'duration_ms')",
+    ),
+    Column(
+        "error_fingerprint",
+        "String",
+        None,
+        default=fingerprint.sql_expression("error_message", 1),
+        comment="the error message with its variable parts replaced (karma.fingerprint)",
+        since=4,
+        backfill=fingerprint.sql_expression("error_message", 1),
+    ),
+    Column(
+        "fingerprint_version",
+        "UInt8",
+        None,
+        default=fingerprint.version_expression("error_message", 1),
+        comment="the version of the rules that made error_fingerprint; 0: no error",
+        since=4,
+        backfill=fingerprint.version_expression("error_message", 1),
     ),
 )
 
@@ -261,6 +280,117 @@ def _observations_table(database: str) -> list[str]:
     ]
 
 
+_TERMINAL = "(" + ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATES)) + ")"
+
+
+def _per_action(events: str) -> str:
+    """What one block of `action_events` rows says about each of its actions, in the
+    columns of `action_outcomes`. Every aggregate is idempotent (min, max, distinct seqs):
+    a transition arriving twice changes nothing. (The inner names keep the aggregates'
+    aliases, which are the source's column names, from standing for those columns.)"""
+    ended = f"_state IN {_TERMINAL}"
+    return f"""
+        SELECT
+            _action_id AS action_id,
+            max(_action_type) AS action_type,
+            max(_tenant) AS tenant,
+            max(_entity_id) AS entity_id,
+            max(_correlation_id) AS correlation_id,
+            minOrNullIf(_ts, _event_type = '{EventType.REQUESTED.value}') AS requested_at,
+            minOrNullIf(_ts, _event_type = '{EventType.ACCEPTED.value}') AS accepted_at,
+            minOrNullIf(_ts, _event_type = '{EventType.STARTED.value}') AS started_at,
+            minOrNullIf(_ts, {ended}) AS ended_at,
+            maxIf(_state, {ended}) AS state,
+            maxIf(_error_type, {ended}) AS error_type,
+            maxIf(_error_message, {ended}) AS error_message,
+            maxIf(_error_fingerprint, {ended}) AS error_fingerprint,
+            maxIf(_fingerprint_version, {ended}) AS fingerprint_version,
+            max(_attempt) AS attempts,
+            groupUniqArrayIf(_seq, _event_type = '{EventType.RETRYING.value}') AS retry_seqs,
+            groupUniqArrayIf(_seq, _event_type = '{EventType.WAITING.value}') AS wait_seqs,
+            groupUniqArrayIf(_seq, _event_type = '{EventType.STEP_COMPENSATED.value}')
+                AS compensated_step_seqs,
+            max(_event_type = '{EventType.COMPENSATED.value}') AS compensated,
+            maxIf(_duration_ms, {ended}) AS duration_ms
+        FROM (
+            SELECT
+                action_id AS _action_id, action_type AS _action_type, tenant AS _tenant,
+                entity_id AS _entity_id, correlation_id AS _correlation_id, ts AS _ts,
+                seq AS _seq, event_type AS _event_type, state AS _state,
+                error_type AS _error_type,
+                substring(error_message, 1, {fingerprint.MAX_CHARS}) AS _error_message,
+                error_fingerprint AS _error_fingerprint,
+                fingerprint_version AS _fingerprint_version, attempt AS _attempt,
+                duration_ms AS _duration_ms
+            FROM {events}
+        )
+        GROUP BY _action_id
+    """
+
+
+def _outcomes(database: str) -> list[str]:
+    events = f"{database}.{names.TABLE_ACTION_EVENTS}"
+    outcomes = f"{database}.{names.TABLE_ACTION_OUTCOMES}"
+    ended = f"{database}.{names.VIEW_ENDED_ACTIONS}"
+    at = "SimpleAggregateFunction(min, Nullable(DateTime64(3, 'UTC')))"
+    seqs = "SimpleAggregateFunction(groupUniqArrayArray, Array(UInt32))"
+    return [
+        f"""
+        CREATE TABLE IF NOT EXISTS {outcomes} (
+            action_id String,
+            action_type SimpleAggregateFunction(max, String),
+            tenant SimpleAggregateFunction(max, String),
+            entity_id SimpleAggregateFunction(max, String),
+            correlation_id SimpleAggregateFunction(max, String),
+            requested_at {at},
+            accepted_at {at},
+            started_at {at},
+            ended_at {at},
+            state SimpleAggregateFunction(max, String) COMMENT 'terminal state; empty: running',
+            error_type SimpleAggregateFunction(max, String),
+            error_message SimpleAggregateFunction(max, String),
+            error_fingerprint SimpleAggregateFunction(max, String),
+            fingerprint_version SimpleAggregateFunction(max, UInt8),
+            attempts SimpleAggregateFunction(max, UInt16),
+            retry_seqs {seqs},
+            wait_seqs {seqs},
+            compensated_step_seqs {seqs},
+            compensated SimpleAggregateFunction(max, UInt8),
+            duration_ms SimpleAggregateFunction(max, UInt64)
+        )
+        ENGINE = AggregatingMergeTree
+        ORDER BY action_id
+        """,
+        f"""
+        CREATE MATERIALIZED VIEW IF NOT EXISTS {outcomes}_mv TO {outcomes} AS
+        {_per_action(events)}
+        """,
+        # Actions already in the ledger (idempotent, like the view's inserts).
+        f"INSERT INTO {outcomes} {_per_action(events)}",
+        f"""
+        CREATE VIEW IF NOT EXISTS {ended} AS
+        SELECT
+            action_id, action_type, tenant, entity_id, correlation_id,
+            requested_at, accepted_at, started_at, ended_at, state,
+            if(compensated = 1, 'COMPENSATED', state) AS outcome,
+            error_type, error_message, error_fingerprint, fingerprint_version, attempts,
+            length(retry_seqs) AS retries,
+            length(wait_seqs) AS waits,
+            length(compensated_step_seqs) AS compensated_steps,
+            duration_ms,
+            dateDiff('millisecond', requested_at, accepted_at) AS time_to_accept_ms,
+            dateDiff('millisecond', requested_at, started_at) AS time_to_start_ms,
+            dateDiff('millisecond', requested_at, ended_at) AS time_to_resolve_ms
+        FROM {outcomes} FINAL
+        WHERE ended_at IS NOT NULL
+        """,
+    ]
+
+
+def _analytics(database: str) -> list[str]:
+    return _added_columns(4)(database) + _outcomes(database)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -272,6 +402,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "action_events, action_state_current and its view", _first_version),
     Migration(2, "action_events.duration_ms (backfilled from attrs)", _added_columns(2)),
     Migration(3, "observations (events.normalized)", _observations_table),
+    Migration(
+        4,
+        "error fingerprints, action_outcomes (aggregated as transitions arrive), ended_actions",
+        _analytics,
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

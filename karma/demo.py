@@ -114,6 +114,7 @@ def scenarios(base_url: str) -> list[Scenario]:
 
 async def run_demo(*, keep: bool = False) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="karma-demo-"))
+    report_path = get_settings().data_dir / "demo-report.html"
     settings = with_free_ports(get_settings(), data_dir)
     # The demo's jobs run on the reference service it starts, whatever is configured.
     services = {k: v for k, v in settings.services.items() if k != "jobs"}
@@ -134,7 +135,9 @@ async def run_demo(*, keep: bool = False) -> int:
             )
             ran = await _run_all(karma, scenarios(karma.reference_service.url))
             await _wait_for_ledger(karma.ledger, ran)
-            return _report(karma.ledger, ran)
+            checked = _report(karma.ledger, ran)
+            await asyncio.to_thread(_analytics, karma.ledger, report_path)
+            return checked
     finally:
         if keep:
             print(f"\ndata kept in {data_dir}")
@@ -234,6 +237,26 @@ async def _wait_for_ledger(ledger: Any, ran: list[Ran]) -> None:
                 f"the ledger holds {stored} of {expected} transitions after {LEDGER_TIMEOUT:.0f}s"
             )
         await asyncio.sleep(0.2)
+
+
+def _analytics(ledger: Any, report_path: Path) -> None:
+    """The stats table read back from the ledger's views, and the HTML report."""
+    from rich.console import Console
+
+    from bridge.analytics import Analytics, Filters
+    from karma.cli.stats_commands import render
+    from karma.report import render_html
+
+    analytics = Analytics(ledger)
+    answer = {
+        "stats": analytics.stats(Filters(), "type").as_json(),
+        "errors": [g.as_json() for g in analytics.errors(Filters())],
+    }
+    print("\nAnalytics (ClickHouse ended_actions, as `karma stats --by type` prints them):")
+    render(answer, Console(width=160))
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(render_html(answer), encoding="utf-8")
+    print(f"\nHTML report with charts: {report_path.resolve()}")
 
 
 def _report(ledger: Any, ran: list[Ran]) -> int:

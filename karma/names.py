@@ -48,3 +48,5 @@ LEDGER_DATABASE: Final = "karma"
 TABLE_ACTION_EVENTS: Final = "action_events"
 TABLE_ACTION_STATE_CURRENT: Final = "action_state_current"
 TABLE_OBSERVATIONS: Final = "observations"
+TABLE_ACTION_OUTCOMES: Final = "action_outcomes"  # per action, aggregated as rows arrive
+VIEW_ENDED_ACTIONS: Final = "ended_actions"  # one row per ended action

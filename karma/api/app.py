@@ -29,6 +29,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from bridge.dlq import DeadLetter, read_dead_letters, replay
 from bridge.ledger import LedgerEvent
 from karma import search_attributes
+from karma.api.analytics_routes import LedgerQuery, install_analytics_routes
 from karma.api.auth import ANONYMOUS, COOKIE, Caller, Guard, caller_of, requires, unauthorized
 from karma.api.codec_server import install_codec_routes
 from karma.api.hub import Subscription, TransitionHub
@@ -73,6 +74,7 @@ class ApiServices:
     checks: dict[str, Check] = field(default_factory=dict)
     ledger: LedgerRead | None = None
     history: HistoryRead | None = None  # transitions from the ledger (fills event streams)
+    analytics: LedgerQuery[Any] | None = None  # queries of the ledger (stats, errors)
     web_ui: str = ""  # the Temporal Web UI's base URL, for links
 
 
@@ -274,6 +276,7 @@ def create_app(services: ApiServices) -> FastAPI:
 
     app.mount("/console", StaticFiles(directory=CONSOLE, html=True), name="console")
     install_codec_routes(app, services.settings, guard)
+    install_analytics_routes(app, services.analytics, reader)
 
     @app.get("/v1/info", response_model=ApiInfo, tags=["health"])
     async def info() -> ApiInfo:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -15,11 +14,10 @@ import httpx
 from karma.cli.render import ledger_line
 from karma.errors import FieldError, LedgerUnavailableError, ValidationError
 from karma.settings import Settings, get_settings
+from karma.since import parse_since
 
 EXIT_OK = 0
 RECONCILE = "reconcile"
-_AGO = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 async def ledger(args: argparse.Namespace) -> int:
@@ -34,26 +32,6 @@ async def ledger(args: argparse.Namespace) -> int:
     return await asyncio.to_thread(_show, get_settings(), args.action_id, args.json)
 
 
-def parse_since(text: str | None, now: datetime | None = None) -> datetime | None:
-    """`2026-11-25T10:00:00Z` (a timezone is required) or an age: `90s`, `30m`, `2h`, `7d`."""
-    if text is None:
-        return None
-    ago = _AGO.match(text.strip())
-    if ago:
-        delta = timedelta(**{_UNITS[ago.group(2)]: int(ago.group(1))})
-        return (now or datetime.now(UTC)) - delta
-    try:
-        since = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        since = None
-    if since is None or since.tzinfo is None:
-        reason = (
-            f"expected a time with a timezone (2026-11-25T10:00:00Z) or an age (2h), got {text!r}"
-        )
-        raise ValidationError([FieldError(field="--since", reason=reason)])
-    return since.astimezone(UTC)
-
-
 def _show(settings: Settings, action_ids: list[str], as_json: bool) -> int:
     from bridge.ledger import Ledger  # the ledger client is only needed here
 
@@ -61,7 +39,7 @@ def _show(settings: Settings, action_ids: list[str], as_json: bool) -> int:
         store = Ledger.open_existing(settings.clickhouse_dsn, settings.clickhouse.database)
     except LedgerUnavailableError as unavailable:
         # Held by a running `karma dev`: that process serves it through its API.
-        if not action_ids or not _api_answers(settings):
+        if not action_ids or not api_answers(settings):
             raise
         try:
             rows = [row for a in action_ids for row in _rows_from_api(settings, a)]
@@ -92,29 +70,40 @@ def _api_url(settings: Settings) -> str:
     return settings.api.url()
 
 
-def _api_answers(settings: Settings) -> bool:
+def api_answers(settings: Settings) -> bool:
     try:
         return httpx.get(f"{_api_url(settings)}/healthz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 
 
-def _rows_from_api(settings: Settings, action_id: str) -> list[dict[str, Any]]:
+def api_get(settings: Settings, path: str, params: dict[str, str] | None = None) -> httpx.Response:
+    """GET from the API of the process that holds the ledger, with the local key.
+
+    Raises:
+        httpx.HTTPError: it cannot be reached, or it refused the key.
+    """
     from karma.api.keys import client_key
 
     key = client_key(settings)
     answer = httpx.get(
-        f"{_api_url(settings)}/v1/ledger/actions/{quote(action_id, safe='')}",
+        f"{_api_url(settings)}{path}",
+        params=params,
         headers={"Authorization": f"Bearer {key}"} if key else {},
         timeout=30,
     )
-    if answer.status_code == 404:
-        return []
     if answer.status_code in (401, 403):
         raise httpx.HTTPError(
             f"it refused {'the key' if key else 'a request without a key'} "
             f"({answer.status_code}): set KARMA_API__KEY to a key with the read scope"
         )
+    return answer
+
+
+def _rows_from_api(settings: Settings, action_id: str) -> list[dict[str, Any]]:
+    answer = api_get(settings, f"/v1/ledger/actions/{quote(action_id, safe='')}")
+    if answer.status_code == 404:
+        return []
     answer.raise_for_status()
     rows: list[dict[str, Any]] = answer.json()
     return rows

@@ -20,6 +20,7 @@ from karma.cli import (
     ledger_commands,
     observe_commands,
     service_commands,
+    stats_commands,
 )
 from karma.errors import KarmaError
 from karma.logs import configure_logging
@@ -51,6 +52,8 @@ examples:
   echo '{"event_type": "job.completed"}' | karma callback act_… --event -
   karma dlq list   |   karma dlq replay 0:12
   karma ledger act_…   |   karma ledger reconcile --since 2h
+  karma stats --by type --since 24h   |   karma stats --json
+  karma report --html report.html --since 7d
   karma api-key create --scope read --scope request --tenant acme --name ci
   karma observe runs.jsonl                    # observations for the analytics
   karma request demo.approval -p change=bump-replicas   then   karma approve act_… -r ok
@@ -236,6 +239,44 @@ def build_parser() -> argparse.ArgumentParser:
         "timezone, or an age: 30m, 2h, 7d)",
     )
     ledger.set_defaults(run=ledger_commands.ledger)
+
+    stats = sub.add_parser(
+        "stats",
+        help="outcome rates, time to acknowledge and resolve, retries, error groups",
+        description="What the ledger says about ended actions: outcome counts and rates "
+        "(succeeded, failed, timed out, cancelled, skipped, compensated), time from request "
+        "to accepted, started and ended (and from the observation that triggered it), exact "
+        "p50/p90/p99, retries per action, the entities failing most, and the error taxonomy "
+        "(error type x fingerprint). Reads the ledger, or asks the API of the `karma dev` "
+        "that holds it.",
+    )
+    stats.add_argument("--type", metavar="T", help="only actions of this type")
+    stats.add_argument("--tenant", metavar="T", help="only actions of this tenant")
+    stats.add_argument(
+        "--since", metavar="T", help="ended since T (ISO 8601 with a timezone, or 30m, 24h, 7d)"
+    )
+    stats.add_argument("--until", metavar="T", help="ended before T (as --since)")
+    stats.add_argument("--by", choices=("day", "type", "tenant"), help="one row per group")
+    stats.add_argument(
+        "--top", type=int, default=10, metavar="N", help="failing entities shown (1 to 1000)"
+    )
+    stats.add_argument("--json", action="store_true", help="one JSON document")
+    stats.set_defaults(run=stats_commands.stats)
+
+    report = sub.add_parser(
+        "report",
+        help="write an HTML report with charts of the ledger's analytics",
+        description="One self-contained HTML file (the charting library is inlined: no "
+        "network needed to open it): actions per hour by outcome, time to resolve per type "
+        "(p50/p90/p99), the slowest and the most failing types, retries per action, and the "
+        "error groups.",
+    )
+    report.add_argument("--html", required=True, metavar="FILE", help="where to write it")
+    report.add_argument("--type", metavar="T", help="only actions of this type")
+    report.add_argument("--tenant", metavar="T", help="only actions of this tenant")
+    report.add_argument("--since", metavar="T", help="ended since T (ISO 8601 or 30m, 24h, 7d)")
+    report.add_argument("--until", metavar="T", help="ended before T (as --since)")
+    report.set_defaults(run=stats_commands.report)
 
     demo = sub.add_parser(
         "demo",

@@ -119,6 +119,7 @@ async def test_dev_killed_takes_its_servers_with_it(tmp_path: Path) -> None:
 async def test_demo_prints_the_ledger_exactly_once(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KARMA_")}
     env["TMPDIR"] = str(tmp_path)
+    env["KARMA_DATA_DIR"] = str(tmp_path / "data")  # where the report goes
     code, out = await run_karma(["demo"], env, timeout=300)
     assert code == 0, out
     scenarios = ("success", "flaky", "permanent", "validation", "cancelled", "job", "timeout")
@@ -129,4 +130,12 @@ async def test_demo_prints_the_ledger_exactly_once(tmp_path: Path) -> None:
     assert "action.step_compensated step configure compensated" in out
     assert "action.compensated" in out
     assert "approve by karma-demo" in out
+    # It ends with the analytics read back from the ledger's views, and the report.
+    analytics = out.split("Analytics (ClickHouse ended_actions", 1)[1]
+    assert "Outcomes of ended actions" in analytics and "requested → ended" in analytics
+    assert re.search(r"http_request\s+│\s+2\s+│\s+1\s+│\s+1\s", analytics), analytics
+    assert "answered <n>, expected <n>" in analytics  # the permanent failure, fingerprinted
+    report = tmp_path / "data" / "demo-report.html"
+    assert f"HTML report with charts: {report}" in out
+    assert report.read_text().count('class="plotly-graph-div"') == 5
     assert not demo_dirs(tmp_path), "the demo left its data dir behind"

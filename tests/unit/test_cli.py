@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 import pytest
 
 from karma.cli.inbound_commands import PAST_TENSE
-from karma.cli.ledger_commands import parse_since
 from karma.cli.main import run
 from karma.cli.params import parse_params
 from karma.errors import ValidationError
 from karma.interactive import Verdict
 from karma.registry import default_registry
 from karma.settings import get_settings
+from karma.since import parse_since
 
 
 @pytest.fixture(autouse=True)
