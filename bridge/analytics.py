@@ -16,7 +16,7 @@ from typing import Any, Final, Literal
 
 from bridge.ledger import Ledger
 from karma import names
-from karma.errors import FieldError, ValidationError
+from karma.errors import FieldError, LedgerUnavailableError, ValidationError
 
 By = Literal["day", "type", "tenant"]
 GROUPINGS: Final[dict[str, str]] = {
@@ -27,6 +27,9 @@ GROUPINGS: Final[dict[str, str]] = {
 OUTCOMES: Final = ("SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED", "SKIPPED", "COMPENSATED")
 QUANTILES: Final = (0.5, 0.9, 0.99)
 MAX_LIMIT: Final = 1000
+TIMELINE_LIMIT: Final = 10_000  # rows of each kind in one correlation's timeline
+QUERY_SETTINGS: Final = {"max_execution_time": 30}
+ANALYTICS_MIGRATION: Final = 4  # the ledger's views the queries read
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,11 @@ class Filters:
         clauses: list[str] = ["1"]
         parameters: dict[str, Any] = {}
         if self.since is not None:
-            clauses.append(f"{time_column} >= %(since)s")
-            parameters["since"] = _naive_utc(self.since)
+            clauses.append(f"{time_column} >= toDateTime64(%(since)s, 3, 'UTC')")
+            parameters["since"] = _utc_text(self.since)
         if self.until is not None:
-            clauses.append(f"{time_column} < %(until)s")
-            parameters["until"] = _naive_utc(self.until)
+            clauses.append(f"{time_column} < toDateTime64(%(until)s, 3, 'UTC')")
+            parameters["until"] = _utc_text(self.until)
         if self.action_type:
             clauses.append("action_type = %(action_type)s")
             parameters["action_type"] = self.action_type
@@ -64,8 +67,10 @@ class Filters:
         }
 
 
-def _naive_utc(ts: datetime) -> datetime:
-    return ts.astimezone(UTC).replace(tzinfo=None)
+def _utc_text(ts: datetime) -> str:
+    """A time as ClickHouse reads it in UTC, to the millisecond (naive: taken as UTC)."""
+    utc = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    return f"{utc.year:04d}-{utc:%m-%d %H:%M:%S}.{utc.microsecond // 1000:03d}"
 
 
 def _iso(ts: datetime | None) -> str | None:
@@ -224,7 +229,8 @@ class Analytics:
         """The ended actions that pass `where`, each with the time of the first observation
         that shares its correlation id (its trigger), if any."""
         return f"""
-            SELECT e.*, t.triggered_at AS triggered_at
+            SELECT e.*,
+                   if(t.triggered_at <= e.requested_at, t.triggered_at, NULL) AS triggered_at
             FROM (SELECT * FROM {self._ended} WHERE {where}) AS e
             LEFT JOIN (
                 SELECT correlation_id, toNullable(min(ts)) AS triggered_at
@@ -283,8 +289,8 @@ class Analytics:
             (r["entity_id"], int(r["failed"]), int(r["total"]))
             for r in self._query(
                 f"""
-                SELECT entity_id, countIf(outcome IN ('FAILED', 'TIMED_OUT', 'COMPENSATED'))
-                       AS failed, count() AS total
+                SELECT entity_id, countIf(state IN ('FAILED', 'TIMED_OUT')) AS failed,
+                       count() AS total
                 FROM {self._ended} WHERE {where} AND entity_id != ''
                 GROUP BY entity_id HAVING failed > 0
                 ORDER BY failed DESC, entity_id LIMIT {int(top)}
@@ -313,7 +319,7 @@ class Analytics:
                    arraySlice(arraySort(groupArray(action_id)), 1, {int(examples)}) AS examples,
                    arraySort(groupUniqArray(action_type)) AS types
             FROM {self._ended}
-            WHERE {where} AND error_type != '' AND outcome != 'CANCELLED'
+            WHERE {where} AND error_type != '' AND state != 'CANCELLED'
             GROUP BY error_type, error_fingerprint, fingerprint_version
             ORDER BY n DESC, error_type, error_fingerprint LIMIT {int(limit)}
             """,
@@ -344,7 +350,7 @@ class Analytics:
                 f"""
                 SELECT ts, event_id, event_type, entity_id, step, status, duration_ms, attrs
                 FROM {self._observations} FINAL
-                WHERE correlation_id = %(cid)s ORDER BY ts, event_id
+                WHERE correlation_id = %(cid)s ORDER BY ts, event_id LIMIT {TIMELINE_LIMIT}
                 """,
                 parameters,
             ):
@@ -367,7 +373,7 @@ class Analytics:
             SELECT ts, event_id, action_id, seq, event_type, state, action_type, entity_id
             FROM {self._events} FINAL
             WHERE correlation_id = %(cid)s {tenant_clause}
-            ORDER BY ts, action_id, seq
+            ORDER BY ts, action_id, seq LIMIT {TIMELINE_LIMIT}
             """,
             parameters,
         ):
@@ -387,5 +393,18 @@ class Analytics:
         rows.sort(key=lambda row: (row["ts"], row["kind"] == "transition"))
         return rows
 
+    def check_ready(self) -> None:
+        """Raise unless the ledger has the views the queries read.
+
+        Raises:
+            karma.errors.LedgerUnavailableError: a ledger not migrated that far yet.
+        """
+        applied = self._ledger.migrations()
+        if ANALYTICS_MIGRATION not in applied:
+            raise LedgerUnavailableError(
+                f"the ledger is at migration {max(applied, default=0)}; its analytics need "
+                f"migration {ANALYTICS_MIGRATION} (run `karma setup`, or start the bridge)"
+            )
+
     def _query(self, sql: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
-        return self._ledger.named_rows(sql, parameters)
+        return self._ledger.named_rows(sql, parameters, settings=QUERY_SETTINGS)

@@ -19,6 +19,7 @@ from karma.component import Component
 from karma.envelope import Transition
 from karma.lifecycle import TopicKind
 from karma.settings import KafkaSettings
+from karma.telemetry import tracer
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,17 @@ class TransitionPublisher(Component):
             return 0
 
     async def _publish(self, events: Sequence[Transition]) -> int:
+        attributes: dict[str, str | int] = {
+            "messaging.system": "kafka",
+            "messaging.operation": "publish",
+            "messaging.batch.message_count": len(events),
+            "karma.action_id": events[0].action_id,
+            "karma.seq": f"{events[0].seq}-{events[-1].seq}",
+        }
+        with tracer().start_as_current_span("kafka.publish transitions", attributes=attributes):
+            return await self._send(events)
+
+    async def _send(self, events: Sequence[Transition]) -> int:
         producer = await self._producer.get()
         futures = []
         for event in events:

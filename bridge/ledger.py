@@ -52,6 +52,7 @@ class LedgerEvent:
     error_message: str
     attrs: dict[str, Any]
     duration_ms: int = 0
+    trace_id: str = ""  # the action's OpenTelemetry trace ("" untraced)
 
     def as_json(self) -> dict[str, Any]:
         """As `karma ledger --json` prints it and the API serves it."""
@@ -190,10 +191,14 @@ class Ledger:
         return [tuple(row) for row in self._client.query(sql, parameters=parameters).result_rows]
 
     def named_rows(
-        self, sql: str, parameters: dict[str, Any] | None = None
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """A read-only query's rows, each by column name (analytics)."""
-        return list(self._client.query(sql, parameters=parameters).named_results())
+        result = self._client.query(sql, parameters=parameters, settings=settings)
+        return list(result.named_results())
 
     def migrations(self) -> list[int]:
         """The versions of the migrations this ledger has had."""
@@ -220,6 +225,11 @@ class Ledger:
         if new_rows:
             self._client.insert(self._events, new_rows, column_names=INSERT_COLUMNS)
         return len(new_rows)
+
+    def insert_unchecked(self, rows: Sequence[list[Any]]) -> None:
+        """Insert rows without looking for those stored already, as two sinks racing in a
+        rebalance would (tests of what the views make of duplicates)."""
+        self._client.insert(self._events, list(rows), column_names=INSERT_COLUMNS)
 
     def write_observations(self, rows: Sequence[list[Any]]) -> int:
         """Insert the observations whose event id is not stored yet; return how many."""
@@ -262,7 +272,7 @@ class Ledger:
     def transitions(self, action_ids: Sequence[str] | None = None) -> list[LedgerEvent]:
         """Transitions in (action, seq) order, for the given actions or all of them."""
         selected = "action_id, seq, ts, event_type, state, action_type, attempt, error_type, "
-        selected += "error_message, attrs, duration_ms"
+        selected += "error_message, attrs, duration_ms, trace_id"
         if action_ids is None:
             result = self._client.query(
                 f"SELECT {selected} FROM {self._events} FINAL ORDER BY action_id, seq"
@@ -391,6 +401,11 @@ class PastActions:
                 return self._open().transitions([action_id])
 
         return await asyncio.to_thread(read)
+
+    def sibling(self) -> PastActions:
+        """Another reader of the same ledger, with its own connection and lock (slow
+        analytics never hold up the idempotency lookups and the readiness check)."""
+        return PastActions(self._dsn, self._database)
 
     async def read(self, query: Callable[[Ledger], T]) -> T:
         """`query(ledger)`'s answer, computed in a thread (analytics)."""

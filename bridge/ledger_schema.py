@@ -21,6 +21,7 @@ from karma import fingerprint, names
 from karma.envelope import Envelope, Transition
 from karma.errors import FieldError, ValidationError
 from karma.lifecycle import TERMINAL_STATES, EventType
+from karma.telemetry import TRACE_TAG
 
 MAX_ATTEMPT = 2**16 - 1  # UInt16
 TABLE_MIGRATIONS = "schema_migrations"
@@ -150,6 +151,14 @@ ACTION_EVENTS: tuple[Column, ...] = (
         comment="the version of the rules that made error_fingerprint; 0: no error",
         since=4,
         backfill=fingerprint.version_expression("error_message", 1),
+    ),
+    Column(
+        "trace_id",
+        "String",
+        lambda e, p: e.tags.get(TRACE_TAG, ""),
+        comment="the OpenTelemetry trace of the action (its request span); empty: untraced",
+        since=5,
+        backfill=f"tags['{TRACE_TAG}']",
     ),
 )
 
@@ -308,8 +317,10 @@ def _per_action(events: str) -> str:
             max(_attempt) AS attempts,
             groupUniqArrayIf(_seq, _event_type = '{EventType.RETRYING.value}') AS retry_seqs,
             groupUniqArrayIf(_seq, _event_type = '{EventType.WAITING.value}') AS wait_seqs,
-            groupUniqArrayIf(_seq, _event_type = '{EventType.STEP_COMPENSATED.value}')
-                AS compensated_step_seqs,
+            groupUniqArrayIf(
+                _seq,
+                _event_type = '{EventType.STEP_COMPENSATED.value}' AND _step_outcome != 'failed'
+            ) AS compensated_step_seqs,
             max(_event_type = '{EventType.COMPENSATED.value}') AS compensated,
             maxIf(_duration_ms, {ended}) AS duration_ms
         FROM (
@@ -318,10 +329,11 @@ def _per_action(events: str) -> str:
                 entity_id AS _entity_id, correlation_id AS _correlation_id, ts AS _ts,
                 seq AS _seq, event_type AS _event_type, state AS _state,
                 error_type AS _error_type,
-                substring(error_message, 1, {fingerprint.MAX_CHARS}) AS _error_message,
+                substringUTF8(error_message, 1, {fingerprint.MAX_CHARS}) AS _error_message,
                 error_fingerprint AS _error_fingerprint,
                 fingerprint_version AS _fingerprint_version, attempt AS _attempt,
-                duration_ms AS _duration_ms
+                duration_ms AS _duration_ms,
+                JSONExtractString(attrs, 'outcome') AS _step_outcome
             FROM {events}
         )
         GROUP BY _action_id
@@ -372,7 +384,7 @@ def _outcomes(database: str) -> list[str]:
         SELECT
             action_id, action_type, tenant, entity_id, correlation_id,
             requested_at, accepted_at, started_at, ended_at, state,
-            if(compensated = 1, 'COMPENSATED', state) AS outcome,
+            if(compensated = 1 AND state = 'FAILED', 'COMPENSATED', state) AS outcome,
             error_type, error_message, error_fingerprint, fingerprint_version, attempts,
             length(retry_seqs) AS retries,
             length(wait_seqs) AS waits,
@@ -407,6 +419,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "error fingerprints, action_outcomes (aggregated as transitions arrive), ended_actions",
         _analytics,
     ),
+    Migration(5, "action_events.trace_id (from the trace_id tag)", _added_columns(5)),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from bridge.inbound import Inbound, decode_request
 from karma.client import KarmaClient
 from karma.settings import LimitsSettings
+from karma.telemetry import continued_from
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,9 @@ class RequestIngress:
         if request is None:
             return
         # Bad types, parameters and sizes raise ValidationError: the message is dead-lettered.
-        handle = await self._client.submit(request)
+        carrier = {k: v.decode("latin-1") for k, v in message.headers.items()}
+        with continued_from(carrier):  # a producer's traceparent header
+            handle = await self._client.submit(request)
         if handle.created:
             self.started += 1
             log.info(

@@ -30,13 +30,15 @@ from bridge.dlq import LEDGER_STAGE as STAGE
 from bridge.dlq import OBSERVATIONS_STAGE, DeadLetter, DeadLetterPublisher
 from bridge.inbound import marked_as_transition
 from bridge.ledger import Ledger
-from bridge.ledger_schema import KafkaPosition, ledger_row, observation_row
+from bridge.ledger_schema import INSERT_COLUMNS, KafkaPosition, ledger_row, observation_row
 from bridge.retrying import Stopped, until_stopped
 from karma.errors import ValidationError
 from karma.observations import decode_observation
 from karma.settings import Settings
+from karma.telemetry import spans_in_traces
 
 log = logging.getLogger(__name__)
+TRACE_COLUMN = INSERT_COLUMNS.index("trace_id")
 
 T = TypeVar("T")
 # A poll that long with nothing new means the topic is quiet: the batch is written.
@@ -249,8 +251,11 @@ class LedgerSink(ConsumerLoop):
         return ledger_row(event, KafkaPosition(record.topic, record.partition, record.offset))
 
     def _store(self, ledger: Ledger, rows: list[list[Any]]) -> int:
-        """Write the rows (skipping those stored already); how many were new."""
-        return ledger.write(rows)
+        """Write the rows (skipping those stored already); how many were new. Each traced
+        action in the batch gets a span for the insert, in its own trace."""
+        traces = (row[TRACE_COLUMN] for row in rows if row[TRACE_COLUMN])
+        with spans_in_traces("ledger.insert", traces, **{"db.system": "clickhouse"}):
+            return ledger.write(rows)
 
     async def _insert(self, entries: list[tuple[Any, list[Any]]]) -> list[DeadLetter] | Stopped:
         """Insert the rows; the dead letters of rows ClickHouse cannot take, each found by

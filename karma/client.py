@@ -54,6 +54,7 @@ from karma.request import ActionRequest
 from karma.secrets import SecretSealer
 from karma.settings import LimitsSettings, Settings, get_settings
 from karma.status import ActionOutcome, ActionStatus, LedgerAnswer, PastActions, ran_before
+from karma.telemetry import current_trace_id, tracer
 from karma.web_ui import details, summary
 
 T = TypeVar("T")
@@ -329,7 +330,11 @@ class KarmaClient:
         """Connect with `settings` (default: KARMA_* variables). `past` reads the ledger
         (see `submit`)."""
         settings = settings or get_settings()
-        temporal = await connect_temporal(settings)
+        from karma.telemetry import tracing_interceptors
+
+        temporal = await connect_temporal(
+            settings, interceptors=tracing_interceptors(settings.otel)
+        )
         return cls(
             temporal,
             task_queue=settings.temporal.task_queue,
@@ -379,6 +384,23 @@ class KarmaClient:
 
     async def submit(
         self, request: ActionRequest, *, validate: bool = True, task_queue: str | None = None
+    ) -> ActionHandle:
+        """Start a prepared request (see `_submit`) in its own span, which starts the
+        action's trace when tracing is on (its id is stamped on every transition)."""
+        attributes = {
+            "karma.action_id": request.action_id,
+            "karma.action_type": request.action_type,
+        }
+        with tracer().start_as_current_span(
+            f"karma.request {request.action_type}", attributes=attributes
+        ):
+            trace_id = current_trace_id()
+            if trace_id and not request.trace_id:
+                request = request.model_copy(update={"trace_id": trace_id})
+            return await self._submit(request, validate=validate, task_queue=task_queue)
+
+    async def _submit(
+        self, request: ActionRequest, *, validate: bool, task_queue: str | None
     ) -> ActionHandle:
         """Start a prepared request; a second request with the same action id returns the
         existing action's handle (`created=False`), it never runs twice: while Temporal

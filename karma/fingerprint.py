@@ -18,18 +18,23 @@ MAX_CHARS: Final = 1000  # of the message that is fingerprinted
 # version -> rules, in the order they apply.
 RULES: Final[dict[int, tuple[tuple[str, str], ...]]] = {
     1: (
-        # Quoted values first: whatever is inside quotes is data.
-        (r"'[^']*'", "'<str>'"),
+        # Quoted values first: whatever is inside quotes is data (an apostrophe inside a
+        # word, as in can't, opens no quote).
+        (r"(^|[^A-Za-z0-9])'[^']*'", "\\1'<str>'"),
         (r'"[^"]*"', '"<str>"'),
         # URLs keep their scheme, host and path shape; the query is data.
         (r"\?[^\s=?]+=[^\s]*", "?<query>"),
+        (
+            r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?",
+            "<ts>",
+        ),
         (r"(?i)\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", "<uuid>"),
         (r"(?i)\b0x[0-9a-f]+\b", "<hex>"),
         (r"(?i)\b[0-9a-f]{16,}\b", "<hex>"),
         (r"\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b", "<ip>"),
-        # Ids: a word that starts with a letter and has a digit followed by two more word
-        # characters (act_09c8b4…, job-1234, node-17a); `v2`, `utf8` and `sha1` stay.
-        (r"\b[A-Za-z][A-Za-z_-]*[0-9][A-Za-z0-9_-]{2,}\b", "<id>"),
+        # Ids: a word joined by - or _ with a digit after the joint (act_09c8b4…, job-42,
+        # order-7f3a); `v2`, `utf8`, `sha256` and `HTTP/1.1` are no ids.
+        (r"\b[A-Za-z][A-Za-z0-9]*[-_][A-Za-z0-9_-]*[0-9][A-Za-z0-9_-]*", "<id>"),
         (r"\b\d+(\.\d+)*", "<n>"),  # 60s: <n>s
         (r"\s+", " "),
     ),
@@ -45,7 +50,7 @@ def _literal(text: str) -> str:
 def sql_expression(column: str, version: int = CURRENT) -> str:
     """The ClickHouse expression that fingerprints `column` with the rules of `version`
     ('' for an empty message)."""
-    expression = f"substring({column}, 1, {MAX_CHARS})"
+    expression = f"substringUTF8({column}, 1, {MAX_CHARS})"
     for pattern, placeholder in RULES[version]:
         expression = f"replaceRegexpAll({expression}, {_literal(pattern)}, {_literal(placeholder)})"
     return f"trimBoth({expression})"

@@ -18,7 +18,7 @@ from karma.run_state import RunState
 CONTRACT = 3
 
 
-RESERVED_TAGS = frozenset({"action", "priority", "tenant"})  # stamped from the request
+RESERVED_TAGS = frozenset({"action", "priority", "tenant", "trace_id"})  # stamped from the request
 
 
 class ActionRequest(BaseModel):
@@ -39,6 +39,12 @@ class ActionRequest(BaseModel):
     source: EventSource = Field(default_factory=EventSource)
     resume: RunState | None = Field(
         default=None, description="set by continue-as-new only: where the action stands"
+    )
+    trace_id: str = Field(
+        default="",
+        pattern="^([0-9a-f]{32})?$",
+        description="the OpenTelemetry trace the request started (stamped on every transition "
+        "as the `trace_id` tag); empty when tracing is off",
     )
     contract: int = Field(
         default=1,
@@ -68,11 +74,17 @@ class ActionRequest(BaseModel):
             karma.errors.ValidationError: an id or name too long, a reserved tag, a NUL in
                 the tenant or idempotency key, naming the field.
         """
+        reasons = {
+            "action": "reserved: Karma sets it (the action type)",
+            "trace_id": "reserved: Karma sets it (the trace the request started)",
+        }
         errors = [
-            FieldError(field=f"tags.{name}", reason=f"reserved: Karma sets it (use `{name}`)"
-                       if name != "action" else "reserved: Karma sets it (the action type)")
+            FieldError(
+                field=f"tags.{name}",
+                reason=reasons.get(name, f"reserved: Karma sets it (use `{name}`)"),
+            )
             for name in RESERVED_TAGS & set(tags or {})
-        ]  # fmt: skip
+        ]
         errors += [
             FieldError(field=name, reason="must not contain NUL")
             for name, value in (("tenant", tenant), ("idempotency_key", idempotency_key))
@@ -116,4 +128,6 @@ class ActionRequest(BaseModel):
         tags.update(action=self.action_type, priority=self.priority)
         if self.tenant:
             tags["tenant"] = self.tenant
+        if self.trace_id:
+            tags["trace_id"] = self.trace_id
         return tags

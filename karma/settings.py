@@ -220,8 +220,16 @@ class CodecSettings(BaseModel):
 
 
 class OtelSettings(BaseModel):
-    exporter: Literal["none", "console"] = "none"
+    """Tracing (karma.telemetry): where spans go."""
+
+    exporter: Literal["none", "console", "otlp"] = "none"
     service_name: str = "karma"
+    otlp_protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    otlp_endpoint: str = Field(
+        default="",
+        description="the collector, e.g. http://localhost:4318 (HTTP) or localhost:4317 "
+        "(gRPC); empty: the standard OTEL_EXPORTER_OTLP_* variables or their defaults",
+    )
 
 
 class Settings(BaseSettings):
@@ -237,6 +245,10 @@ class Settings(BaseSettings):
         description="Fernet key sealing secret parameters; default: <data_dir>/secrets.key",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="json: one object per line with action_id, trace_id and span_id",
+    )
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     codec: CodecSettings = Field(default_factory=CodecSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+from karma.envelope import EARLIEST_YEAR, LATEST_YEAR
 from karma.errors import FieldError, ValidationError
 
 _AGO = re.compile(r"^(\d{1,9})([smhd])$")
@@ -23,15 +24,21 @@ def parse_since(
     if text is None:
         return None
     ago = _AGO.match(text.strip())
+    since: datetime | None = None
     try:
         if ago:
             delta = timedelta(**{_UNITS[ago.group(2)]: int(ago.group(1))})
-            return (now or datetime.now(UTC)) - delta
-        since = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-        if since.tzinfo is not None:
-            return since.astimezone(UTC)
+            since = (now or datetime.now(UTC)) - delta
+        else:
+            parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+            since = parsed.astimezone(UTC) if parsed.tzinfo is not None else None
     except (ValueError, OverflowError):  # not a time; or before year 1
-        pass
+        since = None
+    if since is not None:
+        if EARLIEST_YEAR <= since.year <= LATEST_YEAR:
+            return since
+        reason = f"must be between the years {EARLIEST_YEAR} and {LATEST_YEAR}, got {text[:60]!r}"
+        raise ValidationError([FieldError(field=field, reason=reason)])
     reason = (
         f"expected a time with a timezone (2026-11-25T10:00:00Z) or an age (2h), got {text[:60]!r}"
     )

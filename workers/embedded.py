@@ -28,7 +28,7 @@ from karma.reference_service import ReferenceService
 from karma.registry import ActionRegistry
 from karma.secrets import SecretSealer
 from karma.settings import Settings
-from workers.telemetry import tracing_interceptors
+from karma.telemetry import tracing_interceptors
 from workers.worker import ActionWorker
 
 RECONCILE_WINDOW = timedelta(hours=1)

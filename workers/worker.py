@@ -22,7 +22,7 @@ from karma.registry import ActionRegistry, default_registry
 from karma.secrets import SecretSealer
 from karma.settings import Settings
 from karma.status import PastActions
-from workers.telemetry import tracing_interceptors
+from karma.telemetry import tracing_interceptors
 from workflows.action import ActionWorkflow
 
 # The sandbox re-imports every module that is not passed through for every workflow run,

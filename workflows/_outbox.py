@@ -44,6 +44,21 @@ DURABLE_EMIT_RETRY = TemporalRetryPolicy(
 )
 
 
+# An activity's input goes into the history: a batch of transitions with large outputs is
+# sent in parts, each well under Temporal's 2 MB limit on a payload.
+EMIT_BATCH_BYTES = 1 << 20
+
+
+def bounded(events: list[Transition]) -> list[Transition]:
+    """The first of `events` that fit in EMIT_BATCH_BYTES together (at least one)."""
+    size = 0
+    for count, event in enumerate(events):
+        size += len(event.model_dump_json())
+        if size > EMIT_BATCH_BYTES and count > 0:
+            return events[:count]
+    return events
+
+
 async def commit() -> None:
     """Let the running workflow task be committed before going on."""
     await workflow.sleep(COMMIT_DELAY)
@@ -56,28 +71,27 @@ class Outbox:
         # recorded with.
         self._commit_first = commit_first
         # The workflow task (by the history's length when it started) of the last
-        # recording, and the first seq recorded in it.
+        # recording: the last recorded transition is the last pending one, so whether it
+        # belongs to the running task says whether any pending one does.
         self._task = -1
-        self._first_of_task = 0
 
     def recorded(self, transition: Transition) -> None:
-        """Note a transition just recorded (every recording goes through here)."""
-        task = workflow.info().get_current_history_length()
-        if task != self._task:
-            self._task, self._first_of_task = task, transition.seq
+        """Note a transition just recorded (every recording goes through here).
 
-    def _uncommitted(self, pending: list[Transition]) -> bool:
-        """Whether some of `pending` were recorded by the running workflow task."""
-        return (
-            self._commit_first
-            and self._task == workflow.info().get_current_history_length()
-            and pending[-1].seq >= self._first_of_task
-        )
+        Replay gives the same lengths as long as a recording is followed, in the same
+        activation, by a command (an emit, an attempt, a timer, an upsert): never record
+        and then wait on a local activity before flushing.
+        """
+        self._task = workflow.info().get_current_history_length()
+
+    def _uncommitted(self) -> bool:
+        """Whether the pending transitions include some the running task recorded."""
+        return self._commit_first and self._task == workflow.info().get_current_history_length()
 
     async def flush(self) -> None:
         """Return once Kafka acknowledged every recorded transition."""
         while pending := self._log.pending():
-            if self._uncommitted(pending):
+            if self._uncommitted():
                 # An activity's input is committed with the task that schedules it.
                 self._log.acknowledge((await self._durable_emit()).emitted_seq)
                 continue
@@ -102,7 +116,7 @@ class Outbox:
         try:
             out: EmitOutput = await workflow.execute_activity(
                 names.EMIT_TRANSITIONS,
-                EmitInput(events=self._log.pending()),
+                EmitInput(events=bounded(self._log.pending())),
                 result_type=EmitOutput,
                 start_to_close_timeout=DURABLE_EMIT_TIMEOUT,
                 retry_policy=DURABLE_EMIT_RETRY,

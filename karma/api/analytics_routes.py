@@ -3,9 +3,11 @@ by a process that can read the ledger (in the embedded stack, `karma dev`)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
+from clickhouse_connect.driver.exceptions import ClickHouseError
 from fastapi import FastAPI, Path, Query
 
 from bridge.analytics import MAX_LIMIT, Analytics, Filters, check_by
@@ -13,10 +15,11 @@ from bridge.ledger import Ledger
 from karma.api.auth import Caller
 from karma.api.problems import Problem, problems
 from karma.envelope import MAX_ID_CHARS, MAX_NAME_CHARS
-from karma.errors import ValidationError
+from karma.errors import LedgerUnavailableError, ValidationError
 from karma.since import parse_since
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 LedgerQuery = Callable[[Callable[[Ledger], T]], Awaitable[T]]
 
 _TIME = Query(
@@ -30,7 +33,19 @@ def install_analytics_routes(app: FastAPI, read: LedgerQuery[Any] | None, reader
     async def ask(query: Callable[[Analytics], T]) -> T:
         if read is None:
             raise Problem(503, "this process does not read the ledger (ask the one that owns it)")
-        answer: T = await read(lambda ledger: query(Analytics(ledger)))
+
+        def run(ledger: Ledger) -> T:
+            analytics = Analytics(ledger)
+            analytics.check_ready()
+            return query(analytics)
+
+        try:
+            answer: T = await read(run)
+        except LedgerUnavailableError as unavailable:
+            raise Problem(503, str(unavailable)) from unavailable
+        except ClickHouseError as failed:
+            log.warning("an analytics query failed: %s", failed)
+            raise Problem(503, "the ledger could not answer (see the API's log)") from failed
         return answer
 
     def filters(

@@ -52,6 +52,7 @@ from karma.meta import ActionMeta
 from karma.params import params_json_schema
 from karma.settings import Settings
 from karma.status import ActionStatus
+from karma.telemetry import continued_from
 
 Check = Callable[[], Awaitable[str]]  # what it reached; raises when it cannot
 LedgerRead = Callable[[str], Awaitable[Sequence[LedgerEvent]]]
@@ -365,6 +366,7 @@ def create_app(services: ApiServices) -> FastAPI:
         *,
         caller: Caller = requester,
         body: ActionRequestBody,
+        request: Request,
         response: Response,
         idempotency_key: Annotated[str | None, Header(max_length=MAX_ID_CHARS)] = None,
     ) -> ActionCreated:
@@ -382,16 +384,17 @@ def create_app(services: ApiServices) -> FastAPI:
                 reason = f"the key is bound to tenant {caller.tenant!r}"
                 raise Problem(403, reason, [FieldError(field="tenant", reason=reason)])
             tenant = caller.tenant
-        handle = await client.request(
-            body.type,
-            body.params,
-            idempotency_key=key,
-            entity_id=body.entity_id,
-            correlation_id=body.correlation_id,
-            tenant=tenant,
-            priority=body.priority,
-            tags=body.tags,
-        )
+        with continued_from(request.headers):  # the caller's traceparent, if any
+            handle = await client.request(
+                body.type,
+                body.params,
+                idempotency_key=key,
+                entity_id=body.entity_id,
+                correlation_id=body.correlation_id,
+                tenant=tenant,
+                priority=body.priority,
+                tags=body.tags,
+            )
         if not handle.created:
             response.status_code = 200
         response.headers["Location"] = f"/v1/actions/{handle.action_id}"

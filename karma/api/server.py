@@ -30,7 +30,7 @@ def api_services(
         checks=standard_checks(settings, client, past.ping if past else None),
         ledger=past.rows if past else None,
         history=past,
-        analytics=past.read if past else None,
+        analytics=past.sibling().read if past else None,
         web_ui=web_ui,
     )
 

@@ -92,7 +92,9 @@ def api_get(settings: Settings, path: str, params: dict[str, str] | None = None)
         headers={"Authorization": f"Bearer {key}"} if key else {},
         timeout=30,
     )
-    if answer.status_code in (401, 403):
+    if answer.status_code == 401 or (
+        answer.status_code == 403 and "scope" in answer.text and "tenant" not in answer.text
+    ):
         raise httpx.HTTPError(
             f"it refused {'the key' if key else 'a request without a key'} "
             f"({answer.status_code}): set KARMA_API__KEY to a key with the read scope"

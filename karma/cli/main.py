@@ -258,7 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--until", metavar="T", help="ended before T (as --since)")
     stats.add_argument("--by", choices=("day", "type", "tenant"), help="one row per group")
     stats.add_argument(
-        "--top", type=int, default=10, metavar="N", help="failing entities shown (1 to 1000)"
+        "--top",
+        type=stats_commands.top_count,
+        default=10,
+        metavar="N",
+        help="failing entities shown (1 to 1000)",
     )
     stats.add_argument("--json", action="store_true", help="one JSON document")
     stats.set_defaults(run=stats_commands.stats)
@@ -306,6 +310,9 @@ def run(argv: Sequence[str] | None = None) -> int:
 def main() -> None:
     """The `karma` console script."""
     code = run()
+    from karma.telemetry import flush
+
+    flush()  # spans still buffered (the exporter runs in a thread os._exit would stop)
     # Skip interpreter finalization: Temporal's Rust runtime threads may still touch Python
     # while it is torn down and abort a process that already finished cleanly
     # (temporalio/sdk-python#300). Everything was stopped and flushed by now.
@@ -328,7 +335,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     # The demo speaks for itself; its servers' and worker's chatter would bury the ledger.
     default_level = "WARNING" if args.command == "demo" else settings.log_level
-    configure_logging((args.log_level or default_level).upper())
+    configure_logging((args.log_level or default_level).upper(), settings.log_format)
     command: Command = args.run
     try:
         return asyncio.run(command(args))

@@ -93,7 +93,7 @@ def ledger_reader(settings: Settings, *, owns_embedded: bool) -> Iterator[PastAc
 
 async def worker(args: argparse.Namespace) -> int:
     from karma.client import connect_temporal
-    from workers.telemetry import tracing_interceptors
+    from karma.telemetry import tracing_interceptors
     from workers.worker import ActionWorker
 
     settings = get_settings()
@@ -135,7 +135,7 @@ async def service(args: argparse.Namespace) -> int:
     from karma.api.server import ApiServer, api_services
     from karma.client import KarmaClient, connect_temporal
     from karma.first_to_stop import first_to_stop
-    from workers.telemetry import tracing_interceptors
+    from karma.telemetry import tracing_interceptors
     from workers.worker import ActionWorker
 
     settings = get_settings()

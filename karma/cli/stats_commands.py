@@ -12,9 +12,10 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from karma.cli.ledger_commands import api_answers, api_get
-from karma.errors import LedgerUnavailableError
+from karma.errors import FieldError, LedgerUnavailableError, ValidationError
 from karma.settings import Settings, get_settings
 from karma.since import parse_since
 
@@ -89,6 +90,7 @@ def read_stats(settings: Settings, query: dict[str, Any], top: int) -> dict[str,
                 api_get(settings, "/v1/errors", {k: v for k, v in params.items() if k != "by"}),
             ]
             for answer in answers:
+                _refused(answer)
                 answer.raise_for_status()
         except httpx.HTTPError as exc:
             raise LedgerUnavailableError(
@@ -103,12 +105,43 @@ def read_stats(settings: Settings, query: dict[str, Any], top: int) -> dict[str,
             tenant=query["tenant"] or "",
         )
         analytics = Analytics(store)
+        analytics.check_ready()
         return {
             "stats": analytics.stats(filters, query["by"], top=top).as_json(),
             "errors": [g.as_json() for g in analytics.errors(filters)],
         }
     finally:
         store.close()
+
+
+def _refused(answer: httpx.Response) -> None:
+    """Raise what the API said about a request it refused (bad filters, another tenant).
+
+    Raises:
+        karma.errors.ValidationError: a 422 (its fields) or a 403 (its reason).
+    """
+    if answer.status_code not in (403, 422):
+        return
+    try:
+        problem = answer.json()
+    except ValueError:
+        problem = {}
+    errors = [
+        FieldError(field=str(e.get("field", "")), reason=str(e.get("reason", "")))
+        for e in problem.get("errors", [])
+    ] or [FieldError(field="--tenant", reason=str(problem.get("detail", answer.text[:200])))]
+    raise ValidationError(errors)
+
+
+def top_count(text: str) -> int:
+    """`--top`: a whole number from 1 to 1000."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 1000, got {text!r}")
+    return value
 
 
 def duration(ms: float | None) -> str:
@@ -140,7 +173,7 @@ def render(answer: dict[str, Any], console: Console) -> None:
     outcomes.add_column("success", justify="right")
     for g in groups:
         outcomes.add_row(
-            g["group"] or "(all)",
+            Text(g["group"] or "(all)"),
             str(g["total"]),
             *(str(g["outcomes"].get(key, 0)) for key, _, _ in OUTCOME_COLUMNS),
             f"{100 * g['rates']['SUCCEEDED']:.1f} %",
@@ -156,7 +189,7 @@ def render(answer: dict[str, Any], console: Console) -> None:
             if not t["count"]:
                 continue
             timings.add_row(
-                g["group"] or "(all)",
+                Text(g["group"] or "(all)"),
                 label,
                 str(t["count"]),
                 *(duration(t[q]) for q in ("mean", "p50", "p90", "p99")),
@@ -172,7 +205,7 @@ def render(answer: dict[str, Any], console: Console) -> None:
         for name in ("entity", "failed", "of"):
             failing.add_column(name, justify="left" if name == "entity" else "right")
         for e in stats["top_failing_entities"]:
-            failing.add_row(e["entity_id"], str(e["failed"]), str(e["total"]))
+            failing.add_row(Text(e["entity_id"]), str(e["failed"]), str(e["total"]))
         console.print(failing)
 
     if errors:
@@ -182,10 +215,10 @@ def render(answer: dict[str, Any], console: Console) -> None:
         for e in errors:
             taxonomy.add_row(
                 str(e["count"]),
-                e["error_type"],
-                e["fingerprint"],
+                Text(e["error_type"]),
+                Text(e["fingerprint"]),
                 (e["last_seen"] or "")[:19].replace("T", " "),
-                e["example_action_ids"][0] if e["example_action_ids"] else "",
+                Text(e["example_action_ids"][0] if e["example_action_ids"] else ""),
             )
         console.print(taxonomy)
     else:

@@ -133,7 +133,7 @@ async def test_demo_prints_the_ledger_exactly_once(tmp_path: Path) -> None:
     # It ends with the analytics read back from the ledger's views, and the report.
     analytics = out.split("Analytics (ClickHouse ended_actions", 1)[1]
     assert "Outcomes of ended actions" in analytics and "requested → ended" in analytics
-    assert re.search(r"http_request\s+│\s+2\s+│\s+1\s+│\s+1\s", analytics), analytics
+    assert re.search(r"http_request\W+2\W+1\W+1\W", analytics), analytics
     assert "answered <n>, expected <n>" in analytics  # the permanent failure, fingerprinted
     report = tmp_path / "data" / "demo-report.html"
     assert f"HTML report with charts: {report}" in out

@@ -117,9 +117,21 @@ def test_since_takes_a_time_with_a_zone_or_an_age() -> None:
     assert parse_since("2026-11-24T08:00:00Z") == datetime(2026, 11, 24, 8, tzinfo=UTC)
     assert parse_since("2026-11-24T09:00:00+01:00") == datetime(2026, 11, 24, 8, tzinfo=UTC)
     assert parse_since(None) is None
-    for bad in ("2026-11-24T08:00:00", "yesterday", "5w"):
+    for bad in ("2026-11-24T08:00:00", "yesterday", "5w", "9999999999d"):
         with pytest.raises(ValidationError, match="--since: expected a time with a timezone"):
             parse_since(bad)
+    for far in ("0001-01-01T00:00:00Z", "700000d", "2400-01-01T00:00:00Z"):
+        with pytest.raises(ValidationError, match="between the years 1900 and 2299"):
+            parse_since(far, now)
+    with pytest.raises(ValidationError, match=r"^until: "):
+        parse_since("soon", field="until")
+
+
+def test_stats_refuse_a_top_outside_its_range() -> None:
+    for bad in ("0", "1001", "ten"):
+        with pytest.raises(SystemExit) as exited:
+            run(["stats", "--top", bad])
+        assert exited.value.code == 2
 
 
 def test_reject_and_approve_say_what_happened() -> None:

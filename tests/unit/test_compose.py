@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from cryptography.fernet import Fernet
@@ -96,3 +97,20 @@ def test_the_api_service_has_the_same_settings_and_a_healthcheck() -> None:
     volume, _, path = api["volumes"][0].partition(":")
     assert volume in load()["volumes"]
     assert path == f"/app/{Settings().data_dir}"
+
+
+def test_traces_go_through_the_collector_to_jaeger() -> None:
+    services = load()["services"]
+    env = services["worker"]["environment"]
+    settings_host = urlsplit(env["KARMA_OTEL__OTLP_ENDPOINT"]).hostname
+    assert env["KARMA_OTEL__EXPORTER"] == "otlp" and settings_host == "otel-collector"
+    collector = services["otel-collector"]
+    mounted = collector["volumes"][0].split(":")[0]
+    config = yaml.safe_load((COMPOSE.parent / mounted).read_text())
+    assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
+    exporter = config["exporters"][config["service"]["pipelines"]["traces"]["exporters"][0]]
+    assert exporter["endpoint"].split(":")[0] == "jaeger"
+    assert services["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+    assert services["jaeger"]["healthcheck"]["test"]
+    for name in ("worker", "bridge", "api"):  # tracing is best effort: nothing waits for it
+        assert "otel-collector" not in services[name].get("depends_on", {}), name

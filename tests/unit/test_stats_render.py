@@ -84,6 +84,18 @@ def test_the_tables_show_rates_timings_entities_and_error_groups() -> None:
     assert "HTTP <n> from http://x/<n>" in text
 
 
+def test_what_the_ledger_holds_is_shown_as_text_never_as_markup() -> None:
+    hostile = answer()
+    hostile["errors"][0]["fingerprint"] = "file not found [/tmp/x] and [object Object] [bold]"
+    hostile["stats"]["groups"][0]["group"] = "[red]type"
+    hostile["stats"]["top_failing_entities"][0]["entity_id"] = "[/]"
+    console = Console(record=True, width=250)
+    render(hostile, console)
+    text = console.export_text()
+    for shown in ("file not found [/tmp/x] and [object Object] [bold]", "[red]type", "[/]"):
+        assert shown in text
+
+
 def test_nothing_ended_says_so() -> None:
     console = Console(record=True, width=120)
     empty = answer()

@@ -3,7 +3,7 @@ from __future__ import annotations
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
 from karma.settings import OtelSettings
-from workers.telemetry import tracing_interceptors
+from karma.telemetry import tracing_interceptors
 
 
 def test_tracing_is_off_unless_an_exporter_is_chosen() -> None:
