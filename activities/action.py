@@ -8,6 +8,7 @@ terminal event.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -17,7 +18,7 @@ from temporalio import activity
 from activities import _methods
 from activities._attempt import AttemptClock, application_error, logger_for, run_attempt
 from bridge.emit import TransitionPublisher
-from karma import names
+from karma import metrics, names
 from karma.errors import (
     ErrorInfo,
     FieldError,
@@ -206,7 +207,16 @@ class ActionActivities:
             )
             return acked.emitted_seq
 
-        return await run_attempt(call, emit, max_payload_bytes=self._max_payload_bytes)
+        began = time.monotonic()
+        outcome = "error"
+        try:
+            result = await run_attempt(call, emit, max_payload_bytes=self._max_payload_bytes)
+            outcome = "ok"
+            return result
+        finally:
+            metrics.ATTEMPTS.labels(
+                inp.request.action_type, activity.info().activity_type, outcome
+            ).observe(time.monotonic() - began)
 
     @activity.defn(name=names.HANDLE_CALLBACK)
     async def handle_callback(self, inp: CallbackInput) -> JudgedCallback:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from bridge.inbound import ORIGIN_HEADER, Inbound
 from bridge.producer import LazyProducer
 from bridge.topic_reader import Message, read_topics
-from karma import names
+from karma import metrics, names
 from karma.component import Component
 from karma.errors import FieldError, ValidationError
 from karma.settings import KafkaSettings, LimitsSettings
@@ -154,6 +154,7 @@ class DeadLetterPublisher(Component):
                     len(attempt.value or b""),
                 )
                 continue
+            metrics.DEAD_LETTERS.labels(letter.stage or "unknown").inc()
             return
         raise MessageSizeTooLargeError(f"even without its value, {letter.position} is too large")
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from aiokafka.errors import KafkaError
 
 from bridge.producer import LazyProducer
-from karma import names
+from karma import metrics, names
 from karma.component import Component
 from karma.envelope import Transition
 from karma.lifecycle import TopicKind
@@ -68,7 +69,12 @@ class TransitionPublisher(Component):
             "karma.seq": f"{events[0].seq}-{events[-1].seq}",
         }
         with tracer().start_as_current_span("kafka.publish transitions", attributes=attributes):
-            return await self._send(events)
+            acknowledged = await self._send(events)
+        now = datetime.now(UTC)
+        for event in events:
+            if event.seq <= acknowledged:
+                metrics.EMIT_LATENCY.observe(max(0.0, (now - event.ts).total_seconds()))
+        return acknowledged
 
     async def _send(self, events: Sequence[Transition]) -> int:
         producer = await self._producer.get()

@@ -217,6 +217,10 @@ class Ledger:
 
     def write(self, rows: Sequence[list[Any]]) -> int:
         """Insert the rows whose event id is not in the ledger yet; return how many."""
+        return len(self.write_new(rows))
+
+    def write_new(self, rows: Sequence[list[Any]]) -> list[list[Any]]:
+        """Insert the rows whose event id is not in the ledger yet; return them."""
         fresh: dict[str, list[Any]] = {}
         for row in rows:
             fresh.setdefault(row[0], row)
@@ -224,7 +228,7 @@ class Ledger:
         new_rows = [row for event_id, row in fresh.items() if event_id not in known]
         if new_rows:
             self._client.insert(self._events, new_rows, column_names=INSERT_COLUMNS)
-        return len(new_rows)
+        return new_rows
 
     def insert_unchecked(self, rows: Sequence[list[Any]]) -> None:
         """Insert rows without looking for those stored already, as two sinks racing in a

@@ -6,6 +6,7 @@ import logging
 from datetime import UTC, datetime
 
 from bridge.inbound import Inbound, decode_request
+from karma import metrics
 from karma.client import KarmaClient
 from karma.settings import LimitsSettings
 from karma.telemetry import continued_from
@@ -43,6 +44,7 @@ class RequestIngress:
         carrier = {k: v.decode("latin-1") for k, v in message.headers.items()}
         with continued_from(carrier):  # a producer's traceparent header
             handle = await self._client.submit(request)
+        metrics.INGRESS.labels("started" if handle.created else "duplicate").inc()
         if handle.created:
             self.started += 1
             log.info(

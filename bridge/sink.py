@@ -32,13 +32,30 @@ from bridge.inbound import marked_as_transition
 from bridge.ledger import Ledger
 from bridge.ledger_schema import INSERT_COLUMNS, KafkaPosition, ledger_row, observation_row
 from bridge.retrying import Stopped, until_stopped
+from karma import metrics
 from karma.errors import ValidationError
+from karma.lifecycle import TERMINAL_STATES, EventType
 from karma.observations import decode_observation
 from karma.settings import Settings
 from karma.telemetry import spans_in_traces
 
 log = logging.getLogger(__name__)
 TRACE_COLUMN = INSERT_COLUMNS.index("trace_id")
+TYPE_COLUMN, EVENT_COLUMN, STATE_COLUMN = (
+    INSERT_COLUMNS.index(name) for name in ("action_type", "event_type", "state")
+)
+STARTED, TERMINAL = EventType.STARTED.value, {s.value for s in TERMINAL_STATES}
+
+
+def count_stored(rows: list[list[Any]]) -> None:
+    """The metrics of transitions the ledger took (each once)."""
+    for row in rows:
+        metrics.TRANSITIONS_STORED.labels(row[EVENT_COLUMN]).inc()
+        if row[EVENT_COLUMN] == STARTED:
+            metrics.ACTIONS_STARTED.labels(row[TYPE_COLUMN]).inc()
+        elif row[STATE_COLUMN] in TERMINAL:
+            metrics.ACTIONS_ENDED.labels(row[TYPE_COLUMN], row[STATE_COLUMN]).inc()
+
 
 T = TypeVar("T")
 # A poll that long with nothing new means the topic is quiet: the batch is written.
@@ -111,6 +128,20 @@ class LedgerSink(ConsumerLoop):
                 await self._in_db(self._ledger.close)
                 self._ledger = None
             self._db.shutdown(wait=True)
+
+    async def _observe_lag(self) -> None:
+        """The lag gauge, from what the consumer knows already (the high watermarks of its
+        last fetches): no request to the broker."""
+        behind = 0
+        try:
+            for tp in self.kafka.assignment():
+                high = self.kafka.highwater(tp)
+                if high is not None:
+                    behind += max(0, high - await self.kafka.position(tp))
+        except KafkaError as exc:  # a rebalance meanwhile: the next batch tells
+            log.debug("lag not observed: %r", exc)
+            return
+        metrics.SINK_LAG.labels(self.label).set(behind)
 
     async def lag(self) -> int | None:
         """Records on the sink's partitions not committed to the ledger yet (as far as the
@@ -209,6 +240,8 @@ class LedgerSink(ConsumerLoop):
             self.dead_lettered += 1
         await self._commit(records)
         self.batches_written += 1
+        metrics.SINK_BATCH.labels(self.label).observe(len(records))
+        await self._observe_lag()
         log.info(
             "%s batch committed: %d records, %d dead letters",
             self.label,
@@ -255,7 +288,9 @@ class LedgerSink(ConsumerLoop):
         action in the batch gets a span for the insert, in its own trace."""
         traces = (row[TRACE_COLUMN] for row in rows if row[TRACE_COLUMN])
         with spans_in_traces("ledger.insert", traces, **{"db.system": "clickhouse"}):
-            return ledger.write(rows)
+            stored = ledger.write_new(rows)
+        count_stored(stored)
+        return len(stored)
 
     async def _insert(self, entries: list[tuple[Any, list[Any]]]) -> list[DeadLetter] | Stopped:
         """Insert the rows; the dead letters of rows ClickHouse cannot take, each found by

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 
 from karma import names, search_attributes
@@ -75,14 +77,29 @@ def data_converter(settings: Settings) -> DataConverter:
     )
 
 
+@functools.cache
+def sdk_runtime(host: str, port: int) -> Runtime:
+    """The Temporal SDK's runtime with its Prometheus endpoint (one per process)."""
+    return Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{host}:{port}"))
+    )
+
+
 async def connect_temporal(
-    settings: Settings, *, interceptors: Sequence[Interceptor] = ()
+    settings: Settings, *, interceptors: Sequence[Interceptor] = (), sdk_metrics: bool = False
 ) -> Client:
     """A Temporal client with Karma's data converter (every payload is a pydantic model),
     encrypting payloads when KARMA_CODEC__KEYS is set."""
     temporal = settings.temporal
+    metrics = settings.metrics
     return await Client.connect(
         temporal.address,
+        # The SDK's Prometheus endpoint: for the process running the worker only.
+        runtime=(
+            sdk_runtime(metrics.host, metrics.sdk_port)
+            if sdk_metrics and metrics.sdk_port
+            else None
+        ),
         namespace=temporal.namespace,
         data_converter=data_converter(settings),
         api_key=temporal.api_key.get_secret_value() if temporal.api_key else None,

@@ -219,6 +219,16 @@ class CodecSettings(BaseModel):
     )
 
 
+class MetricsSettings(BaseModel):
+    """Prometheus endpoints (karma.metrics): 0 leaves one off."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535, description="Karma's metrics (/metrics)")
+    sdk_port: int = Field(
+        default=0, ge=0, le=65535, description="the Temporal SDK's metrics (its own endpoint)"
+    )
+
+
 class OtelSettings(BaseModel):
     """Tracing (karma.telemetry): where spans go."""
 
@@ -261,6 +271,7 @@ class Settings(BaseSettings):
     )
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     otel: OtelSettings = Field(default_factory=OtelSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
 
     @property

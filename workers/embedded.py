@@ -108,7 +108,7 @@ class EmbeddedKarma(Component):
         self._progress("starting the Temporal dev server and the Kafka broker…")
         await self._stack.enter_async_context(self.servers)
         self._temporal = await connect_temporal(
-            self.settings, interceptors=tracing_interceptors(self.settings.otel)
+            self.settings, interceptors=tracing_interceptors(self.settings.otel), sdk_metrics=True
         )
         self._progress("starting the bridge (topics, ledger schema, consumer groups)…")
         self.bridge = Bridge(self.settings, client=self.client)

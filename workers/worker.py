@@ -52,6 +52,12 @@ def defined_activities(holder: object) -> list[Callable[..., Any]]:
     return [m for m in methods if callable(m) and hasattr(m, "__temporal_activity_definition")]
 
 
+def _traced(client: Client) -> bool:
+    from temporalio.contrib.opentelemetry import TracingInterceptor
+
+    return any(isinstance(i, TracingInterceptor) for i in client.config()["interceptors"])
+
+
 class ActionWorker(Component):
     """A Temporal worker for ActionWorkflow plus the Kafka publisher its activities use."""
 
@@ -86,7 +92,8 @@ class ActionWorker(Component):
             workflows=[ActionWorkflow],
             activities=[*defined_activities(activities), *defined_activities(compensation)],
             workflow_runner=workflow_runner(settings.temporal.workflow_sandbox),
-            interceptors=tracing_interceptors(settings.otel),
+            # The client's tracing interceptor serves the worker too: never twice.
+            interceptors=[] if _traced(client) else tracing_interceptors(settings.otel),
             graceful_shutdown_timeout=timedelta(seconds=5),
             max_heartbeat_throttle_interval=MAX_HEARTBEAT_INTERVAL,
             default_heartbeat_throttle_interval=MAX_HEARTBEAT_INTERVAL,

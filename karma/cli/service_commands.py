@@ -59,6 +59,7 @@ async def dev(args: argparse.Namespace) -> int:
     from workers.embedded import EmbeddedKarma
 
     settings = get_settings()
+    _serve_metrics(settings)
     async with (
         stop_signals() as stop,
         EmbeddedKarma(
@@ -97,8 +98,11 @@ async def worker(args: argparse.Namespace) -> int:
     from workers.worker import ActionWorker
 
     settings = get_settings()
+    _serve_metrics(settings)
     async with stop_signals() as stop:
-        client = await connect_temporal(settings, interceptors=tracing_interceptors(settings.otel))
+        client = await connect_temporal(
+            settings, interceptors=tracing_interceptors(settings.otel), sdk_metrics=True
+        )
         with ledger_reader(settings, owns_embedded=False) as past:
             async with ActionWorker(client, settings, past=past) as running:
                 print(
@@ -139,12 +143,13 @@ async def service(args: argparse.Namespace) -> int:
     from workers.worker import ActionWorker
 
     settings = get_settings()
+    _serve_metrics(settings)
     async with stop_signals() as stop:
         # The bridge writes the ledger from this process: it may read it too.
         with ledger_reader(settings, owns_embedded=True) as past:
             client = await KarmaClient.connect(settings, past=past)
             worker_client = await connect_temporal(
-                settings, interceptors=tracing_interceptors(settings.otel)
+                settings, interceptors=tracing_interceptors(settings.otel), sdk_metrics=True
             )
             services = api_services(settings, client, past)
             async with (
@@ -174,6 +179,7 @@ async def bridge(args: argparse.Namespace) -> int:
     from bridge.service import Bridge
 
     settings = get_settings()
+    _serve_metrics(settings)
     async with stop_signals() as stop, Bridge(settings) as running:
         print(
             f"bridge: Kafka {settings.kafka.bootstrap_servers} -> ClickHouse "
@@ -228,6 +234,18 @@ async def setup(args: argparse.Namespace) -> int:
         ledger.close()
     print(f"ClickHouse ledger schema ready in database {settings.clickhouse.database!r}")
     return 0
+
+
+def _serve_metrics(settings: Settings) -> None:
+    """Karma's Prometheus endpoint, when KARMA_METRICS__PORT is set."""
+    from karma.metrics import serve
+
+    try:
+        port = serve(settings.metrics)
+    except OSError as exc:
+        raise OSError(f"cannot serve metrics on port {settings.metrics.port}: {exc}") from exc
+    if port:
+        print(f"Metrics     http://{settings.metrics.host}:{port}/metrics", flush=True)
 
 
 def _banner(settings: Settings, ui_url: str, api_url: str) -> str:

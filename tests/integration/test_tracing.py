@@ -9,12 +9,14 @@ import asyncio
 import gzip
 import json
 import re
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -36,9 +38,20 @@ class Received:
         with self.lock:
             return {name for t, name, _ in self.spans if t == trace_id}
 
+    def count(self, trace_id: str, name: str) -> int:
+        with self.lock:
+            return sum(1 for t, n, _ in self.spans if (t, n) == (trace_id, name))
+
     def services_in(self, trace_id: str) -> set[str]:
         with self.lock:
             return {service for t, _, service in self.spans if t == trace_id}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 @pytest.fixture
@@ -91,6 +104,8 @@ async def test_one_trace_from_the_cli_through_the_workflow_kafka_and_the_ledger(
         KARMA_OTEL__EXPORTER="otlp",
         KARMA_OTEL__OTLP_ENDPOINT=endpoint,
         KARMA_LOG_FORMAT="json",
+        KARMA_METRICS__PORT=str(free_port()),
+        KARMA_METRICS__SDK_PORT=str(free_port()),
     )
     dev = KarmaProcess(["dev"], env, tmp_path / "dev.log")
     try:
@@ -126,12 +141,30 @@ async def test_one_trace_from_the_cli_through_the_workflow_kafka_and_the_ledger(
                     break
                 await asyncio.sleep(0.5)
         names = received.names_in(trace_id)
-        assert any(n.startswith("RunActivity:") for n in names), names
+        assert received.count(trace_id, "RunActivity:execute") == 1, received.spans
+        assert received.count(trace_id, "karma.request log") == 1
         assert received.services_in(trace_id) == {"karma"}
         # JSON logs carry the action id (and, within a span, the trace id).
         logged = [json.loads(line) for line in dev.output().splitlines() if line.startswith("{")]
         assert logged, "no JSON log lines"
         assert all({"time", "level", "logger", "message"} <= set(entry) for entry in logged)
+        # Prometheus: Karma's metrics, and the Temporal SDK's on their own port.
+        async with httpx.AsyncClient(timeout=10) as http:
+            ours = (await http.get(f"http://127.0.0.1:{env['KARMA_METRICS__PORT']}/metrics")).text
+            sdk = (
+                await http.get(f"http://127.0.0.1:{env['KARMA_METRICS__SDK_PORT']}/metrics")
+            ).text
+        for line in (
+            'karma_actions_started_total{type="log"} 1.0',
+            'karma_actions_ended_total{state="SUCCEEDED",type="log"} 1.0',
+            'karma_attempt_duration_seconds_count{method="execute",outcome="ok",type="log"} 1.0',
+            'karma_ledger_transitions_total{event_type="action.succeeded"} 1.0',
+        ):
+            assert line in ours, ours
+        assert re.search(r"^karma_emit_latency_seconds_count [1-9]", ours, re.M), ours
+        assert re.search(r'^karma_sink_batch_records_count\{sink="ledger"\} [1-9]', ours, re.M)
+        assert re.search(r'^karma_sink_lag_records\{sink="ledger"\} \d', ours, re.M), ours
+        assert re.search(r"^temporal_\w+", sdk, re.M), sdk[:500]
     finally:
         dev.ensure_stopped()
     report(
