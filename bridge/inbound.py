@@ -120,7 +120,8 @@ def decode_request(
         correlation_id=envelope.correlation_id,
         tenant=tags.pop("tenant", ""),
         priority=tags.pop("priority", "normal"),
-        tags={k: v for k, v in tags.items() if k != "action"},
+        # Stamped by Karma: dropped from an envelope copied from a transition.
+        tags={k: v for k, v in tags.items() if k not in ("action", "trace_id")},
         source=envelope.source,
     )
     if envelope.action_id:

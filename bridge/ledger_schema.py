@@ -21,7 +21,7 @@ from karma import fingerprint, names
 from karma.envelope import Envelope, Transition
 from karma.errors import FieldError, ValidationError
 from karma.lifecycle import TERMINAL_STATES, EventType
-from karma.telemetry import TRACE_TAG
+from karma.telemetry import TRACE_TAG, is_trace_id
 
 MAX_ATTEMPT = 2**16 - 1  # UInt16
 TABLE_MIGRATIONS = "schema_migrations"
@@ -82,6 +82,11 @@ def _duration(event: Transition) -> int:
         raise ValidationError([FieldError(field="attrs.duration_ms", reason=reason)])
     # Older versions could record a few negative ms (worker and server clocks differ).
     return min(max(duration, 0), 2**63 - 1)
+
+
+def _trace_id(event: Transition) -> str:
+    trace_id = event.tags.get(TRACE_TAG, "")
+    return trace_id if is_trace_id(trace_id) else ""
 
 
 def _state(event: Transition) -> str:
@@ -155,10 +160,9 @@ ACTION_EVENTS: tuple[Column, ...] = (
     Column(
         "trace_id",
         "String",
-        lambda e, p: e.tags.get(TRACE_TAG, ""),
+        lambda e, p: _trace_id(e),
         comment="the OpenTelemetry trace of the action (its request span); empty: untraced",
         since=5,
-        backfill=f"tags['{TRACE_TAG}']",
     ),
 )
 
@@ -419,7 +423,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "error fingerprints, action_outcomes (aggregated as transitions arrive), ended_actions",
         _analytics,
     ),
-    Migration(5, "action_events.trace_id (from the trace_id tag)", _added_columns(5)),
+    Migration(5, "action_events.trace_id (traced actions from now on)", _added_columns(5)),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -411,7 +411,7 @@ class KarmaClient:
         with tracer().start_as_current_span(
             f"karma.request {request.action_type}", attributes=attributes
         ):
-            trace_id = current_trace_id()
+            trace_id = current_trace_id()  # "" unless this span is recorded
             if trace_id and not request.trace_id:
                 request = request.model_copy(update={"trace_id": trace_id})
             return await self._submit(request, validate=validate, task_queue=task_queue)

@@ -25,6 +25,11 @@ class _Context(logging.Filter):
                 info = value
                 break
         workflow_id = str(info.get("workflow_id", ""))
+        if not workflow_id:
+            from temporalio import activity
+
+            if activity.in_activity():
+                workflow_id = activity.info().workflow_id or ""
         action_id = getattr(record, "action_id", "") or (
             workflow_id.removeprefix(WORKFLOW_ID_PREFIX)
             if workflow_id.startswith(WORKFLOW_ID_PREFIX)

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
+import sys
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -26,6 +29,18 @@ if TYPE_CHECKING:
     from karma.settings import OtelSettings
 
 TRACER = "karma"
+EXPORT_TIMEOUT_S = 5
+# A batch of the sink holds transitions of up to a thousand actions: at most this many get
+# a span of its insert (the span queue would drop them anyway).
+MAX_SPANS_PER_BLOCK = 64
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def is_trace_id(text: str) -> bool:
+    """32 lowercase hex digits, not all zero (W3C)."""
+    return bool(_TRACE_ID.fullmatch(text)) and text != "0" * 32
+
+
 TRACE_TAG = "trace_id"  # the tag of every transition of a traced action
 
 
@@ -62,30 +77,39 @@ def _install_provider(exporter: str, service_name: str, protocol: str, endpoint:
 
     chosen: SpanExporter
     if exporter == "console":
-        chosen = ConsoleSpanExporter()
+        chosen = ConsoleSpanExporter(out=sys.stderr)  # stdout is the commands' output
     elif protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
             OTLPSpanExporter as GrpcExporter,
         )
 
-        chosen = GrpcExporter(endpoint=endpoint or None)
+        chosen = GrpcExporter(
+            endpoint=endpoint or None,
+            insecure=not endpoint.startswith("https://") if endpoint else None,
+            timeout=EXPORT_TIMEOUT_S,
+        )
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
             OTLPSpanExporter as HttpExporter,
         )
 
         url = f"{endpoint.rstrip('/')}/v1/traces" if endpoint else None
-        chosen = HttpExporter(endpoint=url)
+        chosen = HttpExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S)
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     provider.add_span_processor(BatchSpanProcessor(chosen))
     trace.set_tracer_provider(provider)
 
 
-def flush(timeout_s: float = 10.0) -> None:
-    """Export the spans still buffered (before a short-lived process exits)."""
+def flush(timeout_s: float = 3.0) -> None:
+    """Export the spans still buffered (before a short-lived process exits), waiting at
+    most `timeout_s`: an unreachable collector never holds a command up for long (the
+    SDK's own flush does not keep to its timeout)."""
     provider: Any = trace.get_tracer_provider()
-    if hasattr(provider, "force_flush"):
-        provider.force_flush(int(timeout_s * 1000))
+    if not hasattr(provider, "force_flush"):
+        return
+    flushing = threading.Thread(target=provider.force_flush, daemon=True, name="span-flush")
+    flushing.start()
+    flushing.join(timeout_s)
 
 
 def tracer() -> trace.Tracer:
@@ -93,11 +117,11 @@ def tracer() -> trace.Tracer:
 
 
 def current_trace_id() -> str:
-    """The current span's trace id (32 hex digits), or "" when nothing is recorded."""
-    context = trace.get_current_span().get_span_context()
-    return (
-        format(context.trace_id, "032x") if context.is_valid and context.trace_flags.sampled else ""
-    )
+    """The current span's trace id (32 hex digits), or "" when it is not recorded (tracing
+    off: a caller's traceparent is not taken as ours)."""
+    span = trace.get_current_span()
+    context = span.get_span_context()
+    return format(context.trace_id, "032x") if span.is_recording() and context.is_valid else ""
 
 
 def current_ids() -> tuple[str, str]:
@@ -111,12 +135,9 @@ def current_ids() -> tuple[str, str]:
 def _within(trace_id: str) -> Context | None:
     """A context whose parent is the action's trace (a remote parent the ledger's spans
     hang under: its span id is derived from the trace id, as nothing else is known)."""
-    try:
-        number = int(trace_id, 16)
-    except ValueError:
+    if not is_trace_id(trace_id):
         return None
-    if len(trace_id) != 32 or number == 0:
-        return None
+    number = int(trace_id, 16)
     span_id = int.from_bytes(hashlib.sha256(trace_id.encode()).digest()[:8], "big") or 1
     parent = SpanContext(number, span_id, is_remote=True, trace_flags=TraceFlags(1))
     return trace.set_span_in_context(NonRecordingSpan(parent))
@@ -126,9 +147,15 @@ def _within(trace_id: str) -> Context | None:
 def continued_from(carrier: Mapping[str, str]) -> Iterator[None]:
     """Run the block in the trace the caller passed (W3C `traceparent` in HTTP or Kafka
     headers), if any: the request span becomes a child of the caller's."""
-    from opentelemetry import context, propagate
+    from opentelemetry import context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    token = context.attach(propagate.extract(carrier))
+    if not isinstance(trace.get_tracer_provider(), _sdk_provider()):
+        yield  # tracing off: nothing of the caller's is taken
+        return
+    # The W3C trace context only: no baggage, which Temporal would keep in clear in its
+    # history headers.
+    token = context.attach(TraceContextTextMapPropagator().extract(carrier))
     try:
         yield
     finally:
@@ -143,7 +170,7 @@ def spans_in_traces(name: str, trace_ids: Iterable[str], **attributes: Any) -> I
         yield
         return
     opened: list[Span] = []
-    for trace_id in sorted(set(trace_ids)):
+    for trace_id in sorted(set(trace_ids))[:MAX_SPANS_PER_BLOCK]:
         context = _within(trace_id)
         if context is not None:
             opened.append(tracer().start_span(name, context=context, attributes=attributes))

@@ -336,6 +336,9 @@ def _run(args: argparse.Namespace) -> int:
     # The demo speaks for itself; its servers' and worker's chatter would bury the ledger.
     default_level = "WARNING" if args.command == "demo" else settings.log_level
     configure_logging((args.log_level or default_level).upper(), settings.log_format)
+    from karma.telemetry import tracing_on
+
+    tracing_on(settings.otel)  # a bridge without a Temporal client traces its inserts too
     command: Command = args.run
     try:
         return asyncio.run(command(args))

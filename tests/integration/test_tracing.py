@@ -148,6 +148,8 @@ async def test_one_trace_from_the_cli_through_the_workflow_kafka_and_the_ledger(
         logged = [json.loads(line) for line in dev.output().splitlines() if line.startswith("{")]
         assert logged, "no JSON log lines"
         assert all({"time", "level", "logger", "message"} <= set(entry) for entry in logged)
+        mine = [entry for entry in logged if entry.get("action_id") == action_id]
+        assert mine, "no log line names the action"
         # Prometheus: Karma's metrics, and the Temporal SDK's on their own port.
         async with httpx.AsyncClient(timeout=10) as http:
             ours = (await http.get(f"http://127.0.0.1:{env['KARMA_METRICS__PORT']}/metrics")).text
