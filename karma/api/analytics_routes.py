@@ -106,7 +106,9 @@ def install_analytics_routes(app: FastAPI, read: LedgerQuery[Any] | None, reader
         )
         return answer
 
-    @app.get("/v1/correlations/{correlation_id}", tags=["analytics"], responses=problems(404, 503))
+    @app.get(
+        "/v1/correlations/{correlation_id}", tags=["analytics"], responses=problems(404, 422, 503)
+    )
     async def correlation(
         *,
         caller: Caller = reader,

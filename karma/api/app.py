@@ -292,7 +292,7 @@ def create_app(services: ApiServices) -> FastAPI:
         "/v1/session",
         response_model=SessionView,
         tags=["session"],
-        responses=problems(401, 422, auth=False),
+        responses=problems(400, 401, 422, auth=False),
     )
     async def login(body: SessionBody, request: Request, response: Response) -> SessionView:
         """The console's login: a valid key opens a session (an HttpOnly, SameSite=Strict

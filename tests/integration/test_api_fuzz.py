@@ -57,6 +57,7 @@ async def fuzzed_api(karma: EmbeddedKarma) -> AsyncIterator[ApiServer]:
         settings=settings,
         hub=TransitionHub(settings),
         ledger=karma.api.services.ledger,  # this process owns the ledger
+        analytics=karma.api.services.analytics,
     )
     worker = ActionWorker(karma.temporal, settings, registry=registry, task_queue=QUEUE)
     async with worker, ApiServer(services) as server:
