@@ -250,12 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(error type x fingerprint). Reads the ledger, or asks the API of the `karma dev` "
         "that holds it.",
     )
-    stats.add_argument("--type", metavar="T", help="only actions of this type")
-    stats.add_argument("--tenant", metavar="T", help="only actions of this tenant")
-    stats.add_argument(
-        "--since", metavar="T", help="ended since T (ISO 8601 with a timezone, or 30m, 24h, 7d)"
-    )
-    stats.add_argument("--until", metavar="T", help="ended before T (as --since)")
+    _analytics_filters(stats)
     stats.add_argument("--by", choices=("day", "type", "tenant"), help="one row per group")
     stats.add_argument(
         "--top",
@@ -276,10 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         "error groups.",
     )
     report.add_argument("--html", required=True, metavar="FILE", help="where to write it")
-    report.add_argument("--type", metavar="T", help="only actions of this type")
-    report.add_argument("--tenant", metavar="T", help="only actions of this tenant")
-    report.add_argument("--since", metavar="T", help="ended since T (ISO 8601 or 30m, 24h, 7d)")
-    report.add_argument("--until", metavar="T", help="ended before T (as --since)")
+    _analytics_filters(report)
     report.set_defaults(run=stats_commands.report)
 
     demo = sub.add_parser(
@@ -294,6 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep", action="store_true", help="keep the temporary data dir")
     demo.set_defaults(run=_demo)
     return parser
+
+
+def _analytics_filters(parser: argparse.ArgumentParser) -> None:
+    """Which ended actions `karma stats` and `karma report` count."""
+    parser.add_argument("--type", metavar="T", help="only actions of this type")
+    parser.add_argument("--tenant", metavar="T", help="only actions of this tenant")
+    parser.add_argument(
+        "--since", metavar="T", help="ended since T (ISO 8601 with a timezone, or 30m, 24h, 7d)"
+    )
+    parser.add_argument("--until", metavar="T", help="ended before T (as --since)")
 
 
 async def _demo(args: argparse.Namespace) -> int:

@@ -123,6 +123,18 @@ async def test_one_trace_from_the_cli_through_the_workflow_kafka_and_the_ledger(
                 if code == 0 and rows and rows[-1]["event_type"] == "action.succeeded":
                     break
                 await asyncio.sleep(0.5)
+        # `karma stats` and `karma report` read it through the API of `karma dev` too.
+        code, out = await run_karma(["stats", "--json", "--by", "type"], env)
+        assert code == 0, out
+        stats = json.loads(out[out.index("{") :])
+        [group] = [g for g in stats["stats"]["groups"] if g["group"] == "log"]
+        assert (group["total"], group["outcomes"]["SUCCEEDED"]) == (1, 1)
+        page = tmp_path / "report.html"
+        code, out = await run_karma(["report", "--html", str(page)], env)
+        assert code == 0 and "1 ended actions" in out, out
+        assert page.read_text().count('class="plotly-graph-div"') == 4  # no errors: no chart
+        code, out = await run_karma(["stats", "--since", "yesterday"], env)
+        assert code == 2 and "--since: expected a time" in out, out
         trace_ids = {row["trace_id"] for row in rows}
         assert len(trace_ids) == 1, rows
         [trace_id] = trace_ids
