@@ -163,13 +163,17 @@ class ActionHandle:
         if not status.transitions:
             # Nothing recorded yet: a query can be answered from a first workflow task
             # that keeps failing (it never completes), which must not look like "REQUESTED".
-            failing = await self._task_failure()
+            # Every workflow task that completes has recorded REQUESTED, so any failure in
+            # the history counts here, even one a task completed after (a task that only
+            # reported a local activity's progress).
+            failing = await self._task_failure(after_completions=True)
             if failing:
                 raise ActionUnreadableError(failing)
         return status
 
-    async def _task_failure(self) -> str:
-        """Why the workflow cannot run, if its last workflow task failed."""
+    async def _task_failure(self, *, after_completions: bool = False) -> str:
+        """Why the workflow cannot run, if its last workflow task failed (or any did, with
+        `after_completions`)."""
         failure, failing = "", False
         async for event in self._handle.fetch_history_events():
             if event.HasField("workflow_task_failed_event_attributes"):
@@ -186,7 +190,10 @@ class ActionHandle:
                     or failure
                     or (f"cause {WorkflowTaskFailedCause.Name(attributes.cause)}")
                 )
-            elif event.HasField("workflow_task_completed_event_attributes"):
+            elif (
+                event.HasField("workflow_task_completed_event_attributes")
+                and not after_completions
+            ):
                 failure, failing = "", False
         if failing:
             return (
