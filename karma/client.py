@@ -191,8 +191,7 @@ class ActionHandle:
                     or (f"cause {WorkflowTaskFailedCause.Name(attributes.cause)}")
                 )
             elif (
-                event.HasField("workflow_task_completed_event_attributes")
-                and not after_completions
+                event.HasField("workflow_task_completed_event_attributes") and not after_completions
             ):
                 failure, failing = "", False
         if failing:
