@@ -36,9 +36,10 @@ integration: install
 test: lint typecheck ## ruff, mypy, then every test (unit and integration, real embedded stack)
 	$(BIN)/pytest
 
-bench: install ## Karma vs bare Temporal, then analytics on 1M actions; writes bench/*.md
+bench: install ## Karma vs bare Temporal, then analytics on 1M actions and entropy detection; writes bench/*.md
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.analytics
+	$(BIN)/python -m bench.entropy
 
 clean:
 	rm -rf $(VENV) .karma .pytest_cache .mypy_cache .ruff_cache

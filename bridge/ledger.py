@@ -200,6 +200,10 @@ class Ledger:
         result = self._client.query(sql, parameters=parameters, settings=settings)
         return list(result.named_results())
 
+    def insert_rows(self, table: str, rows: Sequence[list[Any]], columns: list[str]) -> None:
+        """Insert rows into a table of this ledger's database (the entropy layer's)."""
+        self._client.insert(f"{self.database}.{table}", list(rows), column_names=columns)
+
     def migrations(self) -> list[int]:
         """The versions of the migrations this ledger has had."""
         result = self._client.query(f"SELECT version FROM {self._migrations} FINAL ORDER BY 1")

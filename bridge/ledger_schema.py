@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.entropy_schema import entropy_tables
 from karma import fingerprint, names
 from karma.envelope import Envelope, Transition
 from karma.errors import FieldError, ValidationError
@@ -424,6 +425,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         _analytics,
     ),
     Migration(5, "action_events.trace_id (traced actions from now on)", _added_columns(5)),
+    Migration(6, "entropy_baselines, deviations, entropy_scans", entropy_tables),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -6,6 +6,9 @@ from typing import Final
 
 # Temporal
 ACTION_WORKFLOW: Final = "ActionWorkflow"
+ENTROPY_SCAN_WORKFLOW: Final = "EntropyScanWorkflow"
+ENTROPY_SCAN_SCHEDULE: Final = "karma-entropy-scan"  # the Temporal Schedule's id
+SCAN_ENTROPY: Final = "scan_entropy"
 DEFAULT_TASK_QUEUE: Final = "karma-actions"
 STATUS_QUERY: Final = "status"
 DELIVER_CALLBACK_SIGNAL: Final = "deliver_callback"
@@ -35,6 +38,8 @@ TOPIC_RESULT: Final = "actions.result"
 TOPIC_DLQ: Final = "actions.dlq"
 TOPIC_CALLBACKS: Final = "actions.events"
 TOPIC_OBSERVATIONS: Final = "events.normalized"
+TOPIC_DEVIATIONS: Final = "entropy.deviation"
+TOPIC_PREDICTIONS: Final = "entropy.predicted"
 # Karma's own transitions carry it (value b"1"), so consumers route without parsing: the
 # ingress leaves them alone on `actions.requested`, the ledger sink takes only them there.
 TRANSITION_HEADER: Final = "karma-transition"
@@ -50,3 +55,6 @@ TABLE_ACTION_STATE_CURRENT: Final = "action_state_current"
 TABLE_OBSERVATIONS: Final = "observations"
 TABLE_ACTION_OUTCOMES: Final = "action_outcomes"  # per action, aggregated as rows arrive
 VIEW_ENDED_ACTIONS: Final = "ended_actions"  # one row per ended action
+TABLE_BASELINES: Final = "entropy_baselines"  # expectations per (entity, step) and window
+TABLE_DEVIATIONS: Final = "deviations"
+TABLE_SCANS: Final = "entropy_scans"  # the windows scanned (a scan resumes after the last)

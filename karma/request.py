@@ -15,7 +15,8 @@ from karma.run_state import RunState
 
 # 2: one activity per executor method, replay-stable transition times, callbacks.
 # 3: only transitions of committed workflow tasks are published.
-CONTRACT = 3
+# 4: an emit is never cancelled half way (a cancellation waits for Kafka's answer).
+CONTRACT = 4
 
 
 RESERVED_TAGS = frozenset({"action", "priority", "tenant", "trace_id"})  # stamped from the request

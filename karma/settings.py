@@ -50,6 +50,10 @@ class KafkaTopics(BaseModel):
         default=names.TOPIC_OBSERVATIONS,
         description="what other systems observed (the `observations` table)",
     )
+    deviations: str = Field(
+        default=names.TOPIC_DEVIATIONS,
+        description="deviations from learned baselines, found by the entropy scan",
+    )
 
     def all(self) -> list[str]:
         return [
@@ -59,6 +63,7 @@ class KafkaTopics(BaseModel):
             self.dlq,
             self.callbacks,
             self.observations,
+            self.deviations,
         ]
 
 
@@ -242,6 +247,62 @@ class OtelSettings(BaseModel):
     )
 
 
+class EntropySettings(BaseModel):
+    """The entropy scan: windows, training, and how surprising a deviation must be."""
+
+    scan_window_s: int = Field(default=3600, ge=60, description="one scan window")
+    training_window_s: int = Field(
+        default=7 * 86400, ge=3600, description="the history a baseline is learned from"
+    )
+    relearn_every_s: int = Field(
+        default=86400, ge=60, description="baselines older than this are learned again"
+    )
+    context_s: int = Field(
+        default=6 * 3600,
+        ge=60,
+        description="how far back a window's runs are read (their earlier steps, open runs): "
+        "a run silent for longer than this is not found overdue",
+    )
+    max_windows_per_scan: int = Field(
+        default=48, ge=1, description="a scan catching up covers at most this many windows"
+    )
+    min_surprise_bits: float = Field(
+        default=20.0,
+        gt=0,
+        description="a deviation is reported at this surprise (-log2 p) or more",
+    )
+    min_overdue_bits: float = Field(
+        default=8.0,
+        gt=0,
+        description="an overdue run is reported at this surprise: a run that went silent is "
+        "at most as surprising as its step ending a run (about log2 of the runs learned from)",
+    )
+    min_effect_sigmas: float = Field(
+        default=0.5,
+        ge=0,
+        description="a latency shift must also be this large (in robust sigmas) to count",
+    )
+    min_baseline_samples: int = Field(default=30, ge=2)
+    min_window_samples: int = Field(default=5, ge=1)
+    overdue_factor: float = Field(
+        default=2.0, gt=0, description="overdue: a wait this many times the p99.9 gap"
+    )
+    periodic_max_mad_ratio: float = Field(
+        default=0.25, gt=0, description="a process is periodic when MAD/median ≤ this"
+    )
+    missed_start_sigmas: float = Field(
+        default=6.0, gt=0, description="a periodic start is missed this many sigma late"
+    )
+    schedule: bool = Field(default=True, description="keep a Temporal Schedule that runs the scan")
+    schedule_interval_s: int = Field(
+        default=300, ge=10, description="how often the Temporal Schedule runs the scan"
+    )
+    task_queue: str = Field(
+        default="karma-entropy",
+        description="served by the process that reads the ledger (karma dev, karma service)",
+    )
+
+
 class Settings(BaseSettings):
     """All of Karma's configuration."""
 
@@ -273,6 +334,7 @@ class Settings(BaseSettings):
     otel: OtelSettings = Field(default_factory=OtelSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    entropy: EntropySettings = Field(default_factory=EntropySettings)
 
     @property
     def clickhouse_dsn(self) -> str:

@@ -215,3 +215,29 @@ class EmitInput(BaseModel):
 
 class EmitOutput(BaseModel):
     emitted_seq: int
+
+
+class EntropyScanInput(BaseModel):
+    """One entropy scan: every whole window since the last one scanned."""
+
+    dry_run: bool = Field(
+        default=False,
+        description="compute and return deviations; store and publish none (the baselines "
+        "a window needs are learned and kept)",
+    )
+    since: datetime | None = Field(
+        default=None,
+        description="scan (again) the whole windows from here to `until` (default: now) "
+        "instead of those since the last scan: a backfill",
+    )
+    until: datetime | None = None
+
+
+class EntropyScanOutput(BaseModel):
+    windows: list[tuple[datetime, datetime]] = Field(default_factory=list)
+    observations: int = 0
+    baselines_learned: int = 0
+    deviations: int = 0
+    published: int = 0
+    # The most surprising first (at most 20), as `Deviation.as_json` gives them.
+    top: list[dict[str, Any]] = Field(default_factory=list)

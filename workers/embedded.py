@@ -29,6 +29,7 @@ from karma.registry import ActionRegistry
 from karma.secrets import SecretSealer
 from karma.settings import Settings
 from karma.telemetry import tracing_interceptors
+from workers.entropy import EntropyWorker
 from workers.worker import ActionWorker
 
 RECONCILE_WINDOW = timedelta(hours=1)
@@ -72,6 +73,7 @@ class EmbeddedKarma(Component):
         # whose action ran before (past Temporal's retention) from it.
         self._past = PastActions(settings.clickhouse_dsn, settings.clickhouse.database)
         self.worker: ActionWorker | None = None
+        self.entropy: EntropyWorker | None = None
         self.bridge: Bridge | None = None
         self.api: ApiServer | None = None
         self.admin_key: str | None = None  # the API's local admin key (auth on)
@@ -124,6 +126,8 @@ class EmbeddedKarma(Component):
             self._temporal, self.settings, registry=self._registry, past=self._past
         )
         await self._stack.enter_async_context(self.worker)
+        self.entropy = EntropyWorker(self._temporal, self.settings)
+        await self._stack.enter_async_context(self.entropy)
         if self.settings.api.enabled:
             self._progress("starting the API…")
             if self.settings.api.auth:
@@ -173,7 +177,8 @@ class EmbeddedKarma(Component):
         """Return (or raise) when the worker or the bridge stops by itself."""
         assert self.worker is not None and self.bridge is not None, "start() first"
         api = [self.api.wait()] if self.api is not None else []
-        await first_to_stop(self.worker.wait(), self.bridge.wait(), *api)
+        entropy = [self.entropy.wait()] if self.entropy is not None else []
+        await first_to_stop(self.worker.wait(), self.bridge.wait(), *api, *entropy)
 
     async def _stop(self) -> None:
         if self._ledger is not None:

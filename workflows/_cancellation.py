@@ -76,12 +76,21 @@ def ending(outputs: dict[str, Any], at: datetime | None = None) -> Ending:
 async def uncancellable(running: Awaitable[T]) -> T:
     """Wait for `running` (an activity, or a whole rollback) to the end, whatever
     cancellations arrive meanwhile."""
+    return (await absorbing(running))[0]
+
+
+async def absorbing(running: Awaitable[T]) -> tuple[T, bool]:
+    """Wait for `running` to the end whatever cancellations arrive meanwhile; its result,
+    and whether a cancellation arrived (for the caller to raise once it is safe)."""
     task = asyncio.ensure_future(running)
+    cancelled = False
     while True:
         try:
-            return await asyncio.shield(task)
+            return await asyncio.shield(task), cancelled
         except asyncio.CancelledError:
-            continue
+            if task.cancelled():  # `running` itself was cancelled (the workflow evicted)
+                raise
+            cancelled = True
 
 
 async def to_the_end(work: Callable[[], Awaitable[None]]) -> None:

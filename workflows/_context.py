@@ -150,7 +150,7 @@ class RunContext:
             )
             self.record(EventType.RETRYING, attrs, at)
             self.index()
-            await asyncio.gather(self.outbox.flush(), workflow.sleep(delay))
+            await self.outbox.flush_while_sleeping(delay)
             attempt += 1
 
     async def wait_until(self, condition: Callable[[], bool], deadline: datetime) -> bool:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -56,7 +55,7 @@ async def run(ctx: RunContext) -> Ending:
             at,
         )
         if iteration.delay > timedelta(0):
-            await asyncio.gather(ctx.outbox.flush(), workflow.sleep(iteration.delay))
+            await ctx.outbox.flush_while_sleeping(iteration.delay)
     # Bound the history: the next run starts from here with nothing to replay.
     await ctx.outbox.flush()
     run_state.started_at = run_state.started_at or workflow.info().workflow_start_time

@@ -11,10 +11,16 @@ ledger would keep it and never the one the history says. So a local activity pub
 only transitions of earlier, committed tasks; those of the running task are published by a
 regular activity, whose input is committed with the command that schedules it (a worker
 polling the task queue runs it at once: eager activity execution).
+
+An emit is never cancelled half way (contract 4): Kafka may have acknowledged a batch whose
+activity a cancellation then abandoned, and the batch, still pending, would be published
+again with CANCELLED. A cancellation arriving during a flush is raised once Kafka
+acknowledged everything pending.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -65,11 +71,14 @@ async def commit() -> None:
 
 
 class Outbox:
-    def __init__(self, log: TransitionLog, *, commit_first: bool = False) -> None:
+    def __init__(
+        self, log: TransitionLog, *, commit_first: bool = False, emit_whole: bool = False
+    ) -> None:
         self._log = log
-        # Requests made for contract 3 on: runs of older ones keep the commands they were
-        # recorded with.
+        # Requests made for contract 3 (commit first) and 4 (emits never cancelled) on:
+        # runs of older ones keep the commands they were recorded with.
         self._commit_first = commit_first
+        self._emit_whole = emit_whole
         # The workflow task (by the history's length when it started) of the last
         # recording: the last recorded transition is the last pending one, so whether it
         # belongs to the running task says whether any pending one does.
@@ -90,24 +99,50 @@ class Outbox:
 
     async def flush(self) -> None:
         """Return once Kafka acknowledged every recorded transition."""
-        while pending := self._log.pending():
-            if self._uncommitted():
-                # An activity's input is committed with the task that schedules it.
-                self._log.acknowledge((await self._durable_emit()).emitted_seq)
-                continue
-            try:
-                out: EmitOutput = await workflow.execute_local_activity(
-                    names.EMIT_TRANSITIONS,
-                    EmitInput(events=pending),
-                    result_type=EmitOutput,
-                    start_to_close_timeout=FAST_EMIT_TIMEOUT,
-                    retry_policy=SINGLE_ATTEMPT,
-                )
-            except FailureError as failure:
-                cancellation.of_local_activity(failure)
-                workflow.logger.warning("Kafka is slow or down; transitions wait in the outbox")
-                out = await self._durable_emit()
+        cancelled = False
+        while self._log.pending():
+            if self._emit_whole:
+                out, interrupted = await cancellation.absorbing(self._emit())
+                cancelled = cancelled or interrupted
+            else:
+                out = await self._emit()
             self._log.acknowledge(out.emitted_seq)
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def flush_while_sleeping(self, delay: timedelta) -> None:
+        """Flush while `delay` passes (a backoff, an iteration's pause); return when both
+        are done."""
+        if not self._emit_whole:
+            await asyncio.gather(self.flush(), workflow.sleep(delay))
+            return
+        # Not gather: a cancelled timer would end it at once, leaving the flush running on
+        # beside the one that publishes CANCELLED.
+        timer = asyncio.ensure_future(workflow.sleep(delay))
+        try:
+            await self.flush()
+            await timer
+        finally:
+            timer.cancel()
+
+    async def _emit(self) -> EmitOutput:
+        """Publish the first pending transitions; what Kafka acknowledged."""
+        if self._uncommitted():
+            # An activity's input is committed with the task that schedules it.
+            return await self._durable_emit()
+        try:
+            out: EmitOutput = await workflow.execute_local_activity(
+                names.EMIT_TRANSITIONS,
+                EmitInput(events=self._log.pending()),
+                result_type=EmitOutput,
+                start_to_close_timeout=FAST_EMIT_TIMEOUT,
+                retry_policy=SINGLE_ATTEMPT,
+            )
+        except FailureError as failure:
+            cancellation.of_local_activity(failure)
+            workflow.logger.warning("Kafka is slow or down; transitions wait in the outbox")
+            return await self._durable_emit()
+        return out
 
     async def _durable_emit(self) -> EmitOutput:
         """Emit through a regular activity retried until Kafka is back. A cancellation of

@@ -68,7 +68,9 @@ class ActionWorkflow:
         self._log = TransitionLog(request, self._run)
         # Started without Karma's search attributes (a namespace without them): leave them be.
         indexing = workflow.info().typed_search_attributes.get(search_attributes.STATE) is not None
-        outbox = Outbox(self._log, commit_first=request.contract >= 3)
+        outbox = Outbox(
+            self._log, commit_first=request.contract >= 3, emit_whole=request.contract >= 4
+        )
         self._ctx = RunContext(request, self._run, self._log, outbox, indexing=indexing)
         self._answered: LedgerAnswer | None = None
         self._finishing = False  # the terminal transition is being recorded

@@ -29,24 +29,28 @@ _TIME = Query(
 )
 
 
+async def answer_from(read: LedgerQuery[Any] | None, run: Callable[[Ledger], T]) -> T:
+    """`run`'s answer on the ledger, or the problem that stopped it (503)."""
+    if read is None:
+        raise Problem(503, "this process does not read the ledger (ask the one that owns it)")
+    try:
+        answer: T = await read(run)
+    except LedgerUnavailableError as unavailable:
+        raise Problem(503, str(unavailable)) from unavailable
+    except ClickHouseError as failed:
+        log.warning("a ledger query failed: %s", failed)
+        raise Problem(503, "the ledger could not answer (see the API's log)") from failed
+    return answer
+
+
 def install_analytics_routes(app: FastAPI, read: LedgerQuery[Any] | None, reader: Any) -> None:
     async def ask(query: Callable[[Analytics], T]) -> T:
-        if read is None:
-            raise Problem(503, "this process does not read the ledger (ask the one that owns it)")
-
         def run(ledger: Ledger) -> T:
             analytics = Analytics(ledger)
             analytics.check_ready()
             return query(analytics)
 
-        try:
-            answer: T = await read(run)
-        except LedgerUnavailableError as unavailable:
-            raise Problem(503, str(unavailable)) from unavailable
-        except ClickHouseError as failed:
-            log.warning("an analytics query failed: %s", failed)
-            raise Problem(503, "the ledger could not answer (see the API's log)") from failed
-        return answer
+        return await answer_from(read, run)
 
     def filters(
         caller: Caller, since: str | None, until: str | None, type: str | None, tenant: str | None

@@ -32,6 +32,7 @@ from karma import search_attributes
 from karma.api.analytics_routes import LedgerQuery, install_analytics_routes
 from karma.api.auth import ANONYMOUS, COOKIE, Caller, Guard, caller_of, requires, unauthorized
 from karma.api.codec_server import install_codec_routes
+from karma.api.entropy_routes import install_entropy_routes
 from karma.api.hub import Subscription, TransitionHub
 from karma.api.keys import Scope
 from karma.api.limits import BodyLimit, PageHeaders
@@ -278,6 +279,7 @@ def create_app(services: ApiServices) -> FastAPI:
     app.mount("/console", StaticFiles(directory=CONSOLE, html=True), name="console")
     install_codec_routes(app, services.settings, guard)
     install_analytics_routes(app, services.analytics, reader)
+    install_entropy_routes(app, services.analytics, reader, services.settings.entropy)
 
     @app.get("/v1/info", response_model=ApiInfo, tags=["health"])
     async def info() -> ApiInfo:

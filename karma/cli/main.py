@@ -15,6 +15,7 @@ from temporalio.service import RPCError
 
 from karma.cli import (
     action_commands,
+    entropy_commands,
     inbound_commands,
     key_commands,
     ledger_commands,
@@ -56,6 +57,8 @@ examples:
   karma report --html report.html --since 7d
   karma api-key create --scope read --scope request --tenant acme --name ci
   karma observe runs.jsonl                    # observations for the analytics
+  karma simulate --entities 20 --days 3       # observations with known anomalies
+  karma entropy scan   |   karma entropy deviations --since 24h   |   karma entropy baselines
   karma request demo.approval -p change=bump-replicas   then   karma approve act_… -r ok
   karma request demo.provision -p fail_at=activate --wait   # compensates reserve, configure
 """
@@ -212,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     key_commands.add_parser(sub)
     observe_commands.add_parser(sub)
+    entropy_commands.add_parsers(sub)
 
     actions = sub.add_parser("actions", help="list action types and their parameters")
     actions.add_argument("type", nargs="?", help="show one action type")

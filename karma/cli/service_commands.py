@@ -140,6 +140,7 @@ async def service(args: argparse.Namespace) -> int:
     from karma.client import KarmaClient, connect_temporal
     from karma.first_to_stop import first_to_stop
     from karma.telemetry import tracing_interceptors
+    from workers.entropy import EntropyWorker
     from workers.worker import ActionWorker
 
     settings = get_settings()
@@ -155,6 +156,7 @@ async def service(args: argparse.Namespace) -> int:
             async with (
                 Bridge(settings, client=client) as running_bridge,
                 ActionWorker(worker_client, settings, past=past) as running_worker,
+                EntropyWorker(worker_client, settings) as running_scan,
                 ApiServer(services) as server,
             ):
                 print(
@@ -165,7 +167,12 @@ async def service(args: argparse.Namespace) -> int:
                 _warn_without_keys(settings)
                 await until_stopped(
                     stop,
-                    first_to_stop(running_worker.wait(), running_bridge.wait(), server.wait()),
+                    first_to_stop(
+                        running_worker.wait(),
+                        running_bridge.wait(),
+                        running_scan.wait(),
+                        server.wait(),
+                    ),
                 )
                 print("stopping: no new work; letting the ledger catch up…", flush=True)
                 await running_bridge.stop_intake()

@@ -13,8 +13,9 @@ import tempfile
 from pathlib import Path
 
 from karma.embedded.stack import with_free_ports
-from karma.lifecycle import EventType
+from karma.lifecycle import ActionState, EventType
 from karma.settings import Settings
+from tests.support.waiting import reached
 from workers.embedded import EmbeddedKarma
 
 HERE = Path(__file__).parent
@@ -60,11 +61,22 @@ CORE_3 = (
     "stateful",
 )
 SCENARIOS.update({f"{name}_core3": SCENARIOS[name] for name in CORE_3})
+# Recorded again once an emit is never cancelled half way (contract 4): `<name>_core4`.
+CORE_4 = (*CORE_3, "cancelled_during_durable_emit")
+SCENARIOS.update({f"{name}_core4": SCENARIOS[name] for name in CORE_4})
+# The broker pauses (less than an emit's timeout) while an iteration's progress is being
+# published and its pause runs, and the cancel lands then.
+SCENARIOS["cancelled_during_slow_emit_core4"] = (
+    "demo.drain",
+    {"total": 1000, "batch": 1, "pause_seconds": 0.2},
+    True,
+)
 CANCELLED_ONCE_STARTED = (
     "cancelled",
     "cancelled_attempt_reports_emitted",
     "cancelled_core2",
     "cancelled_core3",
+    "cancelled_core4",
 )
 
 
@@ -75,15 +87,23 @@ async def record() -> None:
             if (HERE / f"{name}.json").exists() or (HERE / f"{name}_run1.json").exists():
                 continue  # keep what was recorded before: running workflows must replay
             broker = karma.servers.kafka.process.pid
-            if name == "cancelled_during_durable_emit" and broker is not None:
+            if name.startswith("cancelled_during_durable_emit") and broker is not None:
                 os.kill(broker, signal.SIGSTOP)
             handle = await karma.client.request(action_type, params, validate=validate)
-            if name == "cancelled_during_durable_emit" and broker is not None:
+            if name.startswith("cancelled_during_durable_emit") and broker is not None:
                 async for event in handle.transitions(poll_interval=0.1):
                     if event.event_type is EventType.WAITING:  # its flush hangs now
                         await handle.cancel()
                         break
                 await asyncio.sleep(2)
+                os.kill(broker, signal.SIGCONT)
+            if name == "cancelled_during_slow_emit_core4" and broker is not None:
+                await reached(handle, ActionState.STARTED, timeout=60)
+                await asyncio.sleep(1)
+                os.kill(broker, signal.SIGSTOP)
+                await asyncio.sleep(0.5)
+                await handle.cancel()
+                await asyncio.sleep(1)
                 os.kill(broker, signal.SIGCONT)
             if name in CANCELLED_ONCE_STARTED:
                 async for event in handle.transitions(poll_interval=0.1):

@@ -4,6 +4,8 @@ every demo scenario, and a cancellation of every kind of action."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections import Counter
 from collections.abc import Callable
 
@@ -72,3 +74,34 @@ async def test_each_transition_reaches_a_plain_consumer_once(
         f"{len(expected)} actions (10 demo scenarios, 5 cancellations), {total} transitions, "
         "each on Kafka exactly once"
     )
+
+
+async def test_a_cancellation_landing_while_kafka_has_not_answered_publishes_once(
+    karma: EmbeddedKarma, report: Callable[[str], None]
+) -> None:
+    """The broker pauses for less than an emit's timeout (a slow answer, not a failure), so
+    an emit is in flight when the cancel lands: it is waited for, not abandoned (Kafka
+    would acknowledge the abandoned batch anyway, and the batch, still pending, would be
+    published a second time with CANCELLED)."""
+    broker = karma.servers.kafka.process.pid
+    assert broker is not None
+    assert karma.settings.kafka.emit_timeout_s > 3
+    handle = await karma.client.request("test.counter", {"target": 1000, "pause": 0.2})
+    await reached(handle, ActionState.STARTED, timeout=60)
+    await asyncio.sleep(1)  # a progress transition every 0.2 s
+    os.kill(broker, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(0.5)
+        await handle.cancel()
+        await asyncio.sleep(1)
+    finally:
+        os.kill(broker, signal.SIGCONT)
+    outcome = await asyncio.wait_for(handle.result(), 60)
+    assert outcome.state is ActionState.CANCELLED
+    status = await handle.status()
+    on_kafka = (await transitions_on_kafka(karma.settings.kafka, [handle.action_id]))[
+        handle.action_id
+    ]
+    seen = Counter(m.json()["event_id"] for m in on_kafka)
+    assert seen == Counter(e.event_id for e in status.transitions), seen
+    report(f"cancel during a slow emit: {len(seen)} transitions, each on Kafka once")

@@ -1,0 +1,89 @@
+"""`scan_entropy`: the entropy scan's one activity, run by a worker of the process that
+reads the ledger (the bridge's, or `karma dev`'s).
+
+Window after window: deviations are stored, then published to `entropy.deviation` (key:
+the entity id, acknowledged by every replica), then the window is recorded as scanned. A
+crash in between scans the window again: the same deviation ids, the same rows, and on
+Kafka at worst the same messages again (byte-identical: they are computed from the same
+rows)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from aiokafka.errors import KafkaError
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from bridge.entropy import Deviation, Scanner
+from bridge.producer import LazyProducer
+from karma import names
+from karma.errors import LedgerUnavailableError
+from karma.settings import KafkaSettings
+from karma.workflow_io import EntropyScanInput, EntropyScanOutput
+
+TOP = 20
+
+
+class EntropyActivities:
+    def __init__(self, scanner: Callable[[], Scanner], kafka: KafkaSettings) -> None:
+        self._scanner = scanner
+        self._topic = kafka.topics.deviations
+        self._producer = LazyProducer(kafka)  # acks="all", as every producer of ours
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def publish(self, deviations: list[Deviation]) -> int:
+        producer = await self._producer.get()
+        sent = [
+            await producer.send(
+                self._topic,
+                key=d.entity_id.encode(),
+                value=d.envelope().model_dump_json().encode(),
+            )
+            for d in deviations
+        ]
+        await asyncio.gather(*sent)
+        return len(sent)
+
+    @activity.defn(name=names.SCAN_ENTROPY)
+    async def scan_entropy(self, inp: EntropyScanInput) -> EntropyScanOutput:
+        """Only infrastructure failures (ClickHouse, Kafka, the network) are retried; any
+        other error fails the scan at once, with its reason."""
+        try:
+            return await self._scan(inp)
+        except (OSError, TimeoutError, KafkaError, ClickHouseError, LedgerUnavailableError):
+            raise
+        except Exception as exc:
+            raise ApplicationError(
+                f"the scan failed: {exc!r}", type=type(exc).__name__, non_retryable=True
+            ) from exc
+
+    async def _scan(self, inp: EntropyScanInput) -> EntropyScanOutput:
+        scanner = self._scanner()
+        out = EntropyScanOutput()
+        found: list[Deviation] = []
+        now = datetime.now(UTC)
+        if inp.since is not None:
+            windows = scanner.windows_between(inp.since, min(inp.until or now, now))
+        else:
+            windows = await asyncio.to_thread(scanner.pending_windows, now)
+        for start, end in windows:
+            activity.heartbeat(start.isoformat())
+            deviations, seen, learned = await asyncio.to_thread(scanner.detect, start, end)
+            if not inp.dry_run:
+                await asyncio.to_thread(scanner.store, deviations)
+                out.published += await self.publish(deviations)
+                await asyncio.to_thread(scanner.mark_scanned, start, end, deviations, seen)
+            out.windows.append((start, end))
+            out.observations += seen
+            out.baselines_learned += learned
+            found.extend(deviations)
+        found.sort(key=lambda d: -d.surprise_bits)
+        out.deviations = len(found)
+        out.top = [d.as_json() for d in found[:TOP]]
+        return out

@@ -1,0 +1,108 @@
+"""The entropy scan's worker and its Temporal Schedule, in a process that reads the ledger
+(`karma dev`, `karma service`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+from temporalio.worker import Worker
+
+from activities.entropy import EntropyActivities
+from bridge.entropy import Scanner
+from bridge.ledger import Ledger
+from karma import names
+from karma.component import Component
+from karma.settings import Settings
+from karma.workflow_io import EntropyScanInput
+from workers.worker import workflow_runner
+from workflows.entropy_scan import EntropyScanWorkflow
+
+
+def scan_schedule(settings: Settings) -> Schedule:
+    """A scan every `entropy.schedule_interval_s`; one at a time (a slow scan is not
+    overtaken: the next one resumes where it ended)."""
+    every = timedelta(seconds=settings.entropy.schedule_interval_s)
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            names.ENTROPY_SCAN_WORKFLOW,
+            EntropyScanInput(),
+            id=names.ENTROPY_SCAN_SCHEDULE,
+            task_queue=settings.entropy.task_queue,
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+async def keep_schedule(client: Client, settings: Settings) -> None:
+    """Create the scan's schedule, or bring an existing one up to the settings."""
+    schedule = scan_schedule(settings)
+    try:
+        await client.create_schedule(names.ENTROPY_SCAN_SCHEDULE, schedule)
+    except ScheduleAlreadyRunningError:
+
+        def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await client.get_schedule_handle(names.ENTROPY_SCAN_SCHEDULE).update(update)
+
+
+class EntropyWorker(Component):
+    """Runs EntropyScanWorkflow and `scan_entropy` on `entropy.task_queue`, with its own
+    connection to the ledger, and keeps the schedule."""
+
+    def __init__(self, client: Client, settings: Settings) -> None:
+        self._client = client
+        self._settings = settings
+        self._ledger: Ledger | None = None
+        self._activities = EntropyActivities(self._scanner, settings.kafka)
+        self._worker = Worker(
+            client,
+            task_queue=settings.entropy.task_queue,
+            workflows=[EntropyScanWorkflow],
+            activities=[self._activities.scan_entropy],
+            workflow_runner=workflow_runner(settings.temporal.workflow_sandbox),
+            graceful_shutdown_timeout=timedelta(seconds=5),
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    def _scanner(self) -> Scanner:
+        if self._ledger is None:
+            self._ledger = Ledger.open(
+                self._settings.clickhouse_dsn, self._settings.clickhouse.database
+            )
+        return Scanner(self._ledger, self._settings.entropy)
+
+    async def _start(self) -> None:
+        if self._settings.entropy.schedule:
+            await keep_schedule(self._client, self._settings)
+        self._task = asyncio.create_task(self._worker.run(), name="worker:entropy")
+
+    async def _stop(self) -> None:
+        if self._task is not None:
+            await self._worker.shutdown()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._activities.stop()
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+    async def wait(self) -> None:
+        if self._task is not None:
+            await asyncio.shield(self._task)
