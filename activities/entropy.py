@@ -2,10 +2,10 @@
 reads the ledger (the bridge's, or `karma dev`'s).
 
 Window after window: deviations are stored, then published to `entropy.deviation` (key:
-the entity id, acknowledged by every replica), then the window is recorded as scanned. A
-crash in between scans the window again: the same deviation ids, the same rows, and on
-Kafka at worst the same messages again (byte-identical: they are computed from the same
-rows)."""
+the entity id, acknowledged by every replica), then the rules decide on them, then the
+window is recorded as scanned. A crash in between scans the window again: the same
+deviation ids, the same rows, on Kafka at worst the same messages again (byte-identical:
+they are computed from the same rows), and the rules deduplicate what they already did."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 
 from bridge.entropy import Deviation, Scanner
 from bridge.producer import LazyProducer
+from bridge.rule_engine import RuleEngine
 from karma import names
 from karma.errors import LedgerUnavailableError
 from karma.settings import KafkaSettings
@@ -29,8 +30,14 @@ TOP = 20
 
 
 class EntropyActivities:
-    def __init__(self, scanner: Callable[[], Scanner], kafka: KafkaSettings) -> None:
+    def __init__(
+        self,
+        scanner: Callable[[], Scanner],
+        kafka: KafkaSettings,
+        rules: Callable[[], RuleEngine | None] = lambda: None,
+    ) -> None:
         self._scanner = scanner
+        self._rules = rules
         self._topic = kafka.topics.deviations
         self._producer = LazyProducer(kafka)  # acks="all", as every producer of ours
 
@@ -78,6 +85,9 @@ class EntropyActivities:
             if not inp.dry_run:
                 await asyncio.to_thread(scanner.store, deviations)
                 out.published += await self.publish(deviations)
+                if (engine := self._rules()) is not None:
+                    decided = await engine.handle([d.envelope() for d in deviations])
+                    out.decisions += [d.as_json() for d in decided]
                 await asyncio.to_thread(scanner.mark_scanned, start, end, deviations, seen)
             out.windows.append((start, end))
             out.observations += seen

@@ -176,7 +176,7 @@ class Scanner:
     """Baselines and deviations over one ledger's observations."""
 
     def __init__(self, ledger: Ledger, settings: EntropySettings) -> None:
-        self._ledger = ledger
+        self.ledger = self._ledger = ledger
         self._db = ledger.database
         self.settings = settings
 

@@ -6,6 +6,9 @@
 - `deviations`: what a scan found, one row per (entity, step, metric, window): the id is
   derived from those, so a rescan replaces a row instead of adding one.
 - `entropy_scans`: the windows scanned; a scan resumes after the last one.
+- `rule_decisions`: each rule's decision on each event it matched (fired, deduplicated,
+  rate_limited, cooling_down, max_in_flight, awaiting_approval, dry_run, invalid) with
+  its reason; the action's correlation id is the event's id.
 """
 
 from __future__ import annotations
@@ -73,5 +76,23 @@ def entropy_tables(database: str) -> list[str]:
         )
         ENGINE = ReplacingMergeTree(finished_at)
         ORDER BY window_end
+        """,
+        f"""
+        CREATE TABLE IF NOT EXISTS {database}.{names.TABLE_RULE_DECISIONS} (
+            decision_id String COMMENT 'from (rule, event): a redelivery replaces the row',
+            rule LowCardinality(String),
+            event_id String COMMENT 'the deviation or observation matched',
+            event_type LowCardinality(String),
+            entity_id String,
+            decision LowCardinality(String),
+            reason String,
+            action_id String COMMENT 'the action requested, or that would have been',
+            action_type LowCardinality(String),
+            params String COMMENT 'JSON, as rendered',
+            decided_at DateTime64(3, 'UTC') DEFAULT now64(3)
+        )
+        ENGINE = ReplacingMergeTree(decided_at)
+        PARTITION BY toYYYYMM(decided_at)
+        ORDER BY decision_id
         """,
     ]

@@ -425,7 +425,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         _analytics,
     ),
     Migration(5, "action_events.trace_id (traced actions from now on)", _added_columns(5)),
-    Migration(6, "entropy_baselines, deviations, entropy_scans", entropy_tables),
+    Migration(6, "entropy_baselines, deviations, entropy_scans, rule_decisions", entropy_tables),
 )
 LATEST = MIGRATIONS[-1].version
 

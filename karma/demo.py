@@ -7,7 +7,8 @@ completes through Kafka callbacks, a job that never reports back (timed out), a 
 last step fails (its completed steps are compensated), a change that waits for approval
 and is approved, and a stateful drain that continues as new; waits
 until the bridge has written every transition, prints the ledger and checks that each
-transition is there exactly once.
+transition is there exactly once. Then the analytics, and the closed loop
+(`karma.demo_loop`): drift, deviation, rule, approval, action.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from aiokafka import AIOKafkaProducer
 
 from karma.cli.render import ledger_line
 from karma.client import ActionHandle
+from karma.demo_loop import run_loop, write_rules
 from karma.embedded.stack import with_free_ports
 from karma.envelope import Envelope, EventSource
 from karma.errors import ActionNotFoundError
@@ -118,7 +120,11 @@ async def run_demo(*, keep: bool = False) -> int:
     settings = with_free_ports(get_settings(), data_dir)
     # The demo's jobs run on the reference service it starts, whatever is configured.
     services = {k: v for k, v in settings.services.items() if k != "jobs"}
-    settings = settings.model_copy(update={"services": services})
+    # The closed loop's rule; its scans are started by the demo, not the schedule.
+    entropy = settings.entropy.model_copy(
+        update={"rules_file": write_rules(data_dir), "schedule": False}
+    )
+    settings = settings.model_copy(update={"services": services, "entropy": entropy})
     from workers.embedded import EmbeddedKarma  # worker code only when the demo runs
 
     try:
@@ -137,7 +143,8 @@ async def run_demo(*, keep: bool = False) -> int:
             await _wait_for_ledger(karma.ledger, ran)
             checked = _report(karma.ledger, ran)
             await asyncio.to_thread(_analytics, karma.ledger, report_path)
-            return checked
+            looped = await run_loop(karma)
+            return checked or looped
     finally:
         if keep:
             print(f"\ndata kept in {data_dir}")

@@ -297,6 +297,10 @@ class EntropySettings(BaseModel):
     schedule_interval_s: int = Field(
         default=300, ge=10, description="how often the Temporal Schedule runs the scan"
     )
+    rules_file: Path | None = Field(
+        default=None,
+        description="rules (YAML) applied to each scan's deviations: `karma rules validate`",
+    )
     task_queue: str = Field(
         default="karma-entropy",
         description="served by the process that reads the ledger (karma dev, karma service)",

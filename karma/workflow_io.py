@@ -241,3 +241,4 @@ class EntropyScanOutput(BaseModel):
     published: int = 0
     # The most surprising first (at most 20), as `Deviation.as_json` gives them.
     top: list[dict[str, Any]] = Field(default_factory=list)
+    decisions: list[dict[str, Any]] = Field(default_factory=list)  # the rules' (see rule_engine)

@@ -126,7 +126,7 @@ class EmbeddedKarma(Component):
             self._temporal, self.settings, registry=self._registry, past=self._past
         )
         await self._stack.enter_async_context(self.worker)
-        self.entropy = EntropyWorker(self._temporal, self.settings)
+        self.entropy = EntropyWorker(self._temporal, self.settings, self.client)
         await self._stack.enter_async_context(self.entropy)
         if self.settings.api.enabled:
             self._progress("starting the API…")

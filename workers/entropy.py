@@ -24,8 +24,11 @@ from temporalio.worker import Worker
 from activities.entropy import EntropyActivities
 from bridge.entropy import Scanner
 from bridge.ledger import Ledger
+from bridge.rule_engine import RuleEngine
 from karma import names
+from karma.client import KarmaClient
 from karma.component import Component
+from karma.rules import RuleSet, load_rules
 from karma.settings import Settings
 from karma.workflow_io import EntropyScanInput
 from workers.worker import workflow_runner
@@ -65,11 +68,20 @@ class EntropyWorker(Component):
     """Runs EntropyScanWorkflow and `scan_entropy` on `entropy.task_queue`, with its own
     connection to the ledger, and keeps the schedule."""
 
-    def __init__(self, client: Client, settings: Settings) -> None:
+    def __init__(
+        self, client: Client, settings: Settings, karma: KarmaClient | None = None
+    ) -> None:
         self._client = client
         self._settings = settings
         self._ledger: Ledger | None = None
-        self._activities = EntropyActivities(self._scanner, settings.kafka)
+        self._engine: RuleEngine | None = None
+        if karma is not None and settings.entropy.rules_file is not None:
+            # Refused at start-up, naming the field: a bad rules file never half-applies.
+            self._rules: RuleSet | None = load_rules(settings.entropy.rules_file)
+        else:
+            self._rules = None
+        self._karma = karma
+        self._activities = EntropyActivities(self._scanner, settings.kafka, self._rule_engine)
         self._worker = Worker(
             client,
             task_queue=settings.entropy.task_queue,
@@ -86,6 +98,13 @@ class EntropyWorker(Component):
                 self._settings.clickhouse_dsn, self._settings.clickhouse.database
             )
         return Scanner(self._ledger, self._settings.entropy)
+
+    def _rule_engine(self) -> RuleEngine | None:
+        if self._rules is None or self._karma is None:
+            return None
+        if self._engine is None:
+            self._engine = RuleEngine(self._rules, self._scanner().ledger, self._karma)
+        return self._engine
 
     async def _start(self) -> None:
         if self._settings.entropy.schedule:

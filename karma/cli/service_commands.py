@@ -156,7 +156,7 @@ async def service(args: argparse.Namespace) -> int:
             async with (
                 Bridge(settings, client=client) as running_bridge,
                 ActionWorker(worker_client, settings, past=past) as running_worker,
-                EntropyWorker(worker_client, settings) as running_scan,
+                EntropyWorker(worker_client, settings, client) as running_scan,
                 ApiServer(services) as server,
             ):
                 print(

@@ -138,4 +138,11 @@ async def test_demo_prints_the_ledger_exactly_once(tmp_path: Path) -> None:
     report = tmp_path / "data" / "demo-report.html"
     assert f"HTML report with charts: {report}" in out
     assert report.read_text().count('class="plotly-graph-div"') == 5
+    # Then the closed loop: drift -> deviation -> rule -> approval -> action, once.
+    loop = out.split("Closed loop:", 1)[1]
+    assert re.search(r"bits  supplier-\d{4} reserve latency_shift", loop), loop
+    assert "rule decisions: awaiting_approval" in loop
+    assert "approved by karma-demo: SUCCEEDED (notify supplier-" in loop
+    assert "second scan of the same windows: rule decisions deduplicated (nothing new)" in loop
+    assert "linked by correlation id dev_" in loop
     assert not demo_dirs(tmp_path), "the demo left its data dir behind"
