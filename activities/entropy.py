@@ -4,8 +4,9 @@ reads the ledger (the bridge's, or `karma dev`'s).
 Window after window: deviations are stored, then published to `entropy.deviation` (key:
 the entity id, acknowledged by every replica), then the rules decide on them, then the
 window is recorded as scanned. A crash in between scans the window again: the same
-deviation ids, the same rows, on Kafka at worst the same messages again (byte-identical:
-they are computed from the same rows), and the rules deduplicate what they already did."""
+deviation ids (the same rows and messages again, byte for byte, unless late observations
+changed what the window holds), and the rules deduplicate what they already did. A
+retried attempt resumes after the last batch of windows its heartbeat recorded."""
 
 from __future__ import annotations
 
@@ -14,17 +15,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from aiokafka.errors import KafkaError
-from clickhouse_connect.driver.exceptions import ClickHouseError
+from clickhouse_connect.driver.exceptions import OperationalError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from bridge.entropy import Deviation, Scanner
+from bridge.entropy import MAX_BATCH_WINDOWS, Deviation, Scanner
 from bridge.producer import LazyProducer
 from bridge.rule_engine import RuleEngine
 from karma import names
 from karma.errors import LedgerUnavailableError
+from karma.rules import scheduled_event
 from karma.settings import KafkaSettings
-from karma.workflow_io import EntropyScanInput, EntropyScanOutput
+from karma.workflow_io import EntropyScanInput, EntropyScanOutput, RuleFiring, RuleFiringOutput
 
 TOP = 20
 
@@ -63,12 +65,23 @@ class EntropyActivities:
         other error fails the scan at once, with its reason."""
         try:
             return await self._scan(inp)
-        except (OSError, TimeoutError, KafkaError, ClickHouseError, LedgerUnavailableError):
+        except (OSError, TimeoutError, KafkaError, OperationalError, LedgerUnavailableError):
             raise
         except Exception as exc:
             raise ApplicationError(
                 f"the scan failed: {exc!r}", type=type(exc).__name__, non_retryable=True
             ) from exc
+
+    @activity.defn(name=names.FIRE_RULE)
+    async def fire_rule(self, inp: RuleFiring) -> RuleFiringOutput:
+        """A schedule trigger's firing, decided like any event (deduplicated by its time)."""
+        engine = self._rules()
+        if engine is None or inp.at is None:
+            raise ApplicationError("no rules are loaded here", non_retryable=True)
+        if inp.rule not in {r.name for r in engine.rules.scheduled}:
+            raise ApplicationError(f"no schedule rule named {inp.rule!r}", non_retryable=True)
+        decided = await engine.handle([scheduled_event(inp.rule, inp.at)])
+        return RuleFiringOutput(decision=decided[0].as_json() if decided else {})
 
     async def _scan(self, inp: EntropyScanInput) -> EntropyScanOutput:
         scanner = self._scanner()
@@ -77,22 +90,38 @@ class EntropyActivities:
         now = datetime.now(UTC)
         if inp.since is not None:
             windows = scanner.windows_between(inp.since, min(inp.until or now, now))
+            limit = scanner.settings.max_backfill_windows
+            if len(windows) > limit:
+                raise ApplicationError(
+                    f"a backfill of {len(windows)} windows: at most {limit} in one scan "
+                    "(KARMA_ENTROPY__MAX_BACKFILL_WINDOWS); scan a shorter --since..--until",
+                    type="ValidationError",
+                    non_retryable=True,
+                )
         else:
             windows = await asyncio.to_thread(scanner.pending_windows, now)
-        for start, end in windows:
-            activity.heartbeat(start.isoformat())
-            deviations, seen, learned = await asyncio.to_thread(scanner.detect, start, end)
-            if not inp.dry_run:
-                await asyncio.to_thread(scanner.store, deviations)
-                out.published += await self.publish(deviations)
-                if (engine := self._rules()) is not None:
-                    decided = await engine.handle([d.envelope() for d in deviations])
-                    out.decisions += [d.as_json() for d in decided]
-                await asyncio.to_thread(scanner.mark_scanned, start, end, deviations, seen)
-            out.windows.append((start, end))
-            out.observations += seen
-            out.baselines_learned += learned
-            found.extend(deviations)
+        # A retried attempt goes on after the last window the previous one finished.
+        done = activity.info().heartbeat_details
+        if done and not inp.dry_run:
+            finished = datetime.fromisoformat(str(done[0]))
+            windows = [w for w in windows if w[0] >= finished]
+        for first in range(0, len(windows), MAX_BATCH_WINDOWS):
+            chunk = windows[first : first + MAX_BATCH_WINDOWS]
+            for start, end, deviations, seen, learned in await asyncio.to_thread(
+                scanner.detect_many, chunk
+            ):
+                if not inp.dry_run:
+                    await asyncio.to_thread(scanner.store, deviations)
+                    out.published += await self.publish(deviations)
+                    if (engine := self._rules()) is not None:
+                        decided = await engine.handle([d.envelope() for d in deviations])
+                        out.decisions += [d.as_json() for d in decided]
+                    await asyncio.to_thread(scanner.mark_scanned, start, end, deviations, seen)
+                out.windows.append((start, end))
+                out.observations += seen
+                out.baselines_learned += learned
+                found.extend(deviations)
+            activity.heartbeat(chunk[-1][1].isoformat())
         found.sort(key=lambda d: -d.surprise_bits)
         out.deviations = len(found)
         out.top = [d.as_json() for d in found[:TOP]]

@@ -39,7 +39,9 @@ def entropy_tables(database: str) -> list[str]:
             next_steps Array(String) COMMENT '$end: the step ended its run',
             next_counts Array(UInt64),
             next_entropy_bits Float64,
-            gaps Array(Float64) COMMENT 'quantiles 0.5 .. 0.999 of the time to the next step',
+            window_next_steps Array(String) COMMENT 'next steps seen within a scan window',
+            window_next_counts Array(UInt64),
+            gaps Array(Float64) COMMENT 'quantiles 0.1 .. 0.999 of the time to the next step',
             computed_at DateTime64(3, 'UTC') DEFAULT now64(3)
         )
         ENGINE = ReplacingMergeTree(computed_at)

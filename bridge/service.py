@@ -16,6 +16,7 @@ from bridge.topics import ensure_topics
 from karma.client import KarmaClient
 from karma.component import Component
 from karma.first_to_stop import first_to_stop
+from karma.rules import load_rules
 from karma.settings import Settings
 
 Progress = Callable[[str], None]
@@ -47,13 +48,15 @@ class Bridge(Component):
         await ensure_topics(settings.kafka)
         self._sink = LedgerSink(settings, self._dlq)
         await self._sink.start()
-        self._observations = ObservationSink(settings, self._dlq)
+        rules = load_rules(settings.entropy.rules_file) if settings.entropy.rules_file else None
+        if self._client is None and (settings.ingress.enabled or rules is not None):
+            self._past = PastActions(settings.clickhouse_dsn, settings.clickhouse.database)
+            self._client = await KarmaClient.connect(settings, past=self._past)
+        self._observations = ObservationSink(settings, self._dlq, rules=rules, client=self._client)
         await self._observations.start()
         if settings.ingress.enabled:
-            if self._client is None:
-                self._past = PastActions(settings.clickhouse_dsn, settings.clickhouse.database)
-                self._client = await KarmaClient.connect(settings, past=self._past)
             client = self._client
+            assert client is not None
             self.requests = self._consumer(
                 "ingress.requests",
                 settings.kafka.topics.requested,

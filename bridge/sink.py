@@ -13,6 +13,7 @@ unreachable) are retried.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError
+from temporalio.service import RPCError
 
 from bridge.consumer_loop import ConsumerLoop, group_caught_up
 from bridge.decode import decode_transition
@@ -31,11 +33,17 @@ from bridge.dlq import OBSERVATIONS_STAGE, DeadLetter, DeadLetterPublisher
 from bridge.inbound import marked_as_transition
 from bridge.ledger import Ledger
 from bridge.ledger_schema import INSERT_COLUMNS, KafkaPosition, ledger_row, observation_row
+from bridge.predictions import Predictor
+from bridge.producer import LazyProducer
 from bridge.retrying import Stopped, until_stopped
+from bridge.rule_engine import RuleEngine
 from karma import metrics
+from karma.client import KarmaClient
+from karma.envelope import Envelope
 from karma.errors import ValidationError
 from karma.lifecycle import TERMINAL_STATES, EventType
 from karma.observations import decode_observation
+from karma.rules import RuleSet
 from karma.settings import Settings
 from karma.telemetry import spans_in_traces
 
@@ -345,12 +353,24 @@ class LedgerSink(ConsumerLoop):
 
 class ObservationSink(LedgerSink):
     """Consumes `events.normalized` and writes the observations to `observations`: what
-    cannot be used as one goes to the DLQ with the reason; duplicates collapse on event_id."""
+    cannot be used as one goes to the DLQ with the reason; duplicates collapse on event_id.
+
+    Before a batch is stored, its steps' predictions go to `entropy.predicted` and the
+    rules on observations decide (when a rules file and a client are given): at least once,
+    since the batch is read again after a crash (predictions are the same messages again;
+    the rules deduplicate)."""
 
     stage = OBSERVATIONS_STAGE
     label, unit = "observations", "observation(s)"
 
-    def __init__(self, settings: Settings, dlq: DeadLetterPublisher) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        dlq: DeadLetterPublisher,
+        *,
+        rules: RuleSet | None = None,
+        client: KarmaClient | None = None,
+    ) -> None:
         super().__init__(
             settings,
             dlq,
@@ -358,6 +378,21 @@ class ObservationSink(LedgerSink):
             topics=[settings.kafka.topics.observations],
             group=settings.bridge.observations_group,
         )
+        self._predictor = Predictor(settings.entropy)
+        self._producer = LazyProducer(settings.kafka)
+        self._rules = rules if client is not None else None
+        self._client = client
+        self._engine: RuleEngine | None = None
+        self._engine_ledger: Ledger | None = None
+        self.predicted = 0
+
+    async def _stop(self) -> None:
+        try:
+            await super()._stop()
+        finally:
+            await self._producer.stop()
+            if self._engine_ledger is not None:
+                self._engine_ledger.close()
 
     def _row(self, record: Any) -> list[Any] | None:
         event = decode_observation(record.value, self._settings.limits)
@@ -365,6 +400,45 @@ class ObservationSink(LedgerSink):
 
     def _store(self, ledger: Ledger, rows: list[list[Any]]) -> int:
         return ledger.write_observations(rows)
+
+    async def _write(self, records: list[Any]) -> bool:
+        events = []
+        for record in records:
+            with contextlib.suppress(Exception):  # the unusable go to the DLQ below
+                events.append(decode_observation(record.value, self._settings.limits))
+        if events:
+            done = await until_stopped(
+                "publish predictions and apply rules",
+                lambda: self._react(events),
+                self._stopping,
+                (*RETRYABLE, RPCError),
+            )
+            if isinstance(done, Stopped):
+                return False
+        return await super()._write(records)
+
+    async def _react(self, events: list[Envelope]) -> None:
+        assert self._ledger is not None, "start() opens the ledger"
+        predicted = await self._in_db(self._predictor.predictions, self._ledger, events)
+        if predicted:
+            producer = await self._producer.get()
+            topic = self._settings.kafka.topics.predictions
+            sent = [
+                await producer.send(
+                    topic, key=p.entity_id.encode(), value=p.model_dump_json().encode()
+                )
+                for p in predicted
+            ]
+            await asyncio.gather(*sent)
+            self.predicted += len(sent)
+        if self._rules is not None and self._client is not None:
+            if self._engine is None:
+                clickhouse = self._settings.clickhouse
+                self._engine_ledger = await asyncio.to_thread(
+                    Ledger.open, self._settings.clickhouse_dsn, clickhouse.database
+                )
+                self._engine = RuleEngine(self._rules, self._engine_ledger, self._client)
+            await self._engine.handle(events)
 
 
 async def ledger_lag_settled(settings: Settings, timeout: float = 30.0) -> bool:

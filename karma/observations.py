@@ -28,6 +28,7 @@ from karma.settings import LimitsSettings
 
 EVENT_ID_PREFIX = "obs_"
 MAX_DURATION_MS = 2**63 - 1
+RESERVED_STEP_PREFIX = "$"  # `$start`, `$end`: the entropy layer's markers
 
 
 def event_id_for(document: dict[str, Any]) -> str:
@@ -75,6 +76,10 @@ def _convention_errors(attrs: dict[str, Any]) -> list[FieldError]:
         value = attrs.get(name)
         if value is not None and not isinstance(value, str):
             errors.append(FieldError(field=f"attrs.{name}", reason="must be a string"))
+    step = attrs.get("step")
+    if isinstance(step, str) and step.startswith(RESERVED_STEP_PREFIX):
+        reason = f"must not start with {RESERVED_STEP_PREFIX!r} ($start, $end: the entropy layer's)"
+        errors.append(FieldError(field="attrs.step", reason=reason))
     duration = attrs.get("duration_ms")
     if duration is not None and (
         isinstance(duration, bool)

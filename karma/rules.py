@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ from karma.errors import FieldError, ValidationError, field_errors
 
 MAX_RENDERED_CHARS = 4096
 DEVIATION_EVENT = "entropy.deviation"
+SCHEDULED_EVENT = "rule.scheduled"  # what a schedule trigger's firing looks like to a rule
 _TEMPLATES = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
@@ -50,14 +52,30 @@ class ObservationMatch(_Strict):
     )
 
 
+class ScheduleTrigger(_Strict):
+    cron: str = Field(description="a cron expression (UTC), as Temporal Schedules take it")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        fields = value.split()
+        if len(fields) not in (5, 6, 7) and not value.startswith("@"):
+            raise ValueError("a cron expression has 5 fields: minute hour day month weekday")
+        return value
+
+
 class When(_Strict):
     deviation: DeviationMatch | None = None
     observation: ObservationMatch | None = None
+    schedule: ScheduleTrigger | None = Field(
+        default=None, description="fire on a schedule (a Temporal Schedule) instead of an event"
+    )
 
     @model_validator(mode="after")
     def _one(self) -> When:
-        if (self.deviation is None) == (self.observation is None):
-            raise ValueError("give exactly one of deviation or observation")
+        given = [x for x in (self.deviation, self.observation, self.schedule) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of deviation, observation or schedule")
         return self
 
 
@@ -103,6 +121,8 @@ class Rule(_Strict):
     mode: Literal["live", "dry-run"] = "live"
 
     def matches(self, event: Envelope) -> bool:
+        if self.when.schedule is not None:
+            return event.event_type == SCHEDULED_EVENT and event.attrs.get("rule") == self.name
         if self.when.deviation is not None:
             m = self.when.deviation
             attrs = event.attrs
@@ -116,7 +136,7 @@ class Rule(_Strict):
         o = self.when.observation
         assert o is not None
         return (
-            event.event_type != DEVIATION_EVENT
+            event.event_type not in (DEVIATION_EVENT, SCHEDULED_EVENT)
             and fnmatch.fnmatchcase(event.event_type, o.event_type)
             and fnmatch.fnmatchcase(event.entity_id, o.entity)
             and all(event.attrs.get(k) == v for k, v in o.attrs.items())
@@ -166,6 +186,22 @@ class RuleSet(_Strict):
 
     def matching(self, event: Envelope) -> list[Rule]:
         return [r for r in self.rules if r.matches(event)]
+
+    @property
+    def scheduled(self) -> list[Rule]:
+        return [r for r in self.rules if r.when.schedule is not None]
+
+
+def scheduled_event(rule: str, at: datetime) -> Envelope:
+    """The event a schedule trigger's firing at `at` gives its rule (its id: the firing)."""
+    raw = f"{rule}\x1f{at.isoformat()}"
+    return Envelope(
+        event_id="sched_" + hashlib.sha256(raw.encode()).hexdigest()[:32],
+        ts=at,
+        event_type=SCHEDULED_EVENT,
+        entity_id=rule,
+        attrs={"rule": rule, "scheduled_at": at.isoformat()},
+    )
 
 
 def parse_rules(text: str, source: str = "rules") -> RuleSet:

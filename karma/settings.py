@@ -54,6 +54,10 @@ class KafkaTopics(BaseModel):
         default=names.TOPIC_DEVIATIONS,
         description="deviations from learned baselines, found by the entropy scan",
     )
+    predictions: str = Field(
+        default=names.TOPIC_PREDICTIONS,
+        description="after each observed step: the expected next step and when",
+    )
 
     def all(self) -> list[str]:
         return [
@@ -64,6 +68,7 @@ class KafkaTopics(BaseModel):
             self.callbacks,
             self.observations,
             self.deviations,
+            self.predictions,
         ]
 
 
@@ -263,6 +268,15 @@ class EntropySettings(BaseModel):
         description="how far back a window's runs are read (their earlier steps, open runs): "
         "a run silent for longer than this is not found overdue",
     )
+    grace_s: int = Field(
+        default=300,
+        ge=0,
+        description="a window is scanned once it ended this long ago: observations on their "
+        "way through Kafka and the bridge are in by then",
+    )
+    max_backfill_windows: int = Field(
+        default=24 * 31, ge=1, description="at most this many windows in one backfill"
+    )
     max_windows_per_scan: int = Field(
         default=48, ge=1, description="a scan catching up covers at most this many windows"
     )
@@ -281,6 +295,15 @@ class EntropySettings(BaseModel):
         default=0.5,
         ge=0,
         description="a latency shift must also be this large (in robust sigmas) to count",
+    )
+    min_divergence_bits: float = Field(
+        default=0.1,
+        ge=0,
+        description="a spread or sequence change must also be this large (KL, in bits): "
+        "with many samples a trivial difference is significant",
+    )
+    min_spread_ratio: float = Field(
+        default=1.5, ge=1, description="a variance rise counts from this ratio of spreads"
     )
     min_baseline_samples: int = Field(default=30, ge=2)
     min_window_samples: int = Field(default=5, ge=1)

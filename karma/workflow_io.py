@@ -242,3 +242,14 @@ class EntropyScanOutput(BaseModel):
     # The most surprising first (at most 20), as `Deviation.as_json` gives them.
     top: list[dict[str, Any]] = Field(default_factory=list)
     decisions: list[dict[str, Any]] = Field(default_factory=list)  # the rules' (see rule_engine)
+
+
+class RuleFiring(BaseModel):
+    """A rule's schedule trigger firing."""
+
+    rule: str
+    at: datetime | None = Field(default=None, description="when it fired (set by the workflow)")
+
+
+class RuleFiringOutput(BaseModel):
+    decision: dict[str, Any] = Field(default_factory=dict)  # as `RuleDecision.as_json`

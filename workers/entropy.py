@@ -19,6 +19,7 @@ from temporalio.client import (
     ScheduleUpdate,
     ScheduleUpdateInput,
 )
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.entropy import EntropyActivities
@@ -28,11 +29,12 @@ from bridge.rule_engine import RuleEngine
 from karma import names
 from karma.client import KarmaClient
 from karma.component import Component
-from karma.rules import RuleSet, load_rules
+from karma.rules import Rule, RuleSet, load_rules
 from karma.settings import Settings
-from karma.workflow_io import EntropyScanInput
+from karma.workflow_io import EntropyScanInput, RuleFiring
 from workers.worker import workflow_runner
 from workflows.entropy_scan import EntropyScanWorkflow
+from workflows.rule_trigger import RuleTriggerWorkflow
 
 
 def scan_schedule(settings: Settings) -> Schedule:
@@ -53,15 +55,51 @@ def scan_schedule(settings: Settings) -> Schedule:
 
 async def keep_schedule(client: Client, settings: Settings) -> None:
     """Create the scan's schedule, or bring an existing one up to the settings."""
-    schedule = scan_schedule(settings)
+    await _create_or_update(client, names.ENTROPY_SCAN_SCHEDULE, scan_schedule(settings))
+
+
+def rule_schedule(settings: Settings, rule: Rule) -> Schedule:
+    assert rule.when.schedule is not None
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            names.RULE_TRIGGER_WORKFLOW,
+            RuleFiring(rule=rule.name),
+            id=f"{names.RULE_SCHEDULE_PREFIX}{rule.name}",
+            task_queue=settings.entropy.task_queue,
+        ),
+        spec=ScheduleSpec(cron_expressions=[rule.when.schedule.cron]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+async def keep_rule_schedules(client: Client, settings: Settings, rules: RuleSet) -> None:
+    """One Temporal Schedule per schedule trigger, up to date; those of rules no longer in
+    the file are deleted."""
+    wanted = {f"{names.RULE_SCHEDULE_PREFIX}{r.name}": r for r in rules.scheduled}
+    for schedule_id, rule in wanted.items():
+        await _create_or_update(client, schedule_id, rule_schedule(settings, rule))
+    async for listed in await client.list_schedules():
+        if listed.id.startswith(names.RULE_SCHEDULE_PREFIX) and listed.id not in wanted:
+            await client.get_schedule_handle(listed.id).delete()
+
+
+async def _create_or_update(client: Client, schedule_id: str, schedule: Schedule) -> None:
+    """Create a schedule, or bring an existing one up to date, keeping its state (an
+    operator's pause and note stay)."""
     try:
-        await client.create_schedule(names.ENTROPY_SCAN_SCHEDULE, schedule)
+        await client.create_schedule(schedule_id, schedule)
     except ScheduleAlreadyRunningError:
 
-        def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
+        def update(current: ScheduleUpdateInput) -> ScheduleUpdate:
+            schedule.state = current.description.schedule.state
             return ScheduleUpdate(schedule=schedule)
 
-        await client.get_schedule_handle(names.ENTROPY_SCAN_SCHEDULE).update(update)
+        await client.get_schedule_handle(schedule_id).update(update)
+
+
+async def drop_schedule(client: Client, schedule_id: str) -> None:
+    with contextlib.suppress(RPCError):  # none to drop
+        await client.get_schedule_handle(schedule_id).delete()
 
 
 class EntropyWorker(Component):
@@ -85,8 +123,8 @@ class EntropyWorker(Component):
         self._worker = Worker(
             client,
             task_queue=settings.entropy.task_queue,
-            workflows=[EntropyScanWorkflow],
-            activities=[self._activities.scan_entropy],
+            workflows=[EntropyScanWorkflow, RuleTriggerWorkflow],
+            activities=[self._activities.scan_entropy, self._activities.fire_rule],
             workflow_runner=workflow_runner(settings.temporal.workflow_sandbox),
             graceful_shutdown_timeout=timedelta(seconds=5),
         )
@@ -109,6 +147,10 @@ class EntropyWorker(Component):
     async def _start(self) -> None:
         if self._settings.entropy.schedule:
             await keep_schedule(self._client, self._settings)
+        else:
+            await drop_schedule(self._client, names.ENTROPY_SCAN_SCHEDULE)
+        if self._rules is not None:
+            await keep_rule_schedules(self._client, self._settings, self._rules)
         self._task = asyncio.create_task(self._worker.run(), name="worker:entropy")
 
     async def _stop(self) -> None:

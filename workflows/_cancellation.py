@@ -5,7 +5,8 @@ of action uses (the kinds only call it).
   acknowledged. A failed attempt is never retried once a cancellation was requested.
 - Between units of work (`checkpoint`): a cancellation that work finishing anyway absorbed
   (it stays requested on the workflow's task) still cancels, before the next unit starts.
-- During a wait (callbacks, a decision, a backoff, an iteration's delay): the wait ends.
+- During a wait (callbacks, a decision, a backoff, an iteration's delay): the wait ends
+  (contract 4: once the flush that may run beside it has Kafka's answer).
 - During a rollback, or the report of what stays undone (`uncancellable`): it is ignored.
 - After the terminal transition (`to_the_end`): it is ignored; the outbox is emptied.
 Cancellation surfaces as `asyncio.CancelledError`; `ActionWorkflow.run` turns it into the

@@ -145,9 +145,10 @@ class Outbox:
         return out
 
     async def _durable_emit(self) -> EmitOutput:
-        """Emit through a regular activity retried until Kafka is back. A cancellation of
-        the action surfaces as asyncio.CancelledError, as everywhere else, so the caller
-        records CANCELLED (and flushes it) instead of failing the workflow."""
+        """Emit through a regular activity retried until Kafka is back. Before contract 4 a
+        cancellation of the action cancels it and surfaces as asyncio.CancelledError, as
+        everywhere else, so the caller records CANCELLED (and flushes it) instead of
+        failing the workflow; from contract 4 `flush` waits for it first."""
         try:
             out: EmitOutput = await workflow.execute_activity(
                 names.EMIT_TRANSITIONS,

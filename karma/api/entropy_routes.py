@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
 
+from bridge.analytics import QUERY_SETTINGS
 from bridge.entropy import Scanner
 from bridge.ledger import Ledger
 from karma.api.analytics_routes import LedgerQuery, answer_from
@@ -19,7 +20,7 @@ from karma.errors import ValidationError
 from karma.settings import EntropySettings
 from karma.since import parse_since
 
-MAX_ROWS = 1000
+MAX_ROWS = 10_000
 
 
 def install_entropy_routes(
@@ -47,12 +48,14 @@ def install_entropy_routes(
             raise Problem(422, "invalid query", invalid.errors) from invalid
 
         def query(ledger: Ledger) -> list[dict[str, Any]]:
-            return Scanner(ledger, settings).deviations(after, limit=limit, entity_id=entity or "")
+            scanner = Scanner(ledger, settings, query_settings=QUERY_SETTINGS)
+            scanner.check_ready()
+            return scanner.deviations(after, limit=limit, entity_id=entity or "")
 
         rows: list[dict[str, Any]] = await answer_from(read, query)
         return rows
 
-    @app.get("/v1/entropy/baselines", tags=["entropy"], responses=problems(403, 503))
+    @app.get("/v1/entropy/baselines", tags=["entropy"], responses=problems(403, 422, 503))
     async def baselines(
         *,
         caller: Caller = reader,
@@ -64,7 +67,9 @@ def install_entropy_routes(
         untenanted(caller)
 
         def query(ledger: Ledger) -> list[dict[str, Any]]:
-            found = Scanner(ledger, settings).baselines(datetime.now(UTC), entity or "")
+            scanner = Scanner(ledger, settings, query_settings=QUERY_SETTINGS)
+            scanner.check_ready()
+            found = scanner.baselines(datetime.now(UTC), entity or "")
             return [b.as_json() for b in found[:limit]]
 
         rows: list[dict[str, Any]] = await answer_from(read, query)

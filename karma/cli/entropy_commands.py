@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,10 +20,11 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from temporalio.client import WorkflowFailureError
 
 from karma.cli.ledger_commands import api_answers, api_get
 from karma.cli.stats_commands import duration
-from karma.errors import LedgerUnavailableError
+from karma.errors import FieldError, LedgerUnavailableError, ValidationError
 from karma.settings import Settings, get_settings
 from karma.since import parse_since
 
@@ -40,6 +42,8 @@ async def scan(args: argparse.Namespace) -> int:
     settings = get_settings()
     since = parse_since(args.since, field="--since")
     until = parse_since(args.until, field="--until")
+    if until is not None and since is None:
+        raise ValidationError([FieldError(field="--until", reason="needs --since (a backfill)")])
     client = await connect_temporal(settings)
     handle = await client.start_workflow(
         "EntropyScanWorkflow",
@@ -54,8 +58,20 @@ async def scan(args: argparse.Namespace) -> int:
         done, _ = await asyncio.wait([waiting], timeout=5)
         if not done and not args.json:
             elapsed = asyncio.get_running_loop().time() - began
-            print(f"scanning… {elapsed:.0f} s (workflow {handle.id})", flush=True)
-    out: EntropyScanOutput = waiting.result()
+            hint = (
+                f"; nothing takes it? a process reading the ledger serves the task queue "
+                f"{settings.entropy.task_queue!r} (karma dev, karma service)"
+                if elapsed > 30
+                else ""
+            )
+            print(f"scanning… {elapsed:.0f} s (workflow {handle.id}){hint}", flush=True)
+    try:
+        out: EntropyScanOutput = waiting.result()
+    except WorkflowFailureError as failed:
+        cause = failed.cause
+        message = getattr(cause, "message", None) or str(cause)
+        print(f"karma: the scan failed: {message}", file=sys.stderr)
+        return 1
     if args.json:
         print(out.model_dump_json())
         return 0
@@ -88,7 +104,9 @@ def _read(settings: Settings, path: str, params: dict[str, str], local: Any) -> 
             ) from exc
         return answer.json()
     try:
-        return local(Scanner(store, settings.entropy))
+        scanner = Scanner(store, settings.entropy)
+        scanner.check_ready()
+        return local(scanner)
     finally:
         store.close()
 
@@ -122,7 +140,7 @@ async def baselines(args: argparse.Namespace) -> int:
         _read,
         settings,
         "/v1/entropy/baselines",
-        {**params, "limit": "1000"},
+        {**params, "limit": "10000"},
         lambda s: [b.as_json() for b in s.baselines(datetime.now(UTC), args.entity or "")],
     )
     if args.json:
@@ -246,6 +264,17 @@ def _positive(kind: type[int] | type[float]) -> Any:
     return parse
 
 
+def _count(text: str) -> int:
+    """A whole number from 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0, got {text!r}")
+    return value
+
+
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     entropy = sub.add_parser(
         "entropy",
@@ -285,14 +314,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         description="Entities run five-step processes (periodic or not, skewed latencies, "
         "some branching); anomalies of every kind (latency drift, variance blow-up, a "
         "skipped step, reordered steps, a stuck run, a missed periodic start) are injected "
-        "in the last 40%% of the period, which ends now. Published to events.normalized.",
+        "in the last 40% of the period, which ends now. Published to events.normalized.",
     )
     simulate_parser.add_argument("--entities", type=_positive(int), default=20)
     simulate_parser.add_argument("--days", type=_positive(float), default=3.0)
     simulate_parser.add_argument(
         "--period", type=_positive(float), default=300.0, help="seconds between runs"
     )
-    simulate_parser.add_argument("--anomalies", type=int, default=6)
+    simulate_parser.add_argument("--anomalies", type=_count, default=6)
     simulate_parser.add_argument("--anomaly-hours", type=_positive(float), default=4.0)
     simulate_parser.add_argument("--seed", type=int, default=7)
     simulate_parser.add_argument("--prefix", default="entity", help="entity ids: PREFIX-0000")

@@ -17,6 +17,7 @@ unlikely window still has a finite, comparable surprise instead of a p-value of 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -27,6 +28,19 @@ MEDIAN_STANDARD_ERROR = math.sqrt(math.pi / 2)  # SE(median) = this x sigma / âˆ
 SMOOTHING = 0.5  # pseudo-count per category (Jeffreys): an unseen step is not impossible
 LOG2 = math.log(2)
 MAX_BITS = 1000.0
+
+
+@functools.lru_cache(maxsize=4096)
+def chi2_at(bits: float, df: int) -> float:
+    """The chi-squared statistic (df degrees of freedom) whose surprise is `bits`: a
+    smaller one cannot reach it (so its exact p-value need not be computed)."""
+    return float(stats.chi2.isf(2.0**-bits, df))
+
+
+@functools.lru_cache(maxsize=64)
+def z_at(bits: float) -> float:
+    """The |z| whose two-sided surprise is `bits`."""
+    return float(stats.norm.isf(2.0 ** -(bits + 1)))
 
 
 def entropy_bits(probabilities: Sequence[float]) -> float:
@@ -79,20 +93,28 @@ def shift_log_p(
     return z, float(stats.norm.logsf(abs(z))) + math.log(2)
 
 
-def g_test_log_p(
-    counts: Mapping[str, float], baseline: Mapping[str, float]
-) -> tuple[float, float, float]:
-    """(G, KL in bits, ln p) of `counts` against the baseline's counts over the union of
-    their categories (both smoothed: a category the baseline never saw is unlikely, not
+def g_statistic(counts: Mapping[str, float], baseline: Mapping[str, float]) -> tuple[float, float]:
+    """(G, KL in bits) of `counts` against the baseline's counts over the union of their
+    categories (the baseline smoothed: a category it never saw is unlikely, not
     impossible)."""
     support = sorted(set(counts) | set(baseline))
     n = sum(counts.values())
     if n <= 0 or len(support) < 2:
-        return 0.0, 0.0, 0.0
+        return 0.0, 0.0
     expected = smoothed(baseline, support)
     observed = [counts.get(k, 0.0) / n for k in support]
     kl = kl_bits(observed, [expected[k] for k in support])
-    g = 2.0 * n * kl * LOG2
+    return 2.0 * n * kl * LOG2, kl
+
+
+def g_test_log_p(
+    counts: Mapping[str, float], baseline: Mapping[str, float]
+) -> tuple[float, float, float]:
+    """(G, KL in bits, ln p): G is chi-squared with (categories - 1) degrees of freedom."""
+    g, kl = g_statistic(counts, baseline)
+    support = set(counts) | set(baseline)
+    if g <= 0 or len(support) < 2:
+        return g, kl, 0.0
     return g, kl, float(stats.chi2.logsf(g, len(support) - 1))
 
 

@@ -20,6 +20,7 @@ from karma import names
 from karma.entropy import detectors, evaluate, simulate
 from karma.settings import EntropySettings
 from tests.conftest import unique
+from tests.support.kafka import produce
 from tests.support.processes import karma_env, run_karma
 from workers.embedded import EmbeddedKarma
 
@@ -214,6 +215,11 @@ async def test_the_scan_workflow_stores_publishes_and_runs_on_a_schedule(
     assert [r["deviation_id"] for r in json.loads(out)] == [r["deviation_id"] for r in stored]
     code, out = await run_karma(args, env)
     assert code == 0 and "bits" in out and "Deviations, most surprising first" in out, out
+    # Bad scans are refused with their reason, not retried.
+    code, out = await run_karma(["entropy", "scan", "--since", "60d"], env)
+    assert code == 1 and "at most 744" in out, out
+    code, out = await run_karma(["entropy", "scan", "--until", "1h"], env)
+    assert code == 2 and "--until" in out and "needs --since" in out, out
     schedule = await karma.temporal.get_schedule_handle(names.ENTROPY_SCAN_SCHEDULE).describe()
     intervals = schedule.schedule.spec.intervals
     every = timedelta(seconds=karma.settings.entropy.schedule_interval_s)
@@ -222,3 +228,63 @@ async def test_the_scan_workflow_stores_publishes_and_runs_on_a_schedule(
         f"backfill of 3 windows: {len(ours)} deviation(s) stored once and on Kafka "
         f"({len(messages)} message(s), byte-identical); schedule every {every}"
     )
+
+
+async def test_an_observed_step_gets_its_prediction(karma: EmbeddedKarma) -> None:
+    """After a step with a baseline is observed, `entropy.predicted` says what should come
+    next, how likely, and when (p10..p90 of the gap), for a plain consumer."""
+    entity = unique("pred")
+    start = datetime(2025, 4, 1, tzinfo=UTC)
+    observations = []
+    for run in range(40):
+        at = start + timedelta(minutes=10 * run)
+        second = "c" if run % 4 == 0 else "b"
+        for offset, step in ((0, "a"), (5 + run % 5, second)):
+            observations.append(
+                {
+                    "ts": at + timedelta(seconds=offset),
+                    "entity_id": entity,
+                    "correlation_id": f"{entity}-{run}",
+                    "attrs": {"step": step, "status": "ok", "duration_ms": 100},
+                }
+            )
+    await asyncio.to_thread(insert, karma.ledger, observations)
+    await asyncio.to_thread(
+        Scanner(karma.ledger, EntropySettings(training_window_s=86400)).learn,
+        start + timedelta(days=1),
+    )
+    topic = karma.settings.kafka.topics.predictions
+    sent: list[str] = []
+    async with asyncio.timeout(60):
+        while True:
+            run_id = unique("run")
+            observed = {
+                "event_id": run_id,
+                "ts": datetime.now(UTC).isoformat(),
+                "event_type": "process.step",
+                "entity_id": entity,
+                "correlation_id": run_id,
+                "attrs": {"step": "a", "status": "ok"},
+            }
+            await produce(
+                karma.settings.kafka,
+                karma.settings.kafka.topics.observations,
+                [json.dumps(observed).encode()],
+                key=entity.encode(),
+            )
+            sent.append(run_id)
+            await asyncio.sleep(2)
+            found = [
+                json.loads(m.value)
+                for m in await read_topics(karma.settings.kafka, [topic])
+                if m.key == entity.encode() and m.value is not None
+            ]
+            if found:
+                break
+    p = found[0]
+    assert p["event_type"] == "entropy.predicted" and p["correlation_id"] in sent
+    attrs = p["attrs"]
+    assert attrs["step"] == "a" and attrs["expected_next"] == "b"
+    assert attrs["probability"] == 0.75 and attrs["next_steps"] == {"b": 0.75, "c": 0.25}
+    low, high = attrs["expected_after_ms"]
+    assert 5000 <= low <= high <= 9000  # the next step came 5..9 s later

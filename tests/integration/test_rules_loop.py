@@ -20,11 +20,12 @@ from karma import names
 from karma.entropy import simulate
 from karma.errors import ActionNotFoundError
 from karma.lifecycle import ActionState
-from karma.rules import parse_rules
+from karma.rules import parse_rules, scheduled_event
 from karma.settings import EntropySettings
 from tests.conftest import unique
 from tests.support.waiting import reached
 from workers.embedded import EmbeddedKarma
+from workers.entropy import keep_rule_schedules
 
 HOUR = timedelta(hours=1)
 
@@ -151,3 +152,32 @@ async def test_dry_run_and_rate_limits_are_recorded_and_request_nothing(
     for d in limited:
         if d.decision == "awaiting_approval":
             await karma.client.handle(d.action_id).cancel()
+
+
+async def test_schedule_triggers_fire_once_per_firing_and_keep_their_schedules(
+    karma: EmbeddedKarma,
+) -> None:
+    name = unique("nightly")
+    text = f"""
+rules:
+  - name: {name}
+    when: {{schedule: {{cron: "0 3 1 1 *"}}}}
+    then: {{action: log, params: {{message: "fired at {{{{ event.attrs.scheduled_at }}}}"}}}}
+"""
+    rules = parse_rules(text)
+    engine = RuleEngine(rules, karma.ledger, karma.client)
+    at = datetime(2026, 1, 1, 3, tzinfo=UTC)
+    first = await engine.handle([scheduled_event(name, at)])
+    assert [d.decision for d in first] == ["fired"]
+    outcome = await asyncio.wait_for(karma.client.handle(first[0].action_id).result(), 60)
+    assert outcome.state is ActionState.SUCCEEDED
+    again = await engine.handle([scheduled_event(name, at)])  # the same firing delivered again
+    assert [d.decision for d in again] == ["deduplicated"]
+    # The Temporal Schedule of the trigger: created with the cron, deleted with the rule.
+    schedule_id = f"{names.RULE_SCHEDULE_PREFIX}{name}"
+    await keep_rule_schedules(karma.temporal, karma.settings, rules)
+    described = await karma.temporal.get_schedule_handle(schedule_id).describe()
+    assert described.schedule.spec.cron_expressions == ["0 3 1 1 *"]
+    await keep_rule_schedules(karma.temporal, karma.settings, parse_rules("rules: []"))
+    ids = [s.id async for s in await karma.temporal.list_schedules()]
+    assert schedule_id not in ids

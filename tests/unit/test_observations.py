@@ -9,7 +9,7 @@ import json
 import pytest
 
 from karma.errors import ValidationError
-from karma.observations import decode_observation, event_id_for
+from karma.observations import decode_observation, event_id_for, observation
 
 GOOD = {
     "ts": "2026-11-25T10:00:00Z",
@@ -58,3 +58,10 @@ def test_what_cannot_be_used_is_refused_naming_the_field(document: object, field
 def test_bad_bytes_are_refused_not_raised_otherwise(value: bytes | None) -> None:
     with pytest.raises(ValidationError):
         decode_observation(value)
+
+
+def test_the_entropy_layers_step_markers_are_reserved() -> None:
+    for step in ("$end", "$start", "$anything"):
+        with pytest.raises(ValidationError) as caught:
+            observation({"ts": "2026-11-25T10:00:00Z", "event_type": "x", "attrs": {"step": step}})
+        assert caught.value.errors[0].field == "attrs.step"

@@ -9,7 +9,7 @@ import pytest
 
 from karma.envelope import Envelope
 from karma.errors import ValidationError
-from karma.rules import parse_rules
+from karma.rules import parse_rules, scheduled_event
 
 RULES = """
 rules:
@@ -114,3 +114,22 @@ def test_a_bad_rules_file_names_the_field(text: str, field: str) -> None:
     with pytest.raises(ValidationError) as caught:
         parse_rules(text)
     assert any(e.field.startswith(field) for e in caught.value.errors), caught.value.errors
+
+
+def test_a_schedule_trigger_matches_only_its_own_firings() -> None:
+    text = """
+rules:
+  - name: hourly
+    when: {schedule: {cron: "0 * * * *"}}
+    then: {action: log, params: {message: "{{ event.attrs.scheduled_at }}"}}
+"""
+    rules = parse_rules(text)
+    firing = scheduled_event("hourly", AT)
+    assert [r.name for r in rules.matching(firing)] == ["hourly"]
+    assert rules.matching(scheduled_event("other", AT)) == []
+    assert rules.matching(deviation()) == []
+    assert rules.rules[0].params_for(firing) == {"message": AT.isoformat()}
+    assert firing.event_id == scheduled_event("hourly", AT).event_id  # one id per firing
+    with pytest.raises(ValidationError) as caught:
+        parse_rules(text.replace("0 * * * *", "every hour"))
+    assert caught.value.errors[0].field == "rules.0.when.schedule.cron"
