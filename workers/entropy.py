@@ -149,8 +149,8 @@ class EntropyWorker(Component):
             await keep_schedule(self._client, self._settings)
         else:
             await drop_schedule(self._client, names.ENTROPY_SCAN_SCHEDULE)
-        if self._rules is not None:
-            await keep_rule_schedules(self._client, self._settings, self._rules)
+        # Without rules here, schedules left by an earlier rules file are dropped.
+        await keep_rule_schedules(self._client, self._settings, self._rules or RuleSet())
         self._task = asyncio.create_task(self._worker.run(), name="worker:entropy")
 
     async def _stop(self) -> None:
