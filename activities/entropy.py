@@ -15,11 +15,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from aiokafka.errors import KafkaError
-from clickhouse_connect.driver.exceptions import OperationalError
+from clickhouse_connect.driver.exceptions import DatabaseError, ProgrammingError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 
-from bridge.entropy import MAX_BATCH_WINDOWS, Deviation, Scanner
+from bridge.entropy import Deviation, Scanner
 from bridge.producer import LazyProducer
 from bridge.rule_engine import RuleEngine
 from karma import names
@@ -28,7 +29,8 @@ from karma.rules import scheduled_event
 from karma.settings import KafkaSettings
 from karma.workflow_io import EntropyScanInput, EntropyScanOutput, RuleFiring, RuleFiringOutput
 
-TOP = 20
+TOP = 20  # deviations (and rule decisions) returned, the most surprising first
+CHUNK_WINDOWS = 12  # found in one pass between heartbeats
 
 
 class EntropyActivities:
@@ -40,6 +42,7 @@ class EntropyActivities:
     ) -> None:
         self._scanner = scanner
         self._rules = rules
+        self._one_scan = asyncio.Lock()  # scans share a ledger connection, and their work
         self._topic = kafka.topics.deviations
         self._producer = LazyProducer(kafka)  # acks="all", as every producer of ours
 
@@ -64,9 +67,12 @@ class EntropyActivities:
         """Only infrastructure failures (ClickHouse, Kafka, the network) are retried; any
         other error fails the scan at once, with its reason."""
         try:
-            return await self._scan(inp)
-        except (OSError, TimeoutError, KafkaError, OperationalError, LedgerUnavailableError):
-            raise
+            async with self._one_scan:
+                return await self._scan(inp)
+        except ProgrammingError as exc:  # a query ClickHouse cannot run: no retry will
+            raise ApplicationError(f"the scan failed: {exc}", non_retryable=True) from exc
+        except (OSError, TimeoutError, KafkaError, DatabaseError, LedgerUnavailableError, RPCError):
+            raise  # infrastructure (ClickHouse, Kafka, Temporal): retried
         except Exception as exc:
             raise ApplicationError(
                 f"the scan failed: {exc!r}", type=type(exc).__name__, non_retryable=True
@@ -102,11 +108,11 @@ class EntropyActivities:
             windows = await asyncio.to_thread(scanner.pending_windows, now)
         # A retried attempt goes on after the last window the previous one finished.
         done = activity.info().heartbeat_details
-        if done and not inp.dry_run:
+        if done and done[0] and not inp.dry_run:
             finished = datetime.fromisoformat(str(done[0]))
             windows = [w for w in windows if w[0] >= finished]
-        for first in range(0, len(windows), MAX_BATCH_WINDOWS):
-            chunk = windows[first : first + MAX_BATCH_WINDOWS]
+        for first in range(0, len(windows), CHUNK_WINDOWS):
+            chunk = windows[first : first + CHUNK_WINDOWS]
             for start, end, deviations, seen, learned in await asyncio.to_thread(
                 scanner.detect_many, chunk
             ):
@@ -115,13 +121,14 @@ class EntropyActivities:
                     out.published += await self.publish(deviations)
                     if (engine := self._rules()) is not None:
                         decided = await engine.handle([d.envelope() for d in deviations])
-                        out.decisions += [d.as_json() for d in decided]
+                        out.decisions += [d.as_json() for d in decided][: TOP - len(out.decisions)]
                     await asyncio.to_thread(scanner.mark_scanned, start, end, deviations, seen)
+                    activity.heartbeat(end.isoformat())
                 out.windows.append((start, end))
                 out.observations += seen
                 out.baselines_learned += learned
                 found.extend(deviations)
-            activity.heartbeat(chunk[-1][1].isoformat())
+            activity.heartbeat("" if inp.dry_run else chunk[-1][1].isoformat())
         found.sort(key=lambda d: -d.surprise_bits)
         out.deviations = len(found)
         out.top = [d.as_json() for d in found[:TOP]]

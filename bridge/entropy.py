@@ -41,6 +41,7 @@ from karma.settings import EntropySettings
 ENTROPY_MIGRATION = 6  # the ledger migration that made the tables read here
 __all__ = ["DEVIATION_EVENT", "Baseline", "Deviation", "ScanResult", "Scanner"]
 MAX_BATCH_WINDOWS = 48  # windows found in one pass (a catch-up, a backfill)
+LEARN_CONTEXT_MS = 10**15  # learning reads no context: every earlier step counts
 
 
 def _latency_fields(lat: dict[str, Any]) -> dict[str, Any]:
@@ -101,6 +102,7 @@ class Scanner:
             "end": text(until),
             "settled": text(until - self.window),
             "window_ms": int(self.window.total_seconds() * 1000),
+            "context_ms": LEARN_CONTEXT_MS,
         }
         latency = {(r["entity_id"], r["step"]): r for r in self._rows(q.baseline_latency, params)}
         sequence = {(r["entity_id"], r["step"]): r for r in self._rows(q.baseline_sequence, params)}
@@ -221,7 +223,17 @@ class Scanner:
 
     def detect(self, start: datetime, end: datetime) -> tuple[list[Deviation], int, int]:
         """One window's deviations, the observations in it and the baselines learned
-        (and stored) for it: they are due once `relearn_every_s` passed."""
+        (and stored) for it: they are due once `relearn_every_s` passed.
+
+        Raises:
+            ValueError: a window that is not one of the scan's (aligned to the epoch,
+                `scan_window_s` long).
+        """
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        if (utc(start) - epoch) % self.window or utc(end) - utc(start) != self.window:
+            raise ValueError(
+                f"[{start}, {end}) is not a scan window: {self.window} long, from the epoch"
+            )
         found = self.detect_many([(start, end)])
         return found[0][2], found[0][3], found[0][4]
 

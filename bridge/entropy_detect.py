@@ -54,6 +54,7 @@ class Detector:
             "settled": text(EPOCH),  # a window never counts `$end`: its runs may go on
             "before": text(start),
             "window_ms": self._window_ms,
+            "context_ms": self.settings.context_s * 1000,
         }
 
     def _at(self, w_ms: int) -> datetime:
@@ -226,8 +227,10 @@ class Detector:
         if not arrivals:
             return
         context = timedelta(seconds=self.settings.context_s)
-        for r in self._rows(q.run_starts, {**params, "entities": sorted(arrivals)}):
-            b = arrivals[r["entity_id"]]
+        for r in self._rows(q.run_starts, params):
+            b = arrivals.get(r["entity_id"])
+            if b is None:
+                continue
             last = utc(r["started"])
             sigma = max(b.mad_ms * d.MAD_TO_SIGMA, b.median_ms * 0.02, 1000.0)
             due = b.median_ms + self.settings.missed_start_sigmas * sigma

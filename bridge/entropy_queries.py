@@ -21,7 +21,9 @@ GAP_QUANTILES: Final = (0.1, 0.5, 0.9, 0.99, 0.999)
 
 def steps(database: str) -> str:
     """Step occurrences in [%(start)s, %(end)s), their runs read from %(context)s, each
-    with its window (`w_ms`: windows of %(window_ms)s ms from the epoch). `next_step` is
+    with its window (`w_ms`: windows of %(window_ms)s ms from the epoch). A latency taken
+    from a previous observation more than %(context_ms)s before its window is left out,
+    as a scan of that window alone would not see it. `next_step` is
     the next step when it came within the same window, as a scan of that window sees it
     (a baseline learns the share of each next step the same way, so a slow follow-up is
     not counted short); `next_any` is the next step whenever it came, or `$end` when the
@@ -29,7 +31,8 @@ def steps(database: str) -> str:
     return f"""
         SELECT entity_id, correlation_id, step, ts, w_ms,
             if(duration_ms IS NOT NULL, toFloat64(duration_ms),
-               if(rn = 1, NULL, toFloat64(dateDiff('millisecond', prev_ts, ts)))) AS latency_ms,
+               if(rn = 1 OR toUnixTimestamp64Milli(prev_ts) < w_ms - %(context_ms)s, NULL,
+                  toFloat64(dateDiff('millisecond', prev_ts, ts)))) AS latency_ms,
             if(rn < cnt AND toUnixTimestamp64Milli(next_ts) < w_ms + %(window_ms)s,
                next_raw, NULL) AS next_step,
             multiIf(rn < cnt, next_raw,
@@ -98,7 +101,7 @@ def baseline_sequence(database: str) -> str:
         SELECT entity_id, step,
             count() AS occurrences,
             sumMapIf([next_any], [toUInt64(1)], next_any IS NOT NULL) AS nexts,
-            entropyIf(next_any, next_any IS NOT NULL) AS next_entropy_bits,
+            ifNull(entropyIf(next_any, next_any IS NOT NULL), 0) AS next_entropy_bits,
             sumMapIf([next_step], [toUInt64(1)], next_step IS NOT NULL) AS window_nexts,
             quantilesExactInclusive({_quantiles(GAP_QUANTILES)})(gap_ms) AS gaps
         FROM ({steps(database)})
@@ -204,7 +207,7 @@ def quiet_steps(database: str) -> str:
 
 
 def run_starts(database: str) -> str:
-    """Per entity in %(entities)s: when each run started (from %(context)s), its first step
+    """Per entity with an arrival baseline: when each run started (from %(context)s), its first step
     and when the entity's next run started (NULL: none before %(end)s)."""
     return f"""
         SELECT entity_id, started, first_step,
@@ -219,7 +222,8 @@ def run_starts(database: str) -> str:
                 FROM {database}.{names.TABLE_OBSERVATIONS} FINAL
                 WHERE ts >= toDateTime64(%(context)s, 3, 'UTC')
                   AND ts < toDateTime64(%(end)s, 3, 'UTC') AND correlation_id != ''
-                  AND entity_id IN %(entities)s
+                  AND entity_id IN (SELECT entity_id FROM {database}.{names.TABLE_BASELINES}
+                                    WHERE step = '{START}')
                 GROUP BY entity_id, correlation_id
             )
             WINDOW by_entity AS (PARTITION BY entity_id ORDER BY started

@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from bridge.entropy import Baseline, Scanner
-from bridge.entropy_queries import END
+from bridge.entropy_queries import END, GAP_QUANTILES
 from bridge.ledger import Ledger
 from karma.envelope import Envelope, EventSource
 from karma.settings import EntropySettings
@@ -33,7 +33,7 @@ def prediction(observation: Envelope, baseline: Baseline) -> Envelope | None:
     counts = baseline.nexts
     total = sum(counts.values())
     following = {k: v for k, v in counts.items() if k != END}
-    if not following or total <= 0 or len(baseline.gaps) < 3:
+    if not following or total <= 0 or len(baseline.gaps) != len(GAP_QUANTILES):
         return None
     expected, count = max(sorted(following.items()), key=lambda kv: kv[1])
     low, high = baseline.gap(0.1), baseline.gap(0.9)
@@ -68,21 +68,28 @@ class Predictor:
     def __init__(self, settings: EntropySettings) -> None:
         self._settings = settings
         self._baselines: dict[tuple[str, str], Baseline] = {}
+        self._misses: set[tuple[str, str]] = set()  # steps seen without a baseline
         self._read_at = -REFRESH_SECONDS
 
     def predictions(self, ledger: Ledger, observations: list[Envelope]) -> list[Envelope]:
+        steps = [
+            (o, (o.entity_id, step))
+            for o in observations
+            if isinstance(step := o.attrs.get("step"), str)
+        ]
         age = time.monotonic() - self._read_at
-        missing = any(
-            (o.entity_id, o.attrs.get("step")) not in self._baselines for o in observations
-        )
-        if age >= REFRESH_SECONDS or (missing and age >= MISS_REFRESH_SECONDS):
+        # A step without a baseline may have got one since (a new entity): read again
+        # soon, but only for steps not already known to have none.
+        new_misses = {key for _, key in steps if key not in self._baselines} - self._misses
+        if age >= REFRESH_SECONDS or (new_misses and age >= MISS_REFRESH_SECONDS):
             self._read_at = time.monotonic()
             found = Scanner(ledger, self._settings).baselines(datetime.now(UTC))
             self._baselines = {(b.entity_id, b.step): b for b in found}
+            # Known to have none as of this read (until the next full one).
+            self._misses = {key for _, key in steps if key not in self._baselines}
         out = []
-        for o in observations:
-            step = o.attrs.get("step")
-            baseline = self._baselines.get((o.entity_id, step)) if isinstance(step, str) else None
+        for o, key in steps:
+            baseline = self._baselines.get(key)
             if baseline is not None and (p := prediction(o, baseline)) is not None:
                 out.append(p)
         return out

@@ -10,7 +10,10 @@ Guards, in order (the first that holds decides):
 - `rate_limited`: the rule's or the entity's rate limit (the `limits` library, a moving
   window per process: a restart forgets the window, never the deduplication);
 - `invalid`: its params do not render or the action refuses them;
-- `fired` (or `awaiting_approval` when the rule requires an operator's decision).
+- `fired` (or `awaiting_approval` when the rule requires an operator's decision);
+- `error`: a defect while deciding (logged; the event is never a poison message).
+A rate limit is spent only by an action requested (an infrastructure failure retried is
+not counted against it). A redelivered event keeps the decision it had.
 The action's correlation id is the matched event's id, so the ledger links detection,
 decision, action and resolution.
 """
@@ -21,13 +24,16 @@ import asyncio
 import hashlib
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from clickhouse_connect.driver.exceptions import DatabaseError
 from limits import parse
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
+from temporalio.service import RPCError
 
 from bridge.ledger import Ledger
 from karma import names
@@ -58,6 +64,7 @@ class RuleDecision:
     action_id: str = ""
     action_type: str = ""
     params: dict[str, Any] = field(default_factory=dict)
+    record: bool = field(default=True, repr=False)  # False: the event's decision stands
 
     @property
     def decision_id(self) -> str:
@@ -67,32 +74,62 @@ class RuleDecision:
 
     def row(self) -> list[Any]:
         values = {**self.__dict__, "decision_id": self.decision_id}
+        values.pop("record")
         values["params"] = json.dumps(self.params, sort_keys=True, default=str)
         return [values[c] for c in DECISION_COLUMNS]
 
     def as_json(self) -> dict[str, Any]:
-        return {"decision_id": self.decision_id, **self.__dict__}
+        out = {"decision_id": self.decision_id, **self.__dict__}
+        out.pop("record")
+        return out
 
 
 class RuleEngine:
-    def __init__(self, rules: RuleSet, ledger: Ledger, client: KarmaClient) -> None:
-        self.rules = rules
+    """Decides on events for `rules` (only those of `kinds`: the bridge takes observation
+    rules, the scan deviation and schedule rules). Each decision is recorded before the
+    next is made, so the guards count the batch being decided."""
+
+    def __init__(
+        self,
+        rules: RuleSet,
+        ledger: Ledger,
+        client: KarmaClient,
+        *,
+        kinds: frozenset[str] = frozenset({"deviation", "observation", "schedule"}),
+    ) -> None:
+        self.rules = RuleSet(rules=[r for r in rules.rules if r.kind in kinds])
         self._ledger = ledger
         self._client = client
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        # The scan and a schedule's firing may decide at once: one ledger call at a time.
+        self._lock = threading.Lock()
 
     async def handle(self, events: list[Envelope]) -> list[RuleDecision]:
-        """Decide for every (event, matching rule); record the decisions."""
+        """Decide for every (event, matching rule); record each decision."""
         decisions = []
         for event in events:
             for rule in self.rules.matching(event):
-                decisions.append(await self._decide(rule, event))
-        if decisions:
-            rows = [d.row() for d in decisions]
-            await asyncio.to_thread(
-                self._ledger.insert_rows, names.TABLE_RULE_DECISIONS, rows, DECISION_COLUMNS
-            )
+                try:
+                    decision = await self._decide(rule, event)
+                except (OSError, RPCError, DatabaseError):
+                    raise  # infrastructure: the caller retries, the decisions so far stand
+                except Exception as exc:  # a defect: recorded, never a poison event
+                    log.exception("rule %s on %s failed", rule.name, event.event_id)
+                    decision = RuleDecision(
+                        rule=rule.name, event_id=event.event_id, event_type=event.event_type,
+                        entity_id=event.entity_id, decision="error", reason=repr(exc)[:1000],
+                        action_type=rule.then.action,
+                    )  # fmt: skip
+                if decision.record:
+                    await asyncio.to_thread(self._locked, self._ledger.insert_rows,
+                                            names.TABLE_RULE_DECISIONS, [decision.row()],
+                                            DECISION_COLUMNS)  # fmt: skip
+                decisions.append(decision)
         return decisions
+
+    def _locked(self, call: Any, *args: Any) -> Any:
+        with self._lock:
+            return call(*args)
 
     async def _decide(self, rule: Rule, event: Envelope) -> RuleDecision:
         key = rule.dedup_key(event)
@@ -115,28 +152,36 @@ class RuleEngine:
             return decided(
                 "dry_run", f"mode dry-run: would request {rule.then.action}", params=params
             )
-        acted = await asyncio.to_thread(self._acted, rule, event.entity_id)
+        acted = await asyncio.to_thread(self._locked, self._acted, rule)
         if action_id in acted:
-            return decided(
+            same_event = acted[action_id][2] == event.event_id
+            out = decided(
                 "deduplicated", f"already acted in this {rule.guards.dedup_window_s}s window"
             )
+            out.record = not same_event  # a redelivered event keeps the decision it had
+            return out
         since = datetime.now(UTC) - timedelta(seconds=rule.guards.cooldown_s)
         if rule.guards.cooldown_s and any(
-            when >= since for (entity, when) in acted.values() if entity == event.entity_id
+            when >= since for (entity, when, _) in acted.values() if entity == event.entity_id
         ):
             return decided(
                 "cooling_down",
                 f"acted on {event.entity_id} less than {rule.guards.cooldown_s}s ago",
             )
-        in_flight = await asyncio.to_thread(self._in_flight, list(acted))
+        in_flight = await asyncio.to_thread(self._locked, self._in_flight, list(acted))
         if in_flight >= rule.guards.max_in_flight:
             return decided("max_in_flight", f"{in_flight} of this rule's actions are unfinished")
-        for limit, scope in (
-            (rule.guards.rate_limit, (rule.name,)),
-            (rule.guards.entity_rate_limit, (rule.name, event.entity_id)),
-        ):
-            if limit is not None and not await self._limiter.hit(parse(limit), *scope):
-                return decided("rate_limited", f"over {limit} ({'/'.join(scope)})")
+        limits = [
+            (parse(limit), scope)
+            for limit, scope in (
+                (rule.guards.rate_limit, (rule.name,)),
+                (rule.guards.entity_rate_limit, (rule.name, event.entity_id)),
+            )
+            if limit is not None
+        ]
+        for item, scope in limits:  # tested first, spent only by an action requested
+            if not await self._limiter.test(item, *scope):
+                return decided("rate_limited", f"over {item} ({'/'.join(scope)})")
         try:
             handle = await self._client.request(
                 rule.then.action,
@@ -150,14 +195,16 @@ class RuleEngine:
             return decided("invalid", str(invalid), params=params)
         if not handle.created:
             return decided("deduplicated", "the action with this key exists", params=params)
+        for item, scope in limits:
+            await self._limiter.hit(item, *scope)
         if rule.require_approval:
             return decided("awaiting_approval", "requested; waits for an operator", params=params)
         return decided("fired", f"requested {rule.then.action}", params=params)
 
-    def _acted(self, rule: Rule, entity_id: str) -> dict[str, tuple[str, datetime]]:
-        """The rule's actions (action id -> entity, when) of the last days."""
+    def _acted(self, rule: Rule) -> dict[str, tuple[str, datetime, str]]:
+        """The rule's actions of the last days: action id -> (entity, when, event id)."""
         rows = self._ledger.rows(
-            f"SELECT action_id, entity_id, decided_at FROM "
+            f"SELECT action_id, entity_id, decided_at, event_id FROM "
             f"{self._ledger.database}.{names.TABLE_RULE_DECISIONS} FINAL "
             "WHERE rule = %(rule)s AND decision IN %(acted)s "
             "AND decided_at >= now64(3) - toIntervalSecond(%(horizon)s)",
@@ -167,7 +214,7 @@ class RuleEngine:
                 "horizon": int(IN_FLIGHT_HORIZON.total_seconds()),
             },
         )
-        return {r[0]: (r[1], r[2].replace(tzinfo=UTC)) for r in rows}
+        return {r[0]: (r[1], r[2].replace(tzinfo=UTC), r[3]) for r in rows}
 
     def _in_flight(self, action_ids: list[str]) -> int:
         if not action_ids:

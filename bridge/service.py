@@ -16,7 +16,7 @@ from bridge.topics import ensure_topics
 from karma.client import KarmaClient
 from karma.component import Component
 from karma.first_to_stop import first_to_stop
-from karma.rules import load_rules
+from karma.rules import check_actions, load_rules
 from karma.settings import Settings
 
 Progress = Callable[[str], None]
@@ -52,6 +52,8 @@ class Bridge(Component):
         if self._client is None and (settings.ingress.enabled or rules is not None):
             self._past = PastActions(settings.clickhouse_dsn, settings.clickhouse.database)
             self._client = await KarmaClient.connect(settings, past=self._past)
+        if rules is not None and self._client is not None:
+            check_actions(rules, self._client.registry)
         self._observations = ObservationSink(settings, self._dlq, rules=rules, client=self._client)
         await self._observations.start()
         if settings.ingress.enabled:

@@ -351,6 +351,9 @@ class LedgerSink(ConsumerLoop):
         return await until_stopped(what, attempt, self._stopping, RETRYABLE)
 
 
+OBSERVATION_RULES = frozenset({"observation"})  # the others decide in the scan
+
+
 class ObservationSink(LedgerSink):
     """Consumes `events.normalized` and writes the observations to `observations`: what
     cannot be used as one goes to the DLQ with the reason; duplicates collapse on event_id.
@@ -437,7 +440,9 @@ class ObservationSink(LedgerSink):
                 self._engine_ledger = await asyncio.to_thread(
                     Ledger.open, self._settings.clickhouse_dsn, clickhouse.database
                 )
-                self._engine = RuleEngine(self._rules, self._engine_ledger, self._client)
+                self._engine = RuleEngine(
+                    self._rules, self._engine_ledger, self._client, kinds=OBSERVATION_RULES
+                )
             await self._engine.handle(events)
 
 

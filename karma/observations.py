@@ -28,6 +28,7 @@ from karma.settings import LimitsSettings
 
 EVENT_ID_PREFIX = "obs_"
 MAX_DURATION_MS = 2**63 - 1
+RESERVED_EVENT_TYPES = frozenset({"entropy.deviation", "entropy.predicted", "rule.scheduled"})
 RESERVED_STEP_PREFIX = "$"  # `$start`, `$end`: the entropy layer's markers
 
 
@@ -54,6 +55,9 @@ def observation(document: dict[str, Any]) -> Envelope:
     errors = _convention_errors(envelope.attrs)
     if not envelope.event_type:
         errors.append(FieldError(field="event_type", reason="must not be empty"))
+    if envelope.event_type in RESERVED_EVENT_TYPES:
+        reason = "is Karma's own (deviations, predictions, rule firings are not observations)"
+        errors.append(FieldError(field="event_type", reason=reason))
     if errors:
         raise ValidationError(errors)
     if not envelope.event_id:

@@ -120,6 +120,13 @@ class Rule(_Strict):
     )
     mode: Literal["live", "dry-run"] = "live"
 
+    @property
+    def kind(self) -> str:
+        """What triggers it: deviation, observation or schedule."""
+        if self.when.schedule is not None:
+            return "schedule"
+        return "deviation" if self.when.deviation is not None else "observation"
+
     def matches(self, event: Envelope) -> bool:
         if self.when.schedule is not None:
             return event.event_type == SCHEDULED_EVENT and event.attrs.get("rule") == self.name
@@ -163,9 +170,11 @@ def _render(rule: str, name: str, value: Any, context: dict[str, Any]) -> Any:
         return value
     try:
         rendered = _TEMPLATES.from_string(value).render(context)
-    except TemplateError as exc:
+    except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
+        # Also what an expression raises on the event's values (a string plus a number).
+        reason = f"{type(exc).__name__}: {exc}"
         raise ValidationError(
-            [FieldError(field=f"{rule}.then.params.{name}", reason=str(exc))]
+            [FieldError(field=f"{rule}.then.params.{name}", reason=reason)]
         ) from exc
     if len(rendered) > MAX_RENDERED_CHARS:
         reason = f"renders to {len(rendered)} characters (at most {MAX_RENDERED_CHARS})"
@@ -239,6 +248,29 @@ def parse_rules(text: str, source: str = "rules") -> RuleSet:
 
 def load_rules(path: Path) -> RuleSet:
     return parse_rules(path.read_text(encoding="utf-8"), str(path))
+
+
+def check_actions(rules: RuleSet, registry: Any) -> None:
+    """Raise unless every rule's action is registered, and interactive where the rule
+    requires approval (an action that would not wait must not be called awaiting).
+
+    Raises:
+        karma.errors.ValidationError: naming each rule's field.
+    """
+    errors = []
+    for index, rule in enumerate(rules.rules):
+        field = f"rules.{index}.then.action"
+        if rule.then.action not in registry:
+            errors.append(
+                FieldError(field=field, reason=f"unknown action type {rule.then.action!r}")
+            )
+            continue
+        mode = registry.meta(rule.then.action).mode.value
+        if rule.require_approval and mode != "interactive":
+            reason = f"require_approval needs an interactive action; {rule.then.action} is {mode}"
+            errors.append(FieldError(field=field, reason=reason))
+    if errors:
+        raise ValidationError(errors)
 
 
 def rules_schema() -> dict[str, Any]:

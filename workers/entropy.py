@@ -29,7 +29,7 @@ from bridge.rule_engine import RuleEngine
 from karma import names
 from karma.client import KarmaClient
 from karma.component import Component
-from karma.rules import Rule, RuleSet, load_rules
+from karma.rules import Rule, RuleSet, check_actions, load_rules
 from karma.settings import Settings
 from karma.workflow_io import EntropyScanInput, RuleFiring
 from workers.worker import workflow_runner
@@ -102,6 +102,9 @@ async def drop_schedule(client: Client, schedule_id: str) -> None:
         await client.get_schedule_handle(schedule_id).delete()
 
 
+SCAN_RULES = frozenset({"deviation", "schedule"})  # observation rules: the bridge's
+
+
 class EntropyWorker(Component):
     """Runs EntropyScanWorkflow and `scan_entropy` on `entropy.task_queue`, with its own
     connection to the ledger, and keeps the schedule."""
@@ -112,10 +115,12 @@ class EntropyWorker(Component):
         self._client = client
         self._settings = settings
         self._ledger: Ledger | None = None
+        self._rules_ledger: Ledger | None = None  # the rule engine's own connection
         self._engine: RuleEngine | None = None
         if karma is not None and settings.entropy.rules_file is not None:
             # Refused at start-up, naming the field: a bad rules file never half-applies.
             self._rules: RuleSet | None = load_rules(settings.entropy.rules_file)
+            check_actions(self._rules, karma.registry)
         else:
             self._rules = None
         self._karma = karma
@@ -130,6 +135,13 @@ class EntropyWorker(Component):
         )
         self._task: asyncio.Task[None] | None = None
 
+    def _engine_ledger(self) -> Ledger:
+        if self._rules_ledger is None:
+            self._rules_ledger = Ledger.open(
+                self._settings.clickhouse_dsn, self._settings.clickhouse.database
+            )
+        return self._rules_ledger
+
     def _scanner(self) -> Scanner:
         if self._ledger is None:
             self._ledger = Ledger.open(
@@ -141,7 +153,9 @@ class EntropyWorker(Component):
         if self._rules is None or self._karma is None:
             return None
         if self._engine is None:
-            self._engine = RuleEngine(self._rules, self._scanner().ledger, self._karma)
+            self._engine = RuleEngine(
+                self._rules, self._engine_ledger(), self._karma, kinds=SCAN_RULES
+            )
         return self._engine
 
     async def _start(self) -> None:
@@ -160,9 +174,10 @@ class EntropyWorker(Component):
                 await self._task
             self._task = None
         await self._activities.stop()
-        if self._ledger is not None:
-            self._ledger.close()
-            self._ledger = None
+        for ledger in (self._ledger, self._rules_ledger):
+            if ledger is not None:
+                ledger.close()
+        self._ledger = self._rules_ledger = None
 
     async def wait(self) -> None:
         if self._task is not None:

@@ -44,6 +44,18 @@ async def scan(args: argparse.Namespace) -> int:
     until = parse_since(args.until, field="--until")
     if until is not None and since is None:
         raise ValidationError([FieldError(field="--until", reason="needs --since (a backfill)")])
+    if since is not None:
+        end = until or datetime.now(UTC)
+        if end <= since:
+            raise ValidationError([FieldError(field="--until", reason="must be after --since")])
+        windows = (end - since) / timedelta(seconds=settings.entropy.scan_window_s)
+        limit = settings.entropy.max_backfill_windows
+        if windows > limit + 1:
+            reason = (
+                f"covers about {windows:.0f} scan windows; at most {limit} in one scan "
+                "(KARMA_ENTROPY__MAX_BACKFILL_WINDOWS)"
+            )
+            raise ValidationError([FieldError(field="--since", reason=reason)])
     client = await connect_temporal(settings)
     handle = await client.start_workflow(
         "EntropyScanWorkflow",
@@ -68,7 +80,9 @@ async def scan(args: argparse.Namespace) -> int:
     try:
         out: EntropyScanOutput = waiting.result()
     except WorkflowFailureError as failed:
-        cause = failed.cause
+        cause: BaseException | None = failed.cause
+        while cause is not None and cause.__cause__ is not None:  # the activity's own error
+            cause = cause.__cause__
         message = getattr(cause, "message", None) or str(cause)
         print(f"karma: the scan failed: {message}", file=sys.stderr)
         return 1

@@ -15,7 +15,7 @@ from karma.envelope import Envelope
 from karma.errors import FieldError, ValidationError, field_errors
 from karma.params import validate_params
 from karma.registry import default_registry
-from karma.rules import RuleSet, load_rules, rules_schema
+from karma.rules import RuleSet, check_actions, load_rules, rules_schema
 from karma.settings import get_settings
 
 EXIT_BAD_INPUT = 2
@@ -28,21 +28,7 @@ def _load(file: str) -> RuleSet:
         rules = load_rules(Path(file))
     except OSError as exc:
         raise ValidationError([FieldError(field=file, reason=str(exc))]) from exc
-    registry = default_registry()
-    errors = []
-    for index, rule in enumerate(rules.rules):
-        field = f"rules.{index}.then.action"
-        if rule.then.action not in registry:
-            errors.append(
-                FieldError(field=field, reason=f"unknown action type {rule.then.action!r}")
-            )
-            continue
-        mode = registry.meta(rule.then.action).mode.value
-        if rule.require_approval and mode != "interactive":
-            reason = f"require_approval needs an interactive action; {rule.then.action} is {mode}"
-            errors.append(FieldError(field=field, reason=reason))
-    if errors:
-        raise ValidationError(errors)
+    check_actions(rules, default_registry())
     return rules
 
 

@@ -217,7 +217,7 @@ async def test_the_scan_workflow_stores_publishes_and_runs_on_a_schedule(
     assert code == 0 and "bits" in out and "Deviations, most surprising first" in out, out
     # Bad scans are refused with their reason, not retried.
     code, out = await run_karma(["entropy", "scan", "--since", "60d"], env)
-    assert code == 1 and "at most 744" in out, out
+    assert code == 2 and "--since" in out and "at most 744" in out, out
     code, out = await run_karma(["entropy", "scan", "--until", "1h"], env)
     assert code == 2 and "--until" in out and "needs --since" in out, out
     schedule = await karma.temporal.get_schedule_handle(names.ENTROPY_SCAN_SCHEDULE).describe()

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from temporalio.client import ScheduleActionStartWorkflow
 
 from bridge.entropy import Scanner
 from bridge.ledger import Ledger
@@ -177,7 +178,14 @@ rules:
     schedule_id = f"{names.RULE_SCHEDULE_PREFIX}{name}"
     await keep_rule_schedules(karma.temporal, karma.settings, rules)
     described = await karma.temporal.get_schedule_handle(schedule_id).describe()
-    assert described.schedule.spec.cron_expressions == ["0 3 1 1 *"]
+    # The server keeps a cron expression as a calendar: 03:00 on the first of January.
+    (calendar,) = described.schedule.spec.calendars
+    assert [(r.start, r.end) for r in calendar.hour] == [(3, 3)]
+    assert [(r.start, r.end) for r in calendar.minute] == [(0, 0)]
+    assert [(r.start, r.end) for r in calendar.day_of_month] == [(1, 1)]
+    assert [(r.start, r.end) for r in calendar.month] == [(1, 1)]
+    assert isinstance(described.schedule.action, ScheduleActionStartWorkflow)
+    assert described.schedule.action.workflow == names.RULE_TRIGGER_WORKFLOW
     await keep_rule_schedules(karma.temporal, karma.settings, parse_rules("rules: []"))
     ids = [s.id async for s in await karma.temporal.list_schedules()]
     assert schedule_id not in ids
