@@ -151,6 +151,15 @@ def render(
         f"| simulation / load | {generated:.1f} s / {loaded:.1f} s | reported | |",
         "",
     ]
+    if rate < 1_000_000:
+        lines.append(
+            f"Throughput missed by {1_000_000 / max(rate, 1):.0f}x: each pass of a batch "
+            "windows every run (lagInFrame/leadInFrame over PARTITION BY entity, run) of "
+            "the batch and its context and deduplicates with FINAL, then every "
+            "(window, entity, step) aggregate is tested in Python; learning reads the whole "
+            "training window again each day. A scan on the schedule covers one window."
+        )
+        lines.append("")
     lines.append(
         "A deviation counts as true when it names an anomalous entity while its anomaly lasts "
         "(and two windows more), whatever its metric (a skipped step also moves latencies); "

@@ -16,7 +16,7 @@ from typing import Any, Final, Literal
 
 from bridge.ledger import Ledger
 from karma import names
-from karma.errors import FieldError, LedgerUnavailableError, ValidationError
+from karma.errors import FieldError, ValidationError
 
 By = Literal["day", "type", "tenant"]
 GROUPINGS: Final[dict[str, str]] = {
@@ -399,12 +399,7 @@ class Analytics:
         Raises:
             karma.errors.LedgerUnavailableError: a ledger not migrated that far yet.
         """
-        applied = self._ledger.migrations()
-        if ANALYTICS_MIGRATION not in applied:
-            raise LedgerUnavailableError(
-                f"the ledger is at migration {max(applied, default=0)}; its analytics need "
-                f"migration {ANALYTICS_MIGRATION} (run `karma setup`, or start the bridge)"
-            )
+        self._ledger.require_migration(ANALYTICS_MIGRATION, "reading its analytics")
 
     def _query(self, sql: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
         return self._ledger.named_rows(sql, parameters, settings=QUERY_SETTINGS)

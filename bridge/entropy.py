@@ -35,7 +35,6 @@ from bridge.entropy_model import (
 )
 from bridge.ledger import Ledger
 from karma import names
-from karma.errors import LedgerUnavailableError
 from karma.settings import EntropySettings
 
 ENTROPY_MIGRATION = 6  # the ledger migration that made the tables read here
@@ -322,12 +321,7 @@ class Scanner:
         Raises:
             karma.errors.LedgerUnavailableError: a ledger not migrated that far yet.
         """
-        applied = self._ledger.migrations()
-        if ENTROPY_MIGRATION not in applied:
-            raise LedgerUnavailableError(
-                f"the ledger is at migration {max(applied, default=0)}; the entropy layer "
-                f"needs migration {ENTROPY_MIGRATION} (run `karma setup`, or start the bridge)"
-            )
+        self._ledger.require_migration(ENTROPY_MIGRATION, "reading the entropy layer")
 
     def _rows(self, query: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
         return self._ledger.named_rows(query(self._db), params, settings=self._query_settings)

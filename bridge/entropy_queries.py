@@ -47,15 +47,20 @@ def steps(database: str) -> str:
                 lagInFrame(ts) OVER run AS prev_ts,
                 leadInFrame(step) OVER run AS next_raw,
                 leadInFrame(ts) OVER run AS next_ts
-            FROM {database}.{names.TABLE_OBSERVATIONS} FINAL
+            {_runs(database)}
+        )
+        WHERE ts >= toDateTime64(%(start)s, 3, 'UTC')
+    """
+
+
+def _runs(database: str) -> str:
+    """The steps observed in [%(context)s, %(end)s), windowed by run (`OVER run`)."""
+    return f"""FROM {database}.{names.TABLE_OBSERVATIONS} FINAL
             WHERE ts >= toDateTime64(%(context)s, 3, 'UTC')
               AND ts < toDateTime64(%(end)s, 3, 'UTC')
               AND step != '' AND correlation_id != ''
             WINDOW run AS (PARTITION BY entity_id, correlation_id ORDER BY ts, event_id
-                           ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
-        )
-        WHERE ts >= toDateTime64(%(start)s, 3, 'UTC')
-    """
+                           ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"""
 
 
 def _quantiles(levels: tuple[float, ...]) -> str:
@@ -194,12 +199,7 @@ def quiet_steps(database: str) -> str:
                 row_number() OVER run AS rn,
                 count() OVER run AS cnt,
                 leadInFrame(ts) OVER run AS next_ts
-            FROM {database}.{names.TABLE_OBSERVATIONS} FINAL
-            WHERE ts >= toDateTime64(%(context)s, 3, 'UTC')
-              AND ts < toDateTime64(%(end)s, 3, 'UTC')
-              AND step != '' AND correlation_id != ''
-            WINDOW run AS (PARTITION BY entity_id, correlation_id ORDER BY ts, event_id
-                           ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+            {_runs(database)}
         )
         WHERE dateDiff('millisecond', ts,
                        if(rn < cnt, next_ts, toDateTime64(%(end)s, 3, 'UTC'))) >= %(min_gap_ms)s

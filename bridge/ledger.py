@@ -204,6 +204,19 @@ class Ledger:
         """Insert rows into a table of this ledger's database (the entropy layer's)."""
         self._client.insert(f"{self.database}.{table}", list(rows), column_names=columns)
 
+    def require_migration(self, version: int, what: str) -> None:
+        """Raise unless this ledger has had migration `version` (what `what` reads).
+
+        Raises:
+            karma.errors.LedgerUnavailableError: a ledger not migrated that far yet.
+        """
+        applied = self.migrations()
+        if version not in applied:
+            raise LedgerUnavailableError(
+                f"the ledger is at migration {max(applied, default=0)}; {what} needs "
+                f"migration {version} (run `karma setup`, or start the bridge)"
+            )
+
     def migrations(self) -> list[int]:
         """The versions of the migrations this ledger has had."""
         result = self._client.query(f"SELECT version FROM {self._migrations} FINAL ORDER BY 1")
