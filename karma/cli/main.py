@@ -20,6 +20,7 @@ from karma.cli import (
     key_commands,
     ledger_commands,
     observe_commands,
+    pipeline_commands,
     rules_commands,
     service_commands,
     stats_commands,
@@ -61,6 +62,7 @@ examples:
   karma simulate --entities 20 --days 3       # observations with known anomalies
   karma entropy scan   |   karma entropy deviations --since 24h   |   karma entropy baselines
   karma rules validate rules.yaml   |   karma rules test rules.yaml --event deviation.json
+  karma pipeline plan examples/pipelines/release.yaml -p version=1.4.2 -o plan.json
   karma request demo.approval -p change=bump-replicas   then   karma approve act_… -r ok
   karma request demo.provision -p fail_at=activate --wait   # compensates reserve, configure
 """
@@ -219,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     observe_commands.add_parser(sub)
     entropy_commands.add_parsers(sub)
     rules_commands.add_parser(sub)
+    pipeline_commands.add_parser(sub)
 
     actions = sub.add_parser("actions", help="list action types and their parameters")
     actions.add_argument("type", nargs="?", help="show one action type")

@@ -1,0 +1,1 @@
+"""Pipelines: DAGs of actions, checked and planned before they run."""
