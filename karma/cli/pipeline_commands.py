@@ -53,8 +53,10 @@ def durations() -> tuple[dict[str, tuple[float, float]], str]:
     query = {"since": HISTORY, "until": None, "type": None, "tenant": None, "by": "type"}
     try:
         answer = read_stats(get_settings(), query, 1000)
-    except (LedgerUnavailableError, OSError) as exc:
+    except (LedgerUnavailableError, ValidationError, OSError) as exc:
         return {}, f"no durations: the ledger could not be read ({exc})"
+    except Exception as exc:  # a plan without durations beats no plan  # noqa: BLE001
+        return {}, f"no durations: reading the ledger failed ({type(exc).__name__}: {exc})"
     out = {}
     for group in answer["stats"]["groups"]:
         timing = group["time_to_resolve_ms"]
@@ -66,11 +68,13 @@ def durations() -> tuple[dict[str, tuple[float, float]], str]:
 async def plan_command(args: argparse.Namespace) -> int:
     spec = load_spec(Path(args.file))
     given = _given(args.param or [])
+    plan(spec, default_registry(), given)  # refuse a bad spec or params before reading
     history, source = await asyncio.to_thread(durations)
     planned = plan(spec, default_registry(), given, history)
     document = planned.as_json()
     if args.output:
-        text = json.dumps({"spec": spec.model_dump(mode="json", by_alias=True), **document})
+        spec_json = spec.model_dump(mode="json", by_alias=True)
+        text = json.dumps({"spec": spec_json, **document}, default=str)
         await asyncio.to_thread(Path(args.output).write_text, text + "\n", encoding="utf-8")
     if args.json:
         print(json.dumps(document, default=str))

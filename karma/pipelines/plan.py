@@ -3,56 +3,79 @@ skipped steps, expected durations, and a hash that a saved plan is held to."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from simpleeval import EvalWithCompoundTypes, InvalidExpression
+from simpleeval import EvalWithCompoundTypes
 
 from karma.errors import FieldError, ValidationError
 from karma.meta import ActionMeta
-from karma.pipelines.spec import REFERENCE, PipelineSpec, Step, names_used, references
+from karma.pipelines.spec import (
+    REFERENCE,
+    ExpressionError,
+    PipelineSpec,
+    Step,
+    names_used,
+    parse_expression,
+    references,
+)
 
 ROOTS = ("params", "steps")
 
 
-def ancestors(spec: PipelineSpec) -> dict[str, set[str]]:
-    """Every step's transitive `needs` (assumes no cycle: `check` first)."""
-    out: dict[str, set[str]] = {}
-
-    def of(step_id: str) -> set[str]:
-        if step_id not in out:
-            needs = spec.step(step_id).needs
-            out[step_id] = set(needs).union(*(of(n) for n in needs)) if needs else set()
-        return out[step_id]
-
+def _kahn(spec: PipelineSpec) -> list[str]:
+    """The steps Kahn's algorithm can order, each after its needs (all of them unless
+    there is a cycle)."""
+    waiting = {s.id: len(set(s.needs)) for s in spec.steps}
+    needed_by: dict[str, list[str]] = {s.id: [] for s in spec.steps}
     for s in spec.steps:
-        of(s.id)
+        for need in set(s.needs):
+            needed_by[need].append(s.id)
+    ready = [s.id for s in reversed(spec.steps) if waiting[s.id] == 0]
+    order: list[str] = []
+    while ready:
+        step_id = ready.pop()
+        order.append(step_id)
+        for later in reversed(needed_by[step_id]):
+            waiting[later] -= 1
+            if waiting[later] == 0:
+                ready.append(later)
+    return order
+
+
+def _order(spec: PipelineSpec) -> list[str] | None:
+    """The steps in an order where each comes after its needs; None on a cycle."""
+    order = _kahn(spec)
+    return order if len(order) == len(spec.steps) else None
+
+
+def ancestors(spec: PipelineSpec) -> dict[str, set[str]]:
+    """Every step's transitive `needs` (of a spec without cycles: `check` first)."""
+    out: dict[str, set[str]] = {}
+    for step_id in _order(spec) or []:
+        needs = spec.step(step_id).needs
+        out[step_id] = set(needs).union(*(out[n] for n in needs))
     return out
 
 
 def _cycle(spec: PipelineSpec) -> list[str] | None:
-    """A cycle of `needs`, if there is one."""
-    state: dict[str, int] = {}
-    path: list[str] = []
-
-    def visit(step_id: str) -> list[str] | None:
-        state[step_id] = 1
-        path.append(step_id)
-        for need in spec.step(step_id).needs:
-            if state.get(need) == 1:
-                return [*path[path.index(need) :], need]
-            if need not in state and (found := visit(need)):
-                return found
-        path.pop()
-        state[step_id] = 2
+    """A cycle of `needs`, if there is one (walked without recursion)."""
+    if _order(spec) is not None:
         return None
-
-    for s in spec.steps:
-        if s.id not in state and (found := visit(s.id)):
-            return found
-    return None
+    # Follow needs among the steps Kahn could not order: every one of them has one.
+    unordered = {s.id for s in spec.steps} - set(_kahn(spec))
+    start = min(unordered)
+    path: list[str] = []
+    seen: dict[str, int] = {}
+    current = start
+    while current not in seen:
+        seen[current] = len(path)
+        path.append(current)
+        current = next(n for n in spec.step(current).needs if n in unordered)
+    return [*path[seen[current] :], current]
 
 
 def check(spec: PipelineSpec, registry: Any) -> None:
@@ -119,12 +142,15 @@ def _reference_errors(
 ) -> list[FieldError]:
     try:
         used = names_used(expression)
-    except SyntaxError as exc:
-        return [FieldError(field=field, reason=f"does not parse: {expression!r} ({exc.msg})")]
+    except ExpressionError as exc:
+        return [FieldError(field=field, reason=f"{expression!r}: {exc}")]
     errors = []
     for parts in used:
         root = parts[0]
-        if root not in ROOTS:
+        if len(parts) == 1:
+            reason = f"{root}: name what it reads (params.<name>, steps.<id>.outputs.<name>)"
+            errors.append(FieldError(field=field, reason=reason))
+        elif root not in ROOTS:
             reason = f"{'.'.join(parts)}: names start with params. or steps."
             errors.append(FieldError(field=field, reason=reason))
         elif root == "params" and (len(parts) < 2 or parts[1] not in spec.params):
@@ -157,21 +183,14 @@ def _step_reference(
 
 
 def waves(spec: PipelineSpec) -> list[list[str]]:
-    """Steps in waves: each wave's steps need only steps of earlier waves."""
+    """Steps in waves: each wave's steps need only steps of earlier waves (spec order
+    within a wave)."""
     depth: dict[str, int] = {}
-
-    def of(step_id: str) -> int:
-        if step_id not in depth:
-            needs = spec.step(step_id).needs
-            depth[step_id] = 1 + max((of(n) for n in needs), default=-1)
-        return depth[step_id]
-
-    out: list[list[str]] = []
+    for step_id in _order(spec) or []:
+        depth[step_id] = 1 + max((depth[n] for n in spec.step(step_id).needs), default=-1)
+    out: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
     for s in spec.steps:
-        d = of(s.id)
-        while len(out) <= d:
-            out.append([])
-        out[d].append(s.id)
+        out[depth[s.id]].append(s.id)
     return out
 
 
@@ -194,7 +213,7 @@ def pipeline_params(spec: PipelineSpec, given: dict[str, Any]) -> dict[str, Any]
             if param.required:
                 errors.append(FieldError(field=f"params.{name}", reason="required, not given"))
             elif param.default is not None:
-                out[name] = param.default
+                out[name] = copy.deepcopy(param.default)
             continue
         value = given[name]
         if isinstance(value, str):
@@ -220,42 +239,78 @@ class Unknown(Exception):
         self.step_id = step_id
 
 
-class _Steps(dict[str, Any]):
-    """`steps` in expressions: raises Unknown for a step without a result yet."""
+class _Names:
+    """A mapping as expressions see it: `x.name` and `x['name']` read its keys, and only
+    them (a key named like a dict method, `items`, is still the key)."""
 
-    def __missing__(self, key: str) -> Any:
-        raise Unknown(key)
+    def __init__(self, values: dict[str, Any], *, unknown_is_pending: bool = False) -> None:
+        self._values = values
+        self._pending = unknown_is_pending
+
+    def __getattr__(self, name: str) -> Any:
+        return self[name]
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._values:
+            if self._pending:
+                raise Unknown(name)
+            raise KeyError(name)
+        return _wrap(self._values[name])
 
 
-def evaluate(expression: str, params: dict[str, Any], steps: dict[str, Any]) -> Any:
-    """An expression's value over `params` and the steps' results (simpleeval).
+def _wrap(value: Any) -> Any:
+    return _Names(value) if isinstance(value, dict) else value
+
+
+def evaluate(
+    expression: str, params: dict[str, Any], steps: dict[str, Any], *, field: str = "expression"
+) -> Any:
+    """An expression's value over `params` and the steps' results (simpleeval, after
+    `parse_expression` allowed it: no calls, no private names).
 
     Raises:
         Unknown: it reads a step not in `steps`.
-        karma.errors.ValidationError: it cannot be evaluated.
+        karma.errors.ValidationError: it cannot be evaluated (named `field`).
     """
-    evaluator = EvalWithCompoundTypes(names={"params": params, "steps": _Steps(steps)})
+    names = {"params": _Names(params), "steps": _Names(steps, unknown_is_pending=True)}
     try:
-        return evaluator.eval(expression)
+        parse_expression(expression)
+        value = EvalWithCompoundTypes(names=names, functions={}).eval(expression)
     except Unknown:
         raise
-    except (InvalidExpression, ArithmeticError, TypeError, ValueError, LookupError) as exc:
-        reason = f"{expression!r}: {type(exc).__name__}: {exc}"
-        raise ValidationError([FieldError(field="expression", reason=reason)]) from exc
+    except Exception as exc:  # simpleeval's, arithmetic, missing keys, huge numbers
+        reason = f"{expression!r}: {type(exc).__name__}: {exc}"[:500]
+        raise ValidationError([FieldError(field=field, reason=reason)]) from exc
+    if isinstance(value, _Names):
+        value = value._values
+    if callable(value):
+        reason = f"{expression!r}: reads a method, not a value"
+        raise ValidationError([FieldError(field=field, reason=reason)])
+    return copy.deepcopy(value)
 
 
-def resolve(value: Any, params: dict[str, Any], steps: dict[str, Any]) -> Any:
+def resolve(
+    value: Any, params: dict[str, Any], steps: dict[str, Any], *, field: str = "value"
+) -> Any:
     """A param value with its references replaced (raises Unknown like `evaluate`)."""
     if isinstance(value, list):
-        return [resolve(v, params, steps) for v in value]
+        return [resolve(v, params, steps, field=field) for v in value]
     if isinstance(value, dict):
-        return {k: resolve(v, params, steps) for k, v in value.items()}
+        return {k: resolve(v, params, steps, field=field) for k, v in value.items()}
     if not isinstance(value, str) or not REFERENCE.search(value):
         return value
     whole = REFERENCE.fullmatch(value.strip())
     if whole:
-        return evaluate(whole.group(1), params, steps)
-    return REFERENCE.sub(lambda m: str(evaluate(m.group(1), params, steps)), value)
+        return evaluate(whole.group(1), params, steps, field=field)
+
+    def text(match: Any) -> str:
+        found = evaluate(match.group(1), params, steps, field=field)
+        try:
+            return str(found)
+        except ValueError as exc:  # an integer too long to print
+            raise ValidationError([FieldError(field=field, reason=str(exc))]) from exc
+
+    return REFERENCE.sub(text, value)
 
 
 def _resolve_known(value: Any, params: dict[str, Any]) -> tuple[Any, set[str]]:
@@ -277,6 +332,8 @@ def _resolve_known(value: Any, params: dict[str, Any]) -> tuple[Any, set[str]]:
         except Unknown as unknown:
             waiting.add(unknown.step_id)
             return str(match.group(0))
+        except ValueError as exc:  # an integer too long to print
+            raise ValidationError([FieldError(field="value", reason=str(exc))]) from exc
 
     return REFERENCE.sub(one, value), waiting
 
@@ -356,7 +413,9 @@ def plan(
     planned: dict[str, StepPlan] = {}
     for wave, ids in enumerate(order):
         for step_id in ids:
-            planned[step_id] = _step_plan(spec.step(step_id), wave, params, planned, durations)
+            step = spec.step(step_id)
+            meta = registry.meta(step.action)
+            planned[step_id] = _step_plan(step, wave, params, planned, durations, meta)
     result = PipelinePlan(
         name=spec.name, params=params, waves=order, steps=planned,
         spec_hash=spec_hash(spec), registry_hash=registry_hash(spec, registry),
@@ -367,21 +426,34 @@ def plan(
 
 def _step_plan(
     step: Step, wave: int, params: dict[str, Any], planned: dict[str, StepPlan],
-    durations: dict[str, tuple[float, float]],
+    durations: dict[str, tuple[float, float]], meta: ActionMeta,
 ) -> StepPlan:  # fmt: skip
     out = StepPlan(id=step.id, action=step.action, wave=wave, needs=list(step.needs), params={})
     out.condition = step.if_
     for name, value in step.params.items():
+        field = f"steps.{step.id}.params.{name}"
         try:
-            out.params[name] = resolve(value, params, {})
+            out.params[name] = resolve(value, params, {}, field=field)
         except Unknown:
             out.params[name], waiting = _resolve_known(value, params)
             out.known_after[name] = sorted(waiting)
+            continue
+        definition = meta.param(name)
+        if definition is not None and (problem := definition.problem_with(out.params[name])):
+            raise ValidationError(
+                [FieldError(field=field, reason=f"resolves to a value that {problem}")]
+            )
+    skipped_inputs = sorted(
+        {s for waits in out.known_after.values() for s in waits if planned[s].runs is False}
+    )
     if step.needs and all(planned[n].runs is False for n in step.needs):
         out.runs, out.reason = False, "every step it needs is skipped"
+    elif skipped_inputs:
+        out.runs = False
+        out.reason = f"reads the outputs of skipped step {', '.join(skipped_inputs)}"
     elif step.if_ is not None:
         try:
-            out.runs = bool(evaluate(step.if_, params, {}))
+            out.runs = bool(evaluate(step.if_, params, {}, field=f"steps.{step.id}.if"))
             out.reason = "" if out.runs else f"condition false: {step.if_}"
         except Unknown as unknown:
             out.runs, out.reason = None, f"decided after step {unknown.step_id}"
@@ -400,7 +472,10 @@ def _critical_path(
     for wave in waves(spec):
         for step_id in wave:
             p = planned[step_id]
-            start = max((finish[n] for n in p.needs), default=(0.0, 0.0))
+            start = (
+                max((finish[n][0] for n in p.needs), default=0.0),
+                max((finish[n][1] for n in p.needs), default=0.0),
+            )
             cost = (p.p50_ms or 0.0, p.p90_ms or 0.0) if p.runs is not False else (0.0, 0.0)
             finish[step_id] = (start[0] + cost[0], start[1] + cost[1])
     return max(f[0] for f in finish.values()), max(f[1] for f in finish.values())

@@ -29,17 +29,21 @@ from __future__ import annotations
 
 import ast
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from karma.errors import FieldError, ValidationError, field_errors
 from karma.meta import ParamDefinition, ParamType
 
 REFERENCE = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+MAX_SPEC_CHARS = 1 << 20
+MAX_STEPS = 500
+PARAM_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 STEP_ID = r"^[a-z][a-z0-9_-]{0,62}$"
 
 
@@ -84,18 +88,29 @@ class PipelineSpec(_Strict):
     params: dict[str, PipelineParam] = Field(default_factory=dict)
     max_parallel: int = Field(default=4, ge=1, le=64)
     on_failure: Literal["fail", "compensate"] = "fail"
-    steps: list[Step] = Field(min_length=1)
+    steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
+    _by_id: dict[str, Step] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _unique(self) -> PipelineSpec:
-        ids = [s.id for s in self.steps]
-        twice = sorted({i for i in ids if ids.count(i) > 1})
+        counts = Counter(s.id for s in self.steps)
+        twice = sorted(i for i, n in counts.items() if n > 1)
         if twice:
             raise ValueError(f"step ids must be unique: {', '.join(twice)}")
+        for name, param in self.params.items():
+            if not PARAM_NAME.match(name):
+                raise ValueError(f"params.{name}: a name is lowercase letters, digits and _")
+            try:
+                param.definition(name)
+            except PydanticValidationError as exc:
+                reasons = "; ".join(e["msg"] for e in exc.errors())
+                raise ValueError(f"params.{name}: {reasons}") from None
         return self
 
     def step(self, step_id: str) -> Step:
-        return next(s for s in self.steps if s.id == step_id)
+        if not self._by_id:
+            self._by_id.update({s.id: s for s in self.steps})
+        return self._by_id[step_id]
 
 
 def parse_spec(text: str, source: str = "pipeline") -> PipelineSpec:
@@ -104,12 +119,18 @@ def parse_spec(text: str, source: str = "pipeline") -> PipelineSpec:
     Raises:
         karma.errors.ValidationError: naming each field, or where YAML stopped.
     """
+    if len(text) > MAX_SPEC_CHARS:
+        reason = f"larger than {MAX_SPEC_CHARS} characters"
+        raise ValidationError([FieldError(field=source, reason=reason)])
     try:
         document = yaml.safe_load(text)
+        bounded(document)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else source
         raise ValidationError([FieldError(field=where, reason=f"not YAML: {exc}")]) from exc
+    except (ValueError, RecursionError, MemoryError) as exc:
+        raise ValidationError([FieldError(field=source, reason=str(exc) or "too large")]) from exc
     if not isinstance(document, dict):
         raise ValidationError([FieldError(field=source, reason="expected a mapping")])
     try:
@@ -137,23 +158,109 @@ def references(value: Any) -> list[str]:
     return []
 
 
-def names_used(expression: str) -> list[tuple[str, ...]]:
-    """The dotted names an expression reads (`steps.build.outputs.url` -> its parts).
+# What an expression may be made of: values, names, operators; no calls, no lambdas,
+# no comprehensions (an expression reads, it never acts).
+_ALLOWED = (
+    ast.Expression, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Compare, ast.IfExp,
+    ast.Name, ast.Attribute, ast.Subscript, ast.Constant, ast.List, ast.Tuple, ast.Load,
+    ast.And, ast.Or, ast.Not, ast.USub, ast.UAdd, ast.Add, ast.Sub, ast.Mult, ast.Div,
+    ast.FloorDiv, ast.Mod, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In,
+    ast.NotIn, ast.Is, ast.IsNot,
+)  # fmt: skip
+MAX_EXPRESSION_CHARS = 1000
+
+
+class ExpressionError(ValueError):
+    """An expression that is not allowed (or does not parse)."""
+
+
+def _chain(node: ast.AST) -> tuple[str, ...] | None:
+    """`a.b['c'].d` as ("a", "b", "c", "d"); None for anything else."""
+    parts: list[str] = []
+    while True:
+        if isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        elif (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.slice, ast.Constant)
+            and isinstance(node.slice.value, str)
+        ):
+            parts.append(node.slice.value)
+            node = node.value
+        elif isinstance(node, ast.Name):
+            return (node.id, *reversed(parts))
+        else:
+            return None
+
+
+def parse_expression(expression: str) -> ast.Expression:
+    """The expression's tree, if it is made only of what expressions may use.
 
     Raises:
-        SyntaxError: an expression that does not parse.
+        ExpressionError: it does not parse, is too long, or uses what is not allowed
+            (calls, lambdas, comprehensions, names starting with `_`, subscripts that are
+            not constant names).
     """
-    tree = ast.parse(expression, mode="eval")
-    found: list[tuple[str, ...]] = []
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        raise ExpressionError(f"longer than {MAX_EXPRESSION_CHARS} characters")
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except (SyntaxError, RecursionError, MemoryError, ValueError) as exc:
+        raise ExpressionError(f"does not parse ({getattr(exc, 'msg', exc)})") from exc
     for node in ast.walk(tree):
-        chain: list[str] = []
-        current: ast.AST = node
-        while isinstance(current, ast.Attribute):
-            chain.append(current.attr)
+        if not isinstance(node, _ALLOWED):
+            raise ExpressionError(f"{type(node).__name__} is not allowed in an expression")
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            raise ExpressionError(f"{node.attr!r}: names starting with _ are not allowed")
+        constant = isinstance(node, ast.Subscript) and isinstance(
+            node.slice, ast.Constant | ast.UnaryOp
+        )
+        if isinstance(node, ast.Subscript) and _chain(node) is None and not constant:
+            raise ExpressionError("a subscript must be a constant ('name' or a number)")
+    return tree
+
+
+def names_used(expression: str) -> list[tuple[str, ...]]:
+    """The names an expression reads, longest first (`steps.build.outputs.url`, or
+    `steps['warm-up'].outputs.x`, as its parts); a bare root counts as read whole.
+
+    Raises:
+        ExpressionError: as `parse_expression`.
+    """
+    tree = parse_expression(expression)
+    found: list[tuple[str, ...]] = []
+    inner: set[int] = set()  # nodes inside a chain already taken
+    for node in ast.walk(tree):
+        if id(node) in inner:
+            continue
+        parts = _chain(node)
+        if parts is None:
+            continue
+        found.append(parts)
+        current = node
+        while isinstance(current, ast.Attribute | ast.Subscript):
             current = current.value
-        if isinstance(current, ast.Name) and (chain or isinstance(node, ast.Name)):
-            parts = (current.id, *reversed(chain))
-            if not any(p[: len(parts)] == parts for p in found):
-                found = [p for p in found if parts[: len(p)] != p]
-                found.append(parts)
+            inner.add(id(current))
     return found
+
+
+def bounded(document: Any, *, max_nodes: int = 100_000, max_depth: int = 64) -> None:
+    """Refuse a document too large or deep (a YAML alias bomb, a self-reference).
+
+    Raises:
+        ValueError: naming the limit.
+    """
+    stack: list[tuple[Any, int]] = [(document, 0)]
+    seen = 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > max_nodes:
+            raise ValueError(f"more than {max_nodes} values (aliases expanded)")
+        if depth > max_depth:
+            raise ValueError(f"nested deeper than {max_depth} levels")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)

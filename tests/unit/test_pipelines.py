@@ -132,3 +132,63 @@ def test_expected_durations_follow_the_longest_path() -> None:
     durations = {"log": (10.0, 20.0), "delay": (100.0, 300.0), "demo.flaky": (50.0, 60.0)}
     planned = plan(parse_spec(DIAMOND), default_registry(), {"env": "prod"}, durations)
     assert (planned.p50_ms, planned.p90_ms) == (120.0, 340.0)  # a -> b -> d
+
+
+@pytest.mark.parametrize(
+    ("expression", "reason"),
+    [
+        ("params.env.upper()", "Call is not allowed"),
+        ("(lambda: 1)()", "not allowed"),
+        ("[x for x in params.env]", "not allowed"),
+        ("params.env.__class__", "names starting with _"),
+        ("steps['zz'].outputs.attempts", "not a step this one needs"),
+        ("steps", "name what it reads"),
+        ("params['nope']", "no pipeline param"),
+        ("1+" * 2000 + "1", "longer than"),
+    ],
+)
+def test_expressions_only_read(expression: str, reason: str) -> None:
+    text = DIAMOND.replace("params.env == 'prod'", expression.replace('"', "'"))
+    found = errors_of(text)
+    assert "steps.c.if" in found and reason in found["steps.c.if"], found
+
+
+def test_expressions_cannot_change_params_or_read_dict_methods() -> None:
+    params = {"tags": ["a"], "items": False}
+    assert evaluate("params.items", params, {}) is False  # the key, not dict.items
+    value = evaluate("params.tags", params, {})
+    value.append("evil")
+    assert params == {"tags": ["a"], "items": False}
+    with pytest.raises(ValidationError) as caught:
+        resolve("v${{ 10 ** 5000 }}", {}, {}, field="steps.x.params.y")
+    assert caught.value.errors[0].field == "steps.x.params.y"
+
+
+def test_hyphenated_step_ids_are_read_by_subscript() -> None:
+    text = DIAMOND.replace("id: b,", "id: warm-up,").replace("[b, c]", "[warm-up, c]")
+    text = text.replace("steps.b.outputs.slept_seconds", "steps['warm-up'].outputs.slept_seconds")
+    check(parse_spec(text), default_registry())
+
+
+def test_hostile_specs_are_refused_with_a_reason() -> None:
+    bomb = "a: &a [1,1,1,1,1,1,1,1,1,1]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n"
+        for i in range(6)
+    )
+    with pytest.raises(ValidationError) as caught:
+        parse_spec(bomb)
+    assert "more than" in caught.value.errors[0].reason
+    chain = (
+        "name: long\nsteps:\n"
+        + "".join(
+            f"  - {{id: s{i}, action: log, params: {{message: x}}, needs: [s{i + 1}]}}\n"
+            for i in range(400)
+        )
+        + "  - {id: s400, action: log, params: {message: x}}\n"
+    )
+    spec = parse_spec(chain)
+    check(spec, default_registry())  # no recursion limit on a long chain
+    assert len(waves(spec)) == 401
+    cycle = chain.replace("params: {message: x}}\n", "params: {message: x}, needs: [s0]}\n")
+    found = errors_of(cycle)
+    assert "cycle" in next(iter(found.values()))
