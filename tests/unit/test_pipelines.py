@@ -172,8 +172,7 @@ def test_hyphenated_step_ids_are_read_by_subscript() -> None:
 
 def test_hostile_specs_are_refused_with_a_reason() -> None:
     bomb = "a: &a [1,1,1,1,1,1,1,1,1,1]\n" + "".join(
-        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n"
-        for i in range(6)
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(6)
     )
     with pytest.raises(ValidationError) as caught:
         parse_spec(bomb)
