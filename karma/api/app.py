@@ -865,7 +865,7 @@ async def _stream(
             if _ends(transition):
                 return
         sub.overflowed = False
-        status, closed = await reads.status(handle, not_before=not_before)
+        status, closed = await _resync(reads, handle, not_before)
         if (
             closed
             and not status.state.is_terminal
@@ -875,6 +875,28 @@ async def _stream(
                 f"the workflow of {handle.action_id} closed without a terminal transition "
                 f"(last: {status.state.value})"
             )
+
+
+RESYNC_ATTEMPTS = 8  # about a minute of backoff before a stream gives up on Temporal
+
+
+async def _resync(
+    reads: SharedReads, handle: ActionHandle, not_before: float
+) -> tuple[ActionStatus, bool]:
+    """The status a stream resumes from. A query Temporal could not answer in time (a
+    busy worker) is asked again with backoff rather than ending every stream at once;
+    the stream's heartbeats keep its connection meanwhile."""
+    delay = 0.5
+    for attempt in range(RESYNC_ATTEMPTS):
+        try:
+            return await reads.status(handle, not_before=not_before)
+        except RPCError:
+            if attempt == RESYNC_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 15.0)
+            not_before = asyncio.get_running_loop().time()
+    raise AssertionError("unreachable")
 
 
 def _quoted(value: str) -> str:
