@@ -878,6 +878,7 @@ async def _stream(
 
 
 RESYNC_ATTEMPTS = 8  # about a minute of backoff before a stream gives up on Temporal
+RESYNC_FIRST_DELAY_S = 0.5
 
 
 async def _resync(
@@ -886,7 +887,7 @@ async def _resync(
     """The status a stream resumes from. A query Temporal could not answer in time (a
     busy worker) is asked again with backoff rather than ending every stream at once;
     the stream's heartbeats keep its connection meanwhile."""
-    delay = 0.5
+    delay = RESYNC_FIRST_DELAY_S
     for attempt in range(RESYNC_ATTEMPTS):
         try:
             return await reads.status(handle, not_before=not_before)

@@ -25,10 +25,8 @@ class FlakyReads:
 
 
 async def test_a_timed_out_query_is_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def no_wait(_: float) -> None:
-        return None
-
-    monkeypatch.setattr(app.asyncio, "sleep", no_wait)
+    # No backoff here (never patch asyncio itself: the session's loop runs servers too).
+    monkeypatch.setattr(app, "RESYNC_FIRST_DELAY_S", 0.0)
     reads = FlakyReads(failures=3)
     assert await app._resync(reads, object(), 0.0) == ("status", False)  # type: ignore[arg-type]
     assert reads.calls == 4
