@@ -17,7 +17,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from limits import parse
@@ -26,6 +25,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from karma.envelope import Envelope, Name
 from karma.errors import FieldError, ValidationError, field_errors
+from karma.yaml_input import load_mapping
 
 MAX_RENDERED_CHARS = 4096
 DEVIATION_EVENT = "entropy.deviation"
@@ -220,14 +220,7 @@ def parse_rules(text: str, source: str = "rules") -> RuleSet:
         karma.errors.ValidationError: naming each field (rules.0.then.action) and reason,
             or the line and column YAML stopped at; templates that do not compile.
     """
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else source
-        raise ValidationError([FieldError(field=where, reason=f"not YAML: {exc}")]) from exc
-    if not isinstance(document, dict):
-        raise ValidationError([FieldError(field=source, reason="expected a mapping with rules")])
+    document = load_mapping(text, source, "a mapping with rules")
     try:
         rules = RuleSet.model_validate(document)
     except PydanticValidationError as exc:

@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 
+from karma.cli.params import parse_params
 from karma.cli.stats_commands import duration
-from karma.errors import FieldError, LedgerUnavailableError, ValidationError
+from karma.errors import LedgerUnavailableError, ValidationError
 from karma.pipelines.plan import PipelinePlan, check, plan
 from karma.pipelines.spec import PipelineSpec, load_spec
 from karma.registry import default_registry
@@ -27,22 +28,6 @@ async def validate(args: argparse.Namespace) -> int:
     check(spec, default_registry())
     print(f"{args.file}: pipeline {spec.name!r} valid, {len(spec.steps)} step(s)")
     return 0
-
-
-def _given(pairs: list[str]) -> dict[str, str]:
-    given: dict[str, str] = {}
-    errors = []
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            errors.append(FieldError(field=f"-p {pair!r}", reason="expected NAME=VALUE"))
-        elif name.strip() in given:
-            errors.append(FieldError(field=f"params.{name.strip()}", reason="given twice"))
-        else:
-            given[name.strip()] = value
-    if errors:
-        raise ValidationError(errors)
-    return given
 
 
 def durations() -> tuple[dict[str, tuple[float, float]], str]:
@@ -67,7 +52,7 @@ def durations() -> tuple[dict[str, tuple[float, float]], str]:
 
 async def plan_command(args: argparse.Namespace) -> int:
     spec = load_spec(Path(args.file))
-    given = _given(args.param or [])
+    given = parse_params(None, args.param or [])  # typed against the spec's params later
     plan(spec, default_registry(), given)  # refuse a bad spec or params before reading
     history, source = await asyncio.to_thread(durations)
     planned = plan(spec, default_registry(), given, history)

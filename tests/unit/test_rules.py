@@ -133,3 +133,12 @@ rules:
     with pytest.raises(ValidationError) as caught:
         parse_rules(text.replace("0 * * * *", "every hour"))
     assert caught.value.errors[0].field == "rules.0.when.schedule.cron"
+
+
+def test_a_rules_file_that_expands_without_bound_is_refused() -> None:
+    bomb = "a: &a [1,1,1,1,1,1,1,1,1,1]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(6)
+    )
+    with pytest.raises(ValidationError) as caught:
+        parse_rules(bomb)
+    assert "more than" in caught.value.errors[0].reason
