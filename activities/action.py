@@ -139,7 +139,9 @@ class ActionActivities:
             plan=ExecutionPlan(
                 mode=meta.mode,
                 meta_version=meta.version,
-                retry=meta.retry,
+                retry=meta.retry
+                if request.max_attempts is None
+                else meta.retry.model_copy(update={"max_attempts": request.max_attempts}),
                 timeout=meta.timeout,
                 heartbeat_timeout=meta.heartbeat_timeout,
                 output_names=[o.name for o in meta.outputs],

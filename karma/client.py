@@ -16,7 +16,7 @@ import functools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError as PydanticValidationError
 from temporalio.api.enums.v1 import WorkflowTaskFailedCause
@@ -58,6 +58,10 @@ from karma.settings import LimitsSettings, Settings, get_settings
 from karma.status import ActionOutcome, ActionStatus, LedgerAnswer, PastActions, ran_before
 from karma.telemetry import current_trace_id, tracer
 from karma.web_ui import details, summary
+
+if TYPE_CHECKING:
+    from karma.pipelines.client import PipelineHandle
+    from karma.pipelines.spec import PipelineSpec
 
 T = TypeVar("T")
 
@@ -372,6 +376,39 @@ class KarmaClient:
         if self._registry is None:
             self._registry = default_registry()
         return self._registry
+
+    async def start_pipeline(
+        self,
+        spec: PipelineSpec,
+        params: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str = "",
+        entity_id: str = "",
+        tenant: str = "",
+        tags: Mapping[str, str] | None = None,
+        saved_plan: Mapping[str, Any] | None = None,
+    ) -> PipelineHandle:
+        """Check a pipeline against this client's registry and start it.
+
+        Raises:
+            karma.errors.ValidationError: the spec, its params, or a saved plan that no
+                longer matches (PlanOutdatedError); nothing is started.
+        """
+        from karma.pipelines import client as pipelines
+
+        request = pipelines.prepare(
+            spec, self.registry, params or {}, sealer=self._sealer,
+            idempotency_key=idempotency_key, entity_id=entity_id, tenant=tenant,
+            tags=tags, saved_plan=saved_plan,
+        )  # fmt: skip
+        return await pipelines.start(
+            self.temporal, request, task_queue=self.task_queue, index=self._index
+        )
+
+    def pipeline(self, pipeline_id: str) -> PipelineHandle:
+        from karma.pipelines.client import PipelineHandle
+
+        return PipelineHandle(self.temporal, pipeline_id, created=False)
 
     async def request(
         self,

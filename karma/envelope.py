@@ -104,6 +104,7 @@ class TransitionAttrs(BaseModel):
     decision_request: dict[str, Any] | None = None
     decision: dict[str, Any] | None = None
     undone: list[str] | None = None
+    child_action_id: str | None = Field(default=None, description="a pipeline step's action")
 
     def as_attrs(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)

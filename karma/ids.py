@@ -11,6 +11,8 @@ import uuid
 
 ACTION_ID_PREFIX = "act_"
 WORKFLOW_ID_PREFIX = "action-"
+PIPELINE_ID_PREFIX = "pl_"
+PIPELINE_WORKFLOW_ID_PREFIX = "pipeline-"
 
 
 def new_action_id() -> str:
@@ -26,6 +28,21 @@ def action_id_for_key(idempotency_key: str, tenant: str = "") -> str:
     scoped = f"{tenant}\x00{idempotency_key}" if tenant else idempotency_key
     digest = hashlib.sha256(scoped.encode("utf-8")).hexdigest()
     return f"{ACTION_ID_PREFIX}{digest[:32]}"
+
+
+def new_pipeline_id() -> str:
+    return f"{PIPELINE_ID_PREFIX}{uuid.uuid4().hex}"
+
+
+def pipeline_id_for_key(idempotency_key: str, tenant: str = "") -> str:
+    """As `action_id_for_key`, for a pipeline run."""
+    return PIPELINE_ID_PREFIX + action_id_for_key(idempotency_key, tenant).removeprefix(
+        ACTION_ID_PREFIX
+    )
+
+
+def pipeline_workflow_id(pipeline_id: str) -> str:
+    return f"{PIPELINE_WORKFLOW_ID_PREFIX}{pipeline_id}"
 
 
 def workflow_id_for(action_id: str) -> str:

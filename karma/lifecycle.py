@@ -63,17 +63,32 @@ class EventType(StrEnum):
     CANCELLED = "action.cancelled"
     TIMED_OUT = "action.timed_out"
     SKIPPED = "action.skipped"
+    # A pipeline of actions (`PipelineWorkflow`): its own transitions, under its own id.
+    PIPELINE_REQUESTED = "pipeline.requested"
+    PIPELINE_STARTED = "pipeline.started"
+    PIPELINE_STEP_STARTED = "pipeline.step_started"
+    PIPELINE_STEP_ENDED = "pipeline.step_ended"
+    PIPELINE_COMPENSATING = "pipeline.compensating"
+    PIPELINE_STEP_COMPENSATED = "pipeline.step_compensated"
+    PIPELINE_SUCCEEDED = "pipeline.succeeded"
+    PIPELINE_FAILED = "pipeline.failed"
+    PIPELINE_CANCELLED = "pipeline.cancelled"
 
     @property
     def state(self) -> ActionState | None:
         """The state this event moves the action into; None for events within a state."""
         if self in _WITHIN_A_STATE:
             return None
-        return ActionState(self.value.removeprefix("action.").upper())
+        name = self.value.partition(".")[2]
+        return ActionState(name.upper())
+
+    @property
+    def is_pipeline(self) -> bool:
+        return self.value.startswith("pipeline.")
 
     @property
     def topic_kind(self) -> TopicKind:
-        if self is EventType.REQUESTED:
+        if self in (EventType.REQUESTED, EventType.PIPELINE_REQUESTED):
             return TopicKind.REQUESTED
         state = self.state
         if state is not None and state.is_terminal:
@@ -82,7 +97,15 @@ class EventType(StrEnum):
 
 
 _WITHIN_A_STATE = frozenset(
-    {EventType.PROGRESS, EventType.STEP_COMPENSATED, EventType.ESCALATED, EventType.DECIDED}
+    {
+        EventType.PROGRESS,
+        EventType.STEP_COMPENSATED,
+        EventType.ESCALATED,
+        EventType.DECIDED,
+        EventType.PIPELINE_STEP_STARTED,
+        EventType.PIPELINE_STEP_ENDED,
+        EventType.PIPELINE_STEP_COMPENSATED,
+    }
 )
 
 

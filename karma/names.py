@@ -6,6 +6,7 @@ from typing import Final
 
 # Temporal
 ACTION_WORKFLOW: Final = "ActionWorkflow"
+PIPELINE_WORKFLOW: Final = "PipelineWorkflow"
 ENTROPY_SCAN_WORKFLOW: Final = "EntropyScanWorkflow"
 ENTROPY_SCAN_SCHEDULE: Final = "karma-entropy-scan"  # the Temporal Schedule's id
 SCAN_ENTROPY: Final = "scan_entropy"

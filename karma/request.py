@@ -47,6 +47,9 @@ class ActionRequest(BaseModel):
         description="the OpenTelemetry trace the request started (stamped on every transition "
         "as the `trace_id` tag); empty when tracing is off",
     )
+    max_attempts: int | None = Field(
+        default=None, ge=1, le=100, description="overrides the action type's retry budget"
+    )
     contract: int = Field(
         default=1,
         description="the version of the workflow contract the request was made for: 1 for "

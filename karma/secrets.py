@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,10 @@ class SecretSealer:
 
     def seal(self, meta: ActionMeta, params: Mapping[str, Any]) -> dict[str, Any]:
         """The parameters with every secret value sealed (sealed ones stay as they are)."""
-        secret = meta.secret_params
+        return self.seal_named(meta.secret_params, params)
+
+    def seal_named(self, secret: Set[str], params: Mapping[str, Any]) -> dict[str, Any]:
+        """The parameters with the values of those named `secret` sealed."""
         return {
             name: (
                 {SEALED: self._fernet.encrypt(_encode(value)).decode()}

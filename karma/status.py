@@ -14,6 +14,20 @@ from karma.interactive import Decision
 from karma.lifecycle import ActionState
 
 
+class UndoStep(BaseModel):
+    step: str
+    compensation: dict[str, Any] = Field(default_factory=dict)
+
+
+class Undo(BaseModel):
+    """What it takes to undo a transactional action that succeeded (a pipeline rolling
+    back): its validated params (secret values sealed) and its steps' compensations."""
+
+    params: dict[str, Any] = Field(default_factory=dict)
+    steps: list[UndoStep] = Field(default_factory=list)
+    timeout_s: float = 300.0
+
+
 class ActionOutcome(BaseModel):
     """The end of an action: returned by the workflow on success, carried by its failure."""
 
@@ -26,6 +40,9 @@ class ActionOutcome(BaseModel):
     duration_ms: int = 0
     reason: str = Field(default="", description="why the action was skipped")
     decision: Decision | None = None
+    undo: Undo | None = Field(
+        default=None, description="a transactional action that succeeded: how to undo it"
+    )
 
     @classmethod
     def of(cls, status: ActionStatus, *, duration_ms: int = 0, reason: str = "") -> ActionOutcome:

@@ -24,6 +24,7 @@ from karma.settings import Settings
 from karma.status import PastActions
 from karma.telemetry import tracing_interceptors
 from workflows.action import ActionWorkflow
+from workflows.pipeline import PipelineWorkflow
 
 # The sandbox re-imports every module that is not passed through for every workflow run,
 # and recompiles it where bytecode is not cached (PYTHONDONTWRITEBYTECODE): for
@@ -89,7 +90,7 @@ class ActionWorker(Component):
         self._worker = Worker(
             client,
             task_queue=self.task_queue,
-            workflows=[ActionWorkflow],
+            workflows=[ActionWorkflow, PipelineWorkflow],
             activities=[*defined_activities(activities), *defined_activities(compensation)],
             workflow_runner=workflow_runner(settings.temporal.workflow_sandbox),
             # The client's tracing interceptor serves the worker too: never twice.

@@ -11,6 +11,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from karma.errors import ErrorInfo
     from karma.lifecycle import EventType
+    from karma.status import Undo
 
 
 @dataclass
@@ -22,6 +23,7 @@ class Ending:
     error: ErrorInfo | None = None
     at: datetime | None = None
     reason: str = ""  # why the action was skipped
+    undo: Undo | None = None  # a transactional action that succeeded
 
 
 def millis(delta: timedelta) -> int:

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from karma.errors import ErrorInfo, ErrorType
     from karma.lifecycle import EventType
     from karma.meta import ExecutionMode
+    from karma.status import Undo, UndoStep
     from karma.workflow_io import CompensateInput, CompensationDone, UndoneReport, UndoneStep
 
 ROLLED_BACK = (EventType.FAILED, EventType.CANCELLED)
@@ -69,7 +70,12 @@ async def _steps(ctx: RunContext, done: list[UndoneStep]) -> Ending:
         if index + 1 < len(steps):
             # It came while this step finished anyway: start no further step.
             cancellation.checkpoint()
-    return Ending(EventType.SUCCEEDED, outputs=outputs, at=at)
+    undo = Undo(
+        params=ctx.params,
+        steps=[UndoStep(step=d.step, compensation=d.compensation) for d in done],
+        timeout_s=ctx.execution.timeout.total_seconds(),
+    )
+    return Ending(EventType.SUCCEEDED, outputs=outputs, at=at, undo=undo)
 
 
 async def _compensate(ctx: RunContext, done: list[UndoneStep], ending: Ending) -> Ending:

@@ -209,6 +209,7 @@ class ActionWorkflow:
             duration_ms=duration_ms,
             reason=ending.reason,
             decision=run.decision,
+            undo=ending.undo,
         )
         if ending.event_type in (EventType.SUCCEEDED, EventType.SKIPPED):
             return outcome

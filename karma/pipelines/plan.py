@@ -13,6 +13,7 @@ from simpleeval import EvalWithCompoundTypes
 
 from karma.errors import FieldError, ValidationError
 from karma.meta import ActionMeta
+from karma.params import REDACTED
 from karma.pipelines.spec import (
     REFERENCE,
     ExpressionError,
@@ -111,13 +112,35 @@ def check(spec: PipelineSpec, registry: Any) -> None:
         meta: ActionMeta = registry.meta(s.action)
         errors += _param_errors(s, meta)
         for name, value in s.params.items():
+            field = f"steps.{s.id}.params.{name}"
             for expression in references(value):
-                field = f"steps.{s.id}.params.{name}"
                 errors += _reference_errors(spec, registry, before[s.id], field, expression)
+            errors += _secret_errors(spec, meta, name, value, field)
         if s.if_ is not None:
             errors += _reference_errors(spec, registry, before[s.id], f"steps.{s.id}.if", s.if_)
     if errors:
         raise ValidationError(errors)
+
+
+def _secret_errors(
+    spec: PipelineSpec, meta: ActionMeta, name: str, value: Any, field: str
+) -> list[FieldError]:
+    """A secret pipeline param travels sealed: only a secret param may take it, whole."""
+    secret = {n for n, p in spec.params.items() if p.secret}
+    read: set[str] = set()
+    for expression in references(value):
+        try:
+            read |= {p[1] for p in names_used(expression) if len(p) > 1 and p[0] == "params"}
+        except ExpressionError:
+            return []  # reported as such
+    if not read & secret:
+        return []
+    whole = isinstance(value, str) and REFERENCE.fullmatch(value.strip())
+    definition = meta.param(name)
+    if whole and definition is not None and definition.secret:
+        return []
+    reason = "a secret pipeline param is only given whole (${{ params.x }}) to a secret param"
+    return [FieldError(field=field, reason=reason)]
 
 
 def _param_errors(step: Step, meta: ActionMeta) -> list[FieldError]:
@@ -229,6 +252,12 @@ def pipeline_params(spec: PipelineSpec, given: dict[str, Any]) -> dict[str, Any]
     if errors:
         raise ValidationError(errors)
     return out
+
+
+def redacted(spec: PipelineSpec, params: dict[str, Any]) -> dict[str, Any]:
+    """The params with the secret ones' values replaced by `***`."""
+    secret = {n for n, p in spec.params.items() if p.secret}
+    return {k: (REDACTED if k in secret else v) for k, v in params.items()}
 
 
 class Unknown(Exception):
@@ -407,7 +436,8 @@ def plan(
         karma.errors.ValidationError: the spec or the params.
     """
     check(spec, registry)
-    params = pipeline_params(spec, given)
+    # A plan is shown and saved: secret values are never in it (nor in its hash).
+    params = redacted(spec, pipeline_params(spec, given))
     durations = durations or {}
     order = waves(spec)
     planned: dict[str, StepPlan] = {}

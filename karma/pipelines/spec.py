@@ -56,11 +56,15 @@ class PipelineParam(_Strict):
     required: bool = False
     default: Any = None
     options: tuple[str, ...] = ()
+    secret: bool = Field(
+        default=False, description="sealed by the client; referenced only whole, by a secret"
+    )
 
     def definition(self, name: str) -> ParamDefinition:
         return ParamDefinition(
             name=name, type=self.type, description=self.description,
             required=self.required, default=self.default, options=self.options,
+            secret=self.secret,
         )  # fmt: skip
 
 

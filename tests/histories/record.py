@@ -14,7 +14,10 @@ from pathlib import Path
 
 from karma.embedded.stack import with_free_ports
 from karma.lifecycle import ActionState, EventType
+from karma.pipelines.run import StepState
+from karma.pipelines.spec import parse_spec
 from karma.settings import Settings
+from tests.support import pipelines
 from tests.support.waiting import reached
 from workers.embedded import EmbeddedKarma
 
@@ -80,9 +83,36 @@ CANCELLED_ONCE_STARTED = (
 )
 
 
+# Pipelines (PipelineWorkflow): a spec, its params, and whether it is cancelled once two
+# steps run.
+PIPELINES: dict[str, tuple[str, dict[str, object], bool]] = {
+    "pipeline_diamond": (pipelines.DIAMOND, {"version": "1"}, False),
+    "pipeline_compensated": (pipelines.COMPENSATED, {}, False),
+    "pipeline_cancelled": (pipelines.CANCELLED, {}, True),
+}
+
+
+async def record_pipelines(karma: EmbeddedKarma) -> None:
+    for name, (text, params, cancel) in PIPELINES.items():
+        if (HERE / f"{name}.json").exists():
+            continue
+        handle = await karma.client.start_pipeline(parse_spec(text), params)
+        while cancel:
+            status = await handle.status()
+            if sum(s.state is StepState.RUNNING for s in status.steps) >= 2:
+                await handle.cancel()
+                break
+            await asyncio.sleep(0.1)
+        await handle.result()
+        history = await karma.temporal.get_workflow_handle(handle.workflow_id).fetch_history()
+        (HERE / f"{name}.json").write_text(history.to_json())
+        print(f"recorded {name}: {len(history.events)} events")  # noqa: T201
+
+
 async def record() -> None:
     settings = with_free_ports(Settings(), Path(tempfile.mkdtemp(prefix="karma-record-")))
     async with EmbeddedKarma(settings, persistent=False) as karma:
+        await record_pipelines(karma)
         for name, (action_type, params, validate) in SCENARIOS.items():
             if (HERE / f"{name}.json").exists() or (HERE / f"{name}_run1.json").exists():
                 continue  # keep what was recorded before: running workflows must replay

@@ -10,9 +10,10 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from tests.histories.record import CORE_4
+from tests.histories.record import CORE_4, PIPELINES
 from workers.worker import sandboxed_runner
 from workflows.action import ActionWorkflow
+from workflows.pipeline import PipelineWorkflow
 
 HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
 
@@ -56,6 +57,8 @@ def test_histories_are_present() -> None:
         "stateful_core4_run1",
         "stateful_core4_run2",
         "cancelled_during_slow_emit_core4",
+        # PipelineWorkflow
+        *PIPELINES,
     }
 
 
@@ -64,7 +67,7 @@ def test_histories_are_present() -> None:
 )
 async def test_history_replays(name: str, text: str) -> None:
     replayer = Replayer(
-        workflows=[ActionWorkflow],
+        workflows=[ActionWorkflow, PipelineWorkflow],
         data_converter=pydantic_data_converter,
         workflow_runner=sandboxed_runner(),
     )

@@ -1,0 +1,162 @@
+"""Starting and following pipeline runs (the SDK side of PipelineWorkflow)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from karma import names, search_attributes
+from karma.envelope import EventSource
+from karma.errors import ActionNotFoundError, FieldError, ValidationError
+from karma.ids import new_pipeline_id, pipeline_id_for_key, pipeline_workflow_id
+from karma.pipelines.plan import check, pipeline_params, plan, registry_hash, spec_hash
+from karma.pipelines.run import PipelineRequest, PipelineStatus
+from karma.pipelines.spec import PipelineSpec
+from karma.secrets import SecretSealer
+from karma.web_ui import details
+
+QUERY_TIMEOUT_S = 10.0
+
+
+class PlanOutdatedError(ValidationError):
+    """A saved plan no longer matches the spec, the registry or the params."""
+
+
+def prepare(
+    spec: PipelineSpec,
+    registry: Any,
+    params: Mapping[str, Any],
+    *,
+    sealer: SecretSealer | None,
+    idempotency_key: str = "",
+    entity_id: str = "",
+    tenant: str = "",
+    tags: Mapping[str, str] | None = None,
+    saved_plan: Mapping[str, Any] | None = None,
+) -> PipelineRequest:
+    """A checked request; against a saved plan (`karma pipeline plan -o`) when given.
+
+    Raises:
+        karma.errors.ValidationError: the spec, the params, or the ids.
+        PlanOutdatedError: the saved plan was made for another spec, registry or params.
+    """
+    check(spec, registry)
+    checked = pipeline_params(spec, dict(params))
+    planned = plan(spec, registry, checked)
+    if saved_plan is not None:
+        _check_saved(spec, registry, planned.plan_hash, saved_plan)
+    if sealer is not None:
+        secret = {n for n, p in spec.params.items() if p.secret}
+        checked = sealer.seal_named(secret, checked)
+    pipeline_id = (
+        pipeline_id_for_key(idempotency_key, tenant) if idempotency_key else new_pipeline_id()
+    )
+    try:
+        return PipelineRequest(
+            pipeline_id=pipeline_id,
+            spec=spec,
+            params=checked,
+            idempotency_key=idempotency_key,
+            entity_id=entity_id,
+            tenant=tenant,
+            tags=dict(tags or {}),
+            source=EventSource(),
+            plan_hash=planned.plan_hash,
+        )
+    except ValueError as exc:
+        raise ValidationError([FieldError(field="request", reason=str(exc))]) from exc
+
+
+def _check_saved(
+    spec: PipelineSpec, registry: Any, plan_hash: str, saved: Mapping[str, Any]
+) -> None:
+    changed = []
+    if saved.get("spec_hash") != spec_hash(spec):
+        changed.append("the spec")
+    if saved.get("registry_hash") != registry_hash(spec, registry):
+        changed.append("the action types it uses")
+    if not changed and saved.get("plan_hash") != plan_hash:
+        changed.append("the params")
+    if changed:
+        reason = f"{' and '.join(changed)} changed since the plan was made: plan again"
+        raise PlanOutdatedError([FieldError(field="plan", reason=reason)])
+
+
+class PipelineHandle:
+    def __init__(self, temporal: Client, pipeline_id: str, *, created: bool = True) -> None:
+        self.pipeline_id = pipeline_id
+        self.workflow_id = pipeline_workflow_id(pipeline_id)
+        self.created = created
+        self._handle = temporal.get_workflow_handle(self.workflow_id, result_type=PipelineStatus)
+
+    async def status(self) -> PipelineStatus:
+        """The pipeline's live state (its steps, their actions, its transitions)."""
+        try:
+            status: PipelineStatus = await self._handle.query(
+                names.STATUS_QUERY,
+                result_type=PipelineStatus,
+                rpc_timeout=timedelta(seconds=QUERY_TIMEOUT_S),
+            )
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise ActionNotFoundError(self.pipeline_id) from exc
+            raise
+        return status
+
+    async def result(self) -> PipelineStatus:
+        """Its end: the status when it SUCCEEDED, FAILED or was CANCELLED alike."""
+        try:
+            status: PipelineStatus = await self._handle.result()
+        except WorkflowFailureError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.details:
+                return PipelineStatus.model_validate(cause.details[0])
+            return await self.status()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise ActionNotFoundError(self.pipeline_id) from exc
+            raise
+        return status
+
+    async def cancel(self) -> None:
+        await self._handle.cancel()
+
+    async def watch(self, poll_s: float = 0.5) -> AsyncIterator[PipelineStatus]:
+        """Its status each time it changes, until it ends."""
+        last = -1
+        while True:
+            status = await self.status()
+            if len(status.transitions) != last:
+                last = len(status.transitions)
+                yield status
+            if status.state.is_terminal:
+                return
+            await asyncio.sleep(poll_s)
+
+
+async def start(
+    temporal: Client, request: PipelineRequest, *, task_queue: str, index: bool
+) -> PipelineHandle:
+    """Start a prepared request; the same idempotency key again answers the same run."""
+    as_action = request.as_action()
+    try:
+        await temporal.start_workflow(
+            names.PIPELINE_WORKFLOW,
+            request,
+            id=pipeline_workflow_id(request.pipeline_id),
+            task_queue=task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=search_attributes.initial(as_action) if index else None,
+            static_summary=f"pipeline {request.spec.name} {request.entity_id}".strip(),
+            static_details=details(as_action),
+        )
+    except WorkflowAlreadyStartedError:
+        return PipelineHandle(temporal, request.pipeline_id, created=False)
+    return PipelineHandle(temporal, request.pipeline_id)

@@ -1,0 +1,156 @@
+"""Pipelines on the embedded stack: every step a child ActionWorkflow, every transition of
+the pipeline and of its steps' actions on Kafka and in ClickHouse exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from karma.errors import ValidationError
+from karma.lifecycle import ActionState, EventType
+from karma.pipelines.client import PipelineHandle, PlanOutdatedError
+from karma.pipelines.run import PipelineStatus, StepState
+from karma.pipelines.spec import parse_spec
+from karma.status import ActionStatus
+from tests.conftest import unique
+from tests.support.checks import assert_mirrored
+from tests.support.pipelines import CANCELLED, COMPENSATED, DIAMOND
+from workers.embedded import EmbeddedKarma
+
+RESULT_TIMEOUT = 90
+
+
+async def children(karma: EmbeddedKarma, status: PipelineStatus) -> list[ActionStatus]:
+    return [await karma.client.handle(s.action_id).status() for s in status.steps if s.action_id]
+
+
+def as_action(status: PipelineStatus) -> ActionStatus:
+    return ActionStatus(
+        action_id=status.pipeline_id,
+        action_type="pipeline",
+        state=status.state,
+        transitions=status.transitions,
+    )
+
+
+def step_events(status: PipelineStatus, event_type: EventType) -> list[str]:
+    return [str(t.attrs["step"]) for t in status.transitions if t.event_type is event_type]
+
+
+async def ended(handle: PipelineHandle) -> PipelineStatus:
+    return await asyncio.wait_for(handle.result(), RESULT_TIMEOUT)
+
+
+async def test_a_diamond_runs_in_waves_feeds_outputs_skips_and_continues(
+    karma: EmbeddedKarma,
+) -> None:
+    spec = parse_spec(DIAMOND)
+    handle = await karma.client.start_pipeline(spec, {"version": "2.0"})
+    status = await ended(handle)
+    states = {s.id: s.state for s in status.steps}
+    assert status.state is ActionState.SUCCEEDED, status
+    assert states == {
+        "start": StepState.SUCCEEDED,
+        "provision": StepState.SUCCEEDED,
+        "warm-up": StepState.SUCCEEDED,
+        "done": StepState.SUCCEEDED,
+        "notify": StepState.SKIPPED,
+        "after-notify": StepState.SKIPPED,
+        "canary": StepState.FAILED,
+        "after-canary": StepState.SKIPPED,
+    }
+    assert status.step("notify").reason == "condition false: params.notify"
+    assert status.step("after-notify").reason == "every step it needs is skipped"
+    assert "canary" in status.step("after-canary").reason
+    # The output of provision fed done's message.
+    assert status.step("done").outputs == {"logged": "at https://svc-2.0.example.internal"}
+    # provision and warm-up ran side by side: both started before either ended.
+    events = [(t.event_type, t.attrs.get("step")) for t in status.transitions]
+    started = [events.index((EventType.PIPELINE_STEP_STARTED, s)) for s in ("provision", "warm-up")]
+    ended_at = [events.index((EventType.PIPELINE_STEP_ENDED, s)) for s in ("provision", "warm-up")]
+    assert max(started) < min(ended_at), events
+    # The steps' actions carry the pipeline as their correlation id.
+    actions = await children(karma, status)
+    assert len(actions) == 5
+    assert {a.transitions[0].correlation_id for a in actions} == {status.pipeline_id}
+    assert status.transitions[0].event_type is EventType.PIPELINE_REQUESTED
+    assert status.transitions[-1].event_type is EventType.PIPELINE_SUCCEEDED
+    ended_steps = step_events(status, EventType.PIPELINE_STEP_ENDED)
+    assert sorted(ended_steps) == sorted(states)  # each step ended once
+    await assert_mirrored(karma, [as_action(status), *actions])
+
+
+async def test_a_failure_compensates_the_transactional_steps_in_reverse(
+    karma: EmbeddedKarma,
+) -> None:
+    handle = await karma.client.start_pipeline(parse_spec(COMPENSATED))
+    status = await ended(handle)
+    assert status.state is ActionState.FAILED
+    assert status.error is not None and "step breaks failed" in status.error.message
+    assert step_events(status, EventType.PIPELINE_STEP_COMPENSATED) == ["second", "first"]
+    assert all(
+        t.attrs["outcome"] == "compensated"
+        for t in status.transitions
+        if t.event_type is EventType.PIPELINE_STEP_COMPENSATED
+    )
+    states = {s.id: s.state for s in status.steps}
+    assert states == {
+        "first": StepState.COMPENSATED,
+        "second": StepState.COMPENSATED,
+        "side": StepState.SUCCEEDED,  # not transactional: nothing to undo
+        "breaks": StepState.FAILED,
+        "never": StepState.NOT_RUN,  # the pipeline stopped at breaks
+    }
+    kinds = [t.event_type for t in status.transitions]
+    assert kinds.index(EventType.PIPELINE_COMPENSATING) < kinds.index(EventType.PIPELINE_FAILED)
+    await assert_mirrored(karma, [as_action(status), *await children(karma, status)])
+
+
+async def test_cancelling_mid_wave_cancels_the_running_steps(karma: EmbeddedKarma) -> None:
+    handle = await karma.client.start_pipeline(parse_spec(CANCELLED))
+    deadline = asyncio.get_running_loop().time() + RESULT_TIMEOUT
+    while True:  # both slow steps running (the third waits for a slot)
+        status = await handle.status()
+        running = {s.id for s in status.steps if s.state is StepState.RUNNING}
+        if {"slow-a", "slow-b"} <= running:
+            break
+        assert asyncio.get_running_loop().time() < deadline, status
+        await asyncio.sleep(0.1)
+    await handle.cancel()
+    status = await ended(handle)
+    states = {s.id: s.state for s in status.steps}
+    assert status.state is ActionState.CANCELLED, status
+    assert states["quick"] is StepState.SUCCEEDED
+    assert states["slow-a"] is StepState.CANCELLED and states["slow-b"] is StepState.CANCELLED
+    assert states["later"] is StepState.NOT_RUN
+    actions = {a.action_id: a for a in await children(karma, status)}
+    slow_b = actions[status.step("slow-b").action_id]
+    assert slow_b.state is ActionState.CANCELLED
+    # The transactional step undid its own completed steps before the pipeline ended.
+    assert EventType.COMPENSATED in [t.event_type for t in slow_b.transitions] or not [
+        t for t in slow_b.transitions if t.event_type is EventType.PROGRESS
+    ]
+    await assert_mirrored(karma, [as_action(status), *actions.values()])
+
+
+async def test_a_saved_plan_is_refused_once_the_spec_changed(karma: EmbeddedKarma) -> None:
+    from karma.pipelines.plan import plan
+
+    spec = parse_spec(DIAMOND)
+    saved: dict[str, Any] = plan(spec, karma.client.registry, {"version": "1"}).as_json()
+    changed = parse_spec(DIAMOND.replace("max_parallel: 3", "max_parallel: 2"))
+    with pytest.raises(PlanOutdatedError, match="the spec changed"):
+        await karma.client.start_pipeline(changed, {"version": "1"}, saved_plan=saved)
+    with pytest.raises(PlanOutdatedError, match="the params changed"):
+        await karma.client.start_pipeline(spec, {"version": "2"}, saved_plan=saved)
+    with pytest.raises(ValidationError, match=r"params\.version"):
+        await karma.client.start_pipeline(spec, {})
+    key = unique("pl")
+    first = await karma.client.start_pipeline(
+        spec, {"version": "1"}, saved_plan=saved, idempotency_key=key
+    )
+    again = await karma.client.start_pipeline(spec, {"version": "1"}, idempotency_key=key)
+    assert first.created and not again.created and again.pipeline_id == first.pipeline_id
+    assert (await ended(first)).state is ActionState.SUCCEEDED
