@@ -22,6 +22,7 @@ from karma.pipelines.spec import (
     names_used,
     parse_expression,
     references,
+    whole_reference,
 )
 
 ROOTS = ("params", "steps")
@@ -135,7 +136,7 @@ def _secret_errors(
             return []  # reported as such
     if not read & secret:
         return []
-    whole = isinstance(value, str) and REFERENCE.fullmatch(value.strip())
+    whole = whole_reference(value) is not None
     definition = meta.param(name)
     if whole and definition is not None and definition.secret:
         return []
@@ -328,9 +329,9 @@ def resolve(
         return {k: resolve(v, params, steps, field=field) for k, v in value.items()}
     if not isinstance(value, str) or not REFERENCE.search(value):
         return value
-    whole = REFERENCE.fullmatch(value.strip())
-    if whole:
-        return evaluate(whole.group(1), params, steps, field=field)
+    whole = whole_reference(value)
+    if whole is not None:
+        return evaluate(whole, params, steps, field=field)
 
     def text(match: Any) -> str:
         found = evaluate(match.group(1), params, steps, field=field)

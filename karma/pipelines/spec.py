@@ -137,6 +137,17 @@ def load_spec(path: Path) -> PipelineSpec:
     return parse_spec(text, str(path))
 
 
+def whole_reference(value: Any) -> str | None:
+    """The expression of a value that is exactly one `${{ ... }}` (it keeps its type)."""
+    if not isinstance(value, str):
+        return None
+    found = REFERENCE.findall(value)
+    # One reference, and nothing around it: "${{ a }} and ${{ b }}" is text.
+    if len(found) == 1 and REFERENCE.fullmatch(value.strip()):
+        return str(found[0])
+    return None
+
+
 def references(value: Any) -> list[str]:
     """The expressions referenced by a param value (in nested lists and mappings too)."""
     if isinstance(value, str):

@@ -74,6 +74,8 @@ def test_references_keep_their_type_or_interpolate() -> None:
     params, steps = {"n": 3, "env": "prod"}, {"b": {"outputs": {"slept_seconds": 0.5}}}
     assert resolve("${{ params.n }}", params, steps) == 3
     assert resolve("x-${{ params.n }}-${{ params.env }}", params, steps) == "x-3-prod"
+    # Two references that make up the whole value are text, not one expression.
+    assert resolve("${{ params.n }} in ${{ params.env }}", params, steps) == "3 in prod"
     assert resolve({"k": ["${{ steps.b.outputs.slept_seconds }}"]}, params, steps) == {"k": [0.5]}
     with pytest.raises(Unknown):
         resolve("${{ steps.c.outputs.attempts }}", params, steps)
