@@ -8,7 +8,8 @@ last step fails (its completed steps are compensated), a change that waits for a
 and is approved, and a stateful drain that continues as new; waits
 until the bridge has written every transition, prints the ledger and checks that each
 transition is there exactly once. Then the analytics, and the closed loop
-(`karma.demo_loop`): drift, deviation, rule, approval, action.
+(`karma.demo_loop`): drift, deviation, rule, approval, action; and the shipped release
+pipeline, planned and run (`karma.demo_pipeline`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from aiokafka import AIOKafkaProducer
 from karma.cli.render import ledger_line
 from karma.client import ActionHandle
 from karma.demo_loop import run_loop, write_rules
+from karma.demo_pipeline import run_pipeline_scene
 from karma.embedded.stack import with_free_ports
 from karma.envelope import Envelope, EventSource
 from karma.errors import ActionNotFoundError
@@ -144,7 +146,8 @@ async def run_demo(*, keep: bool = False) -> int:
             checked = _report(karma.ledger, ran)
             await asyncio.to_thread(_analytics, karma.ledger, report_path)
             looped = await run_loop(karma)
-            return checked or looped
+            piped = await run_pipeline_scene(karma)
+            return checked or looped or piped
     finally:
         if keep:
             print(f"\ndata kept in {data_dir}")
