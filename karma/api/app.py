@@ -36,6 +36,7 @@ from karma.api.entropy_routes import install_entropy_routes
 from karma.api.hub import Subscription, TransitionHub
 from karma.api.keys import Scope
 from karma.api.limits import BodyLimit, PageHeaders
+from karma.api.pipeline_routes import install_pipeline_routes
 from karma.api.problems import Problem, install, problems
 from karma.client import ActionHandle, KarmaClient
 from karma.envelope import MAX_ID_CHARS, MAX_NAME_CHARS, Transition
@@ -280,6 +281,7 @@ def create_app(services: ApiServices) -> FastAPI:
     install_codec_routes(app, services.settings, guard)
     install_analytics_routes(app, services.analytics, reader)
     install_entropy_routes(app, services.analytics, reader, services.settings.entropy)
+    install_pipeline_routes(app, client, reader, requester)
 
     @app.get("/v1/info", response_model=ApiInfo, tags=["health"])
     async def info() -> ApiInfo:

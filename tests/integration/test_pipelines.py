@@ -154,3 +154,48 @@ async def test_a_saved_plan_is_refused_once_the_spec_changed(karma: EmbeddedKarm
     again = await karma.client.start_pipeline(spec, {"version": "1"}, idempotency_key=key)
     assert first.created and not again.created and again.pipeline_id == first.pipeline_id
     assert (await ended(first)).state is ActionState.SUCCEEDED
+
+
+async def test_the_api_plans_runs_follows_and_cancels_pipelines(karma: EmbeddedKarma) -> None:
+    import httpx
+    import yaml
+
+    from karma.api.keys import Scope
+    from tests.support.api import admin_key, bearer, new_key
+
+    assert karma.api is not None, "the embedded stack serves the API"
+    spec = yaml.safe_load(CANCELLED)
+    async with httpx.AsyncClient(
+        base_url=karma.api.url, timeout=30, headers=bearer(admin_key(karma))
+    ) as api:
+        planned = (await api.post("/v1/pipelines/plan", json={"spec": spec})).json()
+        assert planned["waves"] == [["quick"], ["slow-a", "slow-b", "waits"], ["later"]]
+        stale = await api.post("/v1/pipelines", json={"spec": spec, "plan_hash": "0" * 64})
+        assert stale.status_code == 409 and stale.json()["errors"][0]["field"] == "plan_hash"
+        bad = await api.post("/v1/pipelines", json={"spec": {**spec, "steps": []}})
+        assert bad.status_code == 422
+        cyclic = {**spec, "steps": [{**spec["steps"][0], "needs": ["quick"]}]}
+        refused = await api.post("/v1/pipelines", json={"spec": cyclic})
+        assert refused.status_code == 422 and "steps.quick.needs" in refused.text
+        body = {"spec": spec, "plan_hash": planned["plan_hash"], "tenant": "acme"}
+        created = await api.post("/v1/pipelines", json=body, headers={"Idempotency-Key": unique()})
+        assert created.status_code == 202, created.text
+        pipeline_id = created.json()["pipeline_id"]
+        assert created.headers["Location"] == f"/v1/pipelines/{pipeline_id}"
+        other = new_key(karma, Scope.READ, tenant="other")
+        hidden = await api.get(f"/v1/pipelines/{pipeline_id}", headers=bearer(other))
+        assert hidden.status_code == 404
+        deadline = asyncio.get_running_loop().time() + RESULT_TIMEOUT
+        while True:
+            status = (await api.get(f"/v1/pipelines/{pipeline_id}")).json()
+            if any(s["state"] == "running" and s["id"] == "slow-a" for s in status["steps"]):
+                break
+            assert asyncio.get_running_loop().time() < deadline, status
+            await asyncio.sleep(0.2)
+        assert (await api.post(f"/v1/pipelines/{pipeline_id}/cancel")).status_code == 202
+        await ended(karma.client.pipeline(pipeline_id))
+        status = (await api.get(f"/v1/pipelines/{pipeline_id}")).json()
+        assert status["state"] == "CANCELLED"
+        assert (await api.post(f"/v1/pipelines/{pipeline_id}/cancel")).status_code == 409
+        assert (await api.get("/v1/pipelines/pl_" + "0" * 32)).status_code == 404
+        assert (await api.get("/v1/pipelines/nope")).status_code == 422
