@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.entropy_schema import entropy_tables
+from bridge.graph_store import graph_tables
 from karma import fingerprint, names
 from karma.envelope import Envelope, Transition
 from karma.errors import FieldError, ValidationError
@@ -426,6 +427,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(5, "action_events.trace_id (traced actions from now on)", _added_columns(5)),
     Migration(6, "entropy_baselines, deviations, entropy_scans, rule_decisions", entropy_tables),
+    Migration(7, "graph_versions (the component graph per environment)", graph_tables),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -62,4 +62,5 @@ VIEW_ENDED_ACTIONS: Final = "ended_actions"  # one row per ended action
 TABLE_BASELINES: Final = "entropy_baselines"  # expectations per (entity, step) and window
 TABLE_DEVIATIONS: Final = "deviations"
 TABLE_RULE_DECISIONS: Final = "rule_decisions"  # each rule's decision on each event
+TABLE_GRAPH_VERSIONS: Final = "graph_versions"  # the component graph as built per environment
 TABLE_SCANS: Final = "entropy_scans"  # the windows scanned (a scan resumes after the last)

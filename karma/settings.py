@@ -330,6 +330,16 @@ class EntropySettings(BaseModel):
     )
 
 
+class GraphSettings(BaseModel):
+    """The component graph: where its YAML lives and where runtime values come from."""
+
+    dir: Path = Field(default=Path("graph"), description="holds components/ and params/")
+    store: Literal["file", "ssm"] = Field(
+        default="file", description="file: <dir>/params/<env>.yaml; ssm: AWS SSM (boto3)"
+    )
+    ssm_prefix: str = Field(default="/karma", description="<prefix>/<env>/<component>/<name>")
+
+
 class Settings(BaseSettings):
     """All of Karma's configuration."""
 
@@ -362,6 +372,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     entropy: EntropySettings = Field(default_factory=EntropySettings)
+    graph: GraphSettings = Field(default_factory=GraphSettings)
 
     @property
     def clickhouse_dsn(self) -> str:

@@ -33,6 +33,7 @@ from karma.api.analytics_routes import LedgerQuery, install_analytics_routes
 from karma.api.auth import ANONYMOUS, COOKIE, Caller, Guard, caller_of, requires, unauthorized
 from karma.api.codec_server import install_codec_routes
 from karma.api.entropy_routes import install_entropy_routes
+from karma.api.graph_routes import install_graph_routes
 from karma.api.hub import Subscription, TransitionHub
 from karma.api.keys import Scope
 from karma.api.limits import BodyLimit, PageHeaders
@@ -282,6 +283,7 @@ def create_app(services: ApiServices) -> FastAPI:
     install_analytics_routes(app, services.analytics, reader)
     install_entropy_routes(app, services.analytics, reader, services.settings.entropy)
     install_pipeline_routes(app, client, reader, requester)
+    install_graph_routes(app, services.analytics, reader, requester)
 
     @app.get("/v1/info", response_model=ApiInfo, tags=["health"])
     async def info() -> ApiInfo:

@@ -16,6 +16,7 @@ from temporalio.service import RPCError
 from karma.cli import (
     action_commands,
     entropy_commands,
+    graph_commands,
     inbound_commands,
     key_commands,
     ledger_commands,
@@ -222,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     entropy_commands.add_parsers(sub)
     rules_commands.add_parser(sub)
     pipeline_commands.add_parser(sub)
+    graph_commands.add_parser(sub)
 
     actions = sub.add_parser("actions", help="list action types and their parameters")
     actions.add_argument("type", nargs="?", help="show one action type")

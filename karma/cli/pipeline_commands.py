@@ -20,7 +20,7 @@ from karma.cli.stats_commands import duration
 from karma.errors import FieldError, LedgerUnavailableError, ValidationError, field_errors
 from karma.lifecycle import ActionState
 from karma.params import REDACTED
-from karma.pipelines.client import prepare
+from karma.pipelines.client import PipelineHandle, prepare
 from karma.pipelines.plan import PipelinePlan, check, plan
 from karma.pipelines.run import PipelineStatus, StepState
 from karma.pipelines.spec import PipelineSpec, load_spec
@@ -160,7 +160,11 @@ async def run(args: argparse.Namespace) -> int:
     if not args.wait:
         print(f"follow it: karma pipeline status {handle.pipeline_id}")
         return 0
-    console = Console()
+    return await follow(handle, Console())
+
+
+async def follow(handle: PipelineHandle, console: Console) -> int:
+    """A live tree of the run's steps until it ends; 0 when it SUCCEEDED."""
     if console.is_terminal:
         with Live(console=console, refresh_per_second=4) as live:
             async for status in handle.watch():

@@ -1,0 +1,1 @@
+"""The component graph: components, runtime values, plans and deployments."""
