@@ -90,7 +90,7 @@ class GraphStore:
                 any(tags['graph_runtime_hash']) AS graph_runtime_hash,
                 min(ts) AS requested_at,
                 maxIf(ts, state IN ('SUCCEEDED', 'FAILED', 'CANCELLED')) AS ended_at,
-                argMaxIf(state, seq, state != '') AS state,
+                argMaxIf(state, seq, state != '') AS final_state,
                 groupArrayIf(JSONExtractString(attrs, 'step'),
                     event_type = 'pipeline.step_ended'
                     AND JSONExtractString(attrs, 'outcome') = 'succeeded') AS succeeded_steps
@@ -108,7 +108,7 @@ class GraphStore:
             row["reloaded"] = sorted(
                 s.removeprefix("reload-") for s in steps if s.startswith("reload-")
             )
-            row["state"] = row["state"] or "REQUESTED"
+            row["state"] = row.pop("final_state") or "REQUESTED"
             out.append(row)
         return out
 
