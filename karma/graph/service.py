@@ -128,19 +128,33 @@ def built(
 
 
 def change_plan(
-    settings: Settings, directory: Path, component: str, env: str, registry: Any
+    settings: Settings,
+    directory: Path,
+    component: str,
+    env: str,
+    registry: Any,
+    ledger: GraphLedger | None = None,
 ) -> tuple[ChangePlan, dict[str, Any], GraphVersion]:
-    """What deploying `component` to `env` changes, against the ledger's last deploy."""
+    """What deploying `component` to `env` changes, against the ledger's last deploy
+    (`ledger`, or the one `graph_ledger` finds)."""
     graph, version, values = built(settings, directory, env, registry)
     deployed: dict[str, Any] | None = None
     before: GraphVersion | None = None
     note = "against the ledger's last deploy that succeeded"
+
+    def read(ledger: GraphLedger) -> None:
+        nonlocal deployed, before
+        if component in graph.components:
+            deployed = ledger.last_deployed(component, env)
+        if deployed and deployed.get("graph_version"):
+            before = ledger.version(env, deployed["graph_version"])
+
     try:
-        with graph_ledger(settings) as ledger:
-            if component in graph.components:
-                deployed = ledger.last_deployed(component, env)
-            if deployed and deployed.get("graph_version"):
-                before = ledger.version(env, deployed["graph_version"])
+        if ledger is not None:
+            read(ledger)
+        else:
+            with graph_ledger(settings) as found:
+                read(found)
     except LedgerUnavailableError as exc:
         note = f"the ledger could not be read, so as if never deployed ({exc})"
     planned, params = plan_change(graph, version, component, values, deployed, before)
