@@ -1,0 +1,145 @@
+"""Running a child process for an action: its own process group (stopped whole on a
+timeout or a cancellation: SIGTERM, then SIGKILL), a small environment (not the worker's,
+which holds Karma's keys), output captured and truncated, and secret values masked in it
+before anything publishes it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from karma.errors import PermanentError
+
+# What a child gets from the worker's environment unless told to inherit it all.
+PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER")
+KILL_GRACE_S = 5.0
+MASK = "***"
+
+
+@dataclass
+class Finished:
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration_ms: int
+    truncated: bool
+    timed_out: bool = False
+
+
+def environment(given: Mapping[str, object] | None, *, inherit: bool) -> dict[str, str]:
+    base = (
+        dict(os.environ)
+        if inherit
+        else {k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}
+    )
+    for key, value in (given or {}).items():
+        if not isinstance(key, str) or not key or "=" in key or "\x00" in key:
+            raise PermanentError(f"env: {key!r} is not a variable name")
+        base[key] = str(value)
+    return base
+
+
+def masked(text: str, secrets: Iterable[str]) -> str:
+    for secret in sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+class _Tail:
+    """The last `limit` bytes of a stream, and whether more came."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+        self.truncated = False
+
+    def add(self, chunk: bytes) -> None:
+        self.data += chunk
+        if len(self.data) > self.limit:
+            del self.data[: len(self.data) - self.limit]
+            self.truncated = True
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+async def _drain(stream: asyncio.StreamReader | None, tail: _Tail) -> None:
+    if stream is None:
+        return
+    while chunk := await stream.read(65536):
+        tail.add(chunk)
+
+
+def _stop(process: asyncio.subprocess.Process, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+async def run(
+    argv: Sequence[str],
+    *,
+    cwd: str | None,
+    env: dict[str, str],
+    timeout_s: float,
+    max_output_bytes: int,
+    secrets: Iterable[str] = (),
+) -> Finished:
+    """Run `argv` to its end, or stop its whole process group after `timeout_s` or when
+    the caller is cancelled (then re-raised).
+
+    Raises:
+        karma.errors.PermanentError: argv is not a non-empty list of strings, or the
+            program or working directory does not exist.
+    """
+    if not argv or not all(isinstance(a, str) for a in argv):
+        raise PermanentError("argv: a non-empty list of strings")
+    started = time.monotonic()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd or None,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # its own process group: stopped whole
+        )
+    except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        raise PermanentError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from exc
+    out, err = _Tail(max_output_bytes), _Tail(max_output_bytes)
+    readers = asyncio.gather(_drain(process.stdout, out), _drain(process.stderr, err))
+    timed_out = False
+    try:
+        await asyncio.wait_for(asyncio.shield(process.wait()), timeout_s)
+    except TimeoutError:
+        timed_out = True
+        await _terminate(process)
+    except asyncio.CancelledError:
+        await _terminate(process)
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(readers, KILL_GRACE_S)
+    secret = list(secrets)
+    return Finished(
+        exit_code=process.returncode if process.returncode is not None else -1,
+        stdout=masked(out.text(), secret),
+        stderr=masked(err.text(), secret),
+        duration_ms=int((time.monotonic() - started) * 1000),
+        truncated=out.truncated or err.truncated,
+        timed_out=timed_out,
+    )
+
+
+async def _terminate(process: asyncio.subprocess.Process) -> None:
+    _stop(process, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), KILL_GRACE_S)
+    except TimeoutError:
+        _stop(process, signal.SIGKILL)
+        await process.wait()

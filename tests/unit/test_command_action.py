@@ -1,0 +1,107 @@
+"""The `command` action's process handling with real child processes: exit codes, the
+timeout that stops the whole process group, truncated output, masked secrets, the small
+environment, and a cancellation that stops the child."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from karma.actions import _process
+from karma.actions.command import judge
+from karma.errors import PermanentError, TransientError
+
+PY = sys.executable
+
+
+async def run(code: str, **kwargs: object) -> _process.Finished:
+    options: dict[str, object] = {
+        "cwd": None, "env": _process.environment({}, inherit=False), "timeout_s": 10.0,
+        "max_output_bytes": 65536,
+    }  # fmt: skip
+    options.update(kwargs)
+    return await _process.run([PY, "-c", code], **options)  # type: ignore[arg-type]
+
+
+async def test_exit_codes_decide_success_retry_or_failure() -> None:
+    ok = await run("print('hi')")
+    judge(ok, {0}, set())
+    assert ok.exit_code == 0 and ok.stdout == "hi\n"
+    failed = await run("import sys; print('boom', file=sys.stderr); sys.exit(3)")
+    with pytest.raises(PermanentError, match="exit code 3: boom"):
+        judge(failed, {0}, set())
+    with pytest.raises(TransientError, match="exit code 3"):
+        judge(failed, {0}, {3})
+    judge(failed, {0, 3}, set())
+
+
+async def test_a_timeout_stops_the_whole_process_group(tmp_path: Path) -> None:
+    marker = tmp_path / "grandchild.pid"
+    code = (
+        "import subprocess, sys, time\n"
+        f"p = subprocess.Popen([{PY!r}, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(marker)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(60)\n"
+    )
+    started = time.monotonic()
+    finished = await run(code, timeout_s=1.0)
+    assert finished.timed_out and time.monotonic() - started < 10
+    with pytest.raises(TransientError, match="timeout"):
+        judge(finished, {0}, set())
+    grandchild = int(marker.read_text())
+    for _ in range(50):  # reaped by init once killed
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the grandchild outlived the timeout")
+
+
+async def test_output_is_truncated_to_its_tail_and_secrets_are_masked() -> None:
+    finished = await run(
+        "print('x' * 5000); print('token hunter2 end')",
+        max_output_bytes=100,
+        secrets=["hunter2"],
+    )
+    assert finished.truncated and len(finished.stdout) <= 100
+    assert finished.stdout.endswith("token *** end\n") and "hunter2" not in finished.stdout
+
+
+async def test_the_child_gets_a_small_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KARMA_SECRETS_KEY", "do-not-leak")
+    env = _process.environment({"GIVEN": "1"}, inherit=False)
+    finished = await run("import os; print(sorted(os.environ))", env=env)
+    assert "KARMA_SECRETS_KEY" not in finished.stdout and "'GIVEN'" in finished.stdout
+    assert "PATH" in finished.stdout
+    with pytest.raises(PermanentError):
+        _process.environment({"A=B": "x"}, inherit=False)
+
+
+async def test_a_cancelled_attempt_stops_its_child(tmp_path: Path) -> None:
+    marker = tmp_path / "pid"
+    task = asyncio.ensure_future(
+        run(f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(60)")
+    )
+    for _ in range(200):  # the child writes its pid once it runs
+        if marker.exists() and marker.read_text():
+            break
+        await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(marker.read_text()), 0)
+
+
+async def test_a_missing_program_or_bad_argv_is_permanent() -> None:
+    with pytest.raises(PermanentError, match="cannot run"):
+        await _process.run(["/no/such/program"], cwd=None, env={}, timeout_s=5, max_output_bytes=10)
+    with pytest.raises(PermanentError, match="argv"):
+        await _process.run([], cwd=None, env={}, timeout_s=5, max_output_bytes=10)
