@@ -18,7 +18,7 @@ from karma.errors import ActionNotFoundError, FieldError, ValidationError
 from karma.ids import new_pipeline_id, pipeline_id_for_key, pipeline_workflow_id
 from karma.pipelines.plan import check, pipeline_params, plan, registry_hash, spec_hash
 from karma.pipelines.run import PipelineRequest, PipelineStatus
-from karma.pipelines.spec import PipelineSpec
+from karma.pipelines.spec import PipelineSpec, references
 from karma.secrets import SecretSealer
 from karma.web_ui import details
 
@@ -55,6 +55,7 @@ def prepare(
     if sealer is not None:
         secret = {n for n, p in spec.params.items() if p.secret}
         checked = sealer.seal_named(secret, checked)
+        spec = sealed_steps(spec, registry, sealer)
     pipeline_id = (
         pipeline_id_for_key(idempotency_key, tenant) if idempotency_key else new_pipeline_id()
     )
@@ -72,6 +73,23 @@ def prepare(
         )
     except ValueError as exc:
         raise ValidationError([FieldError(field="request", reason=str(exc))]) from exc
+
+
+def sealed_steps(spec: PipelineSpec, registry: Any, sealer: SecretSealer) -> PipelineSpec:
+    """The spec with the values written in it for secret params sealed: they travel to
+    the worker in the workflow's input, never in clear."""
+    steps = []
+    for step in spec.steps:
+        secret = {
+            name
+            for name in registry.meta(step.action).secret_params
+            if name in step.params and not references(step.params[name])
+        }
+        sealed = sealer.seal_named(secret, step.params) if secret else step.params
+        steps.append(step.model_copy(update={"params": sealed}))
+    out = spec.model_copy(update={"steps": steps})
+    out._by_id = {}  # the copy's own steps, not the original's
+    return out
 
 
 def _check_saved(

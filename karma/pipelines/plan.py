@@ -474,6 +474,8 @@ def _step_plan(
             raise ValidationError(
                 [FieldError(field=field, reason=f"resolves to a value that {problem}")]
             )
+        if definition is not None and definition.secret:
+            out.params[name] = REDACTED  # a plan is shown and saved
     skipped_inputs = sorted(
         {s for waits in out.known_after.values() for s in waits if planned[s].runs is False}
     )

@@ -4,6 +4,8 @@ the pipeline and of its steps' actions on Kafka and in ClickHouse exactly once."
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from karma.pipelines.spec import parse_spec
 from karma.status import ActionStatus
 from tests.conftest import unique
 from tests.support.checks import assert_mirrored
+from tests.support.kafka import transitions_on_kafka
 from tests.support.pipelines import CANCELLED, COMPENSATED, DIAMOND
 from workers.embedded import EmbeddedKarma
 
@@ -199,3 +202,72 @@ async def test_the_api_plans_runs_follows_and_cancels_pipelines(karma: EmbeddedK
         assert (await api.post(f"/v1/pipelines/{pipeline_id}/cancel")).status_code == 409
         assert (await api.get("/v1/pipelines/pl_" + "0" * 32)).status_code == 404
         assert (await api.get("/v1/pipelines/nope")).status_code == 422
+
+
+INFRA = """
+name: infra
+on_failure: compensate
+steps:
+  - id: network
+    action: terraform
+    params:
+      dir: DIR
+      vars: {password: s3cret-value-1}
+      env: {FAKE_TERRAFORM_LOG: "@LOG@"}
+      restore_targets: [aws_vpc.main]
+  - id: smoke
+    action: command
+    needs: [network]
+    params:
+      argv: [PYTHON, -c, "import os, sys; print('token', os.environ['TOKEN']); sys.exit(7)"]
+      env: {TOKEN: tok-value-22}
+"""
+
+
+async def test_terraform_and_command_steps_keep_secrets_and_roll_back(
+    karma: EmbeddedKarma, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import sys
+
+    # A FAKE terraform (tests/support/bin): neither terraform nor tofu installs here.
+    fake = Path(__file__).parents[1] / "support" / "bin"
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    log = tmp_path / "terraform.log"
+    text = INFRA.replace("DIR", str(tmp_path)).replace("PYTHON", sys.executable)
+    text = text.replace("@LOG@", str(log))
+    handle = await karma.client.start_pipeline(parse_spec(text))
+    status = await ended(handle)
+    assert status.state is ActionState.FAILED
+    assert {s.id: s.state for s in status.steps} == {
+        "network": StepState.COMPENSATED,
+        "smoke": StepState.FAILED,
+    }, status.steps
+    smoke = status.step("smoke")
+    assert smoke.error is not None and "exit code 7" in smoke.error.message
+    assert "token ***" in smoke.error.message and "tok-value-22" not in smoke.error.message
+    calls = [json.loads(line)["args"] for line in log.read_text().splitlines()]
+    commands = [next(a for a in c if not a.startswith("-")) for c in calls]
+    assert commands == ["init", "plan", "apply", "destroy"]
+    assert "-target=aws_vpc.main" in calls[-1] and "-var=password=s3cret-value-1" in calls[1]
+    network = await karma.client.handle(status.step("network").action_id).status()
+    outputs = network.outputs
+    assert outputs["to_add"] == 2 and outputs["to_change"] == 1 and outputs["applied"] is True
+    assert "password ***" in outputs["plan"]
+    actions = await children(karma, status)
+    await assert_mirrored(karma, [as_action(status), *actions])
+    # The secrets reached the processes, and nothing else: not Temporal's histories, not
+    # Kafka, not the ledger.
+    histories = [
+        (await karma.temporal.get_workflow_handle(w).fetch_history()).to_json()
+        for w in [handle.workflow_id, *(f"action-{a.action_id}" for a in actions)]
+    ]
+    rows = await asyncio.to_thread(karma.ledger.transitions, [a.action_id for a in actions])
+    on_kafka = await transitions_on_kafka(
+        karma.settings.kafka, [status.pipeline_id, *(a.action_id for a in actions)]
+    )
+    published = json.dumps([[m.json() for m in ms] for ms in on_kafka.values()])
+    for secret in ("s3cret-value-1", "tok-value-22"):
+        assert all(secret not in h for h in histories), secret
+        assert all(secret not in json.dumps(r.attrs) for r in rows), secret
+        assert secret not in published, secret
