@@ -91,6 +91,12 @@ class GraphStore:
                 min(ts) AS requested_at,
                 maxIf(ts, state IN ('SUCCEEDED', 'FAILED', 'CANCELLED')) AS ended_at,
                 argMaxIf(state, seq, state != '') AS final_state,
+                countIf(event_type = 'pipeline.step_ended'
+                    AND JSONExtractString(attrs, 'step') = concat('deploy-', tags['graph_root'])
+                    AND JSONExtractString(attrs, 'outcome') = 'succeeded') > 0
+                AND countIf(event_type = 'pipeline.step_compensated'
+                    AND JSONExtractString(attrs, 'step') = concat('deploy-', tags['graph_root'])
+                    AND JSONExtractString(attrs, 'outcome') = 'compensated') = 0 AS deployed,
                 groupArrayIf(JSONExtractString(attrs, 'step'),
                     event_type = 'pipeline.step_ended'
                     AND JSONExtractString(attrs, 'outcome') = 'succeeded') AS succeeded_steps
@@ -109,12 +115,15 @@ class GraphStore:
                 s.removeprefix("reload-") for s in steps if s.startswith("reload-")
             )
             row["state"] = row.pop("final_state") or "REQUESTED"
+            row["deployed"] = bool(row["deployed"])
             out.append(row)
         return out
 
     def last_deployed(self, component: str, env: str) -> dict[str, Any] | None:
-        """The last deploy of `component` to `env` that succeeded."""
-        for row in self.deployments(component, env, limit=1000):
-            if row["state"] == "SUCCEEDED":
-                return row
-        return None
+        """The last deploy of `component` to `env` whose deploy step succeeded and was not
+        undone (what runs now, even when a later reload failed)."""
+        return last_deployed(self.deployments(component, env, limit=1000))
+
+
+def last_deployed(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((r for r in rows if r.get("deployed")), None)

@@ -11,6 +11,8 @@ which is enough when client and worker share a machine (`karma dev`).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 from collections.abc import Mapping, Set
@@ -34,6 +36,12 @@ def is_sealed(value: Any) -> bool:
 class SecretSealer:
     def __init__(self, key: bytes) -> None:
         self._fernet = Fernet(key)
+        self._key = key
+
+    def digest(self, text: str) -> str:
+        """A keyed hash (HMAC-SHA256): says whether a value changed, and cannot be
+        reversed by guessing without the key."""
+        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SecretSealer:

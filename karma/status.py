@@ -12,6 +12,7 @@ from karma.envelope import Transition
 from karma.errors import ErrorInfo
 from karma.interactive import Decision
 from karma.lifecycle import ActionState
+from karma.meta import RetryPolicy
 
 
 class UndoStep(BaseModel):
@@ -26,6 +27,8 @@ class Undo(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     steps: list[UndoStep] = Field(default_factory=list)
     timeout_s: float = 300.0
+    heartbeat_timeout_s: float | None = None
+    retry: RetryPolicy | None = Field(default=None, description="its compensations' retries")
 
 
 class ActionOutcome(BaseModel):

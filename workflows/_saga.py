@@ -70,10 +70,13 @@ async def _steps(ctx: RunContext, done: list[UndoneStep]) -> Ending:
         if index + 1 < len(steps):
             # It came while this step finished anyway: start no further step.
             cancellation.checkpoint()
+    plan = ctx.execution
     undo = Undo(
         params=ctx.params,
         steps=[UndoStep(step=d.step, compensation=d.compensation) for d in done],
-        timeout_s=ctx.execution.timeout.total_seconds(),
+        timeout_s=plan.timeout.total_seconds(),
+        heartbeat_timeout_s=plan.heartbeat_timeout.total_seconds(),
+        retry=plan.compensation_retry or plan.retry,
     )
     return Ending(EventType.SUCCEEDED, outputs=outputs, at=at, undo=undo)
 

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    FailureError,
+    WorkflowAlreadyStartedError,
+)
 from temporalio.exceptions import CancelledError as TemporalCancelled
 
 from workflows import _cancellation as cancellation
@@ -34,13 +42,17 @@ with workflow.unsafe.imports_passed_through():
     from karma.pipelines.spec import Step
     from karma.request import ActionRequest
     from karma.run_state import RunState
-    from karma.status import ActionOutcome, Undo
+    from karma.status import ActionOutcome, Undo, UndoStep
     from karma.transitions import TransitionLog
     from karma.workflow_io import CompensateInput, UndoneReport, UndoneStep
 
 from workflows._failures import temporal_retry
 
 COMPENSATION_RETRY = RetryPolicy(max_attempts=5)
+# A pipeline's result and status carry every step's outputs: bounded, so that hundreds of
+# steps stay under Temporal's 2 MB limit on a payload.
+STEP_OUTPUTS_BYTES = 4096
+PIPELINE_OUTPUTS_BYTES = 256 * 1024
 ENDINGS = {
     ActionState.SUCCEEDED: EventType.PIPELINE_SUCCEEDED,
     ActionState.FAILED: EventType.PIPELINE_FAILED,
@@ -116,6 +128,8 @@ class PipelineWorkflow:
             await asyncio.gather(*tasks)
         except asyncio.CancelledError:
             cancelled = True
+            for task in tasks:  # a cancel landing before the gather reached none of them
+                task.cancel()
         # Every step task ends (a running child ends cancelled, or as it ends anyway).
         await cancellation.uncancellable(asyncio.gather(*tasks, return_exceptions=True))
         at = await cancellation.uncancellable(self._time())
@@ -139,7 +153,11 @@ class PipelineWorkflow:
         self, state: ActionState, error: ErrorInfo | None, flusher: asyncio.Future[None]
     ) -> PipelineStatus:
         at = await self._time()
-        outputs = {r.id: r.outputs for r in self._steps.values() if r.state is StepState.SUCCEEDED}
+        outputs: dict[str, Any] = {
+            r.id: r.outputs for r in self._steps.values() if r.state is StepState.SUCCEEDED
+        }
+        if len(json.dumps(outputs, default=str)) > PIPELINE_OUTPUTS_BYTES:
+            outputs = {"_omitted": "the steps' outputs are too large together: see each step"}
         duration = millis(at - workflow.info().workflow_start_time)
         self._run.error = error
         self._record(
@@ -207,7 +225,46 @@ class PipelineWorkflow:
             TransitionAttrs(step=step.id, command=step.action, child_action_id=request.action_id),
             at,
         )
-        handle = await workflow.start_child_workflow(
+        starting = asyncio.ensure_future(self._start_child(request))
+        # Started whatever comes meanwhile: a child started as the pipeline is cancelled
+        # is cancelled and waited for (its rollback included), never abandoned.
+        try:
+            handle, cancelled = await cancellation.absorbing(starting)
+        except (WorkflowAlreadyStartedError, FailureError) as exc:
+            failed = internal(f"the step's action could not start: {exc}")
+            self._end_step(result, StepState.FAILED, "", failed, await self._time())
+            self._stopped_by(step, result)
+            return
+        timed_out = False
+        if cancelled:
+            handle.cancel()
+        elif step.timeout_s is not None:
+            try:
+                done, _ = await workflow.wait([handle], timeout=step.timeout_s)
+            except asyncio.CancelledError:
+                done = [handle]  # the pipeline is cancelled: that cancels the child below
+                handle.cancel()
+            if not done:
+                timed_out = True
+                handle.cancel()
+        state, outcome, error = await self._child_end(handle)
+        if timed_out and state is StepState.CANCELLED:
+            state = StepState.TIMED_OUT
+            error = ErrorInfo(
+                type=ErrorType.TIMEOUT, message=f"step timeout of {step.timeout_s:g} s reached"
+            )
+        if outcome is not None:
+            result.outputs = bounded_outputs(outcome.outputs, request.action_id)
+            if state is StepState.SUCCEEDED and outcome.undo is not None:
+                self._undo.append((step.id, request, outcome.undo))
+        reason = outcome.reason if outcome is not None else ""
+        self._end_step(result, state, reason, error, await cancellation.uncancellable(self._time()))
+        self._stopped_by(step, result)
+
+    async def _start_child(
+        self, request: ActionRequest
+    ) -> workflow.ChildWorkflowHandle[object, ActionOutcome]:
+        return await workflow.start_child_workflow(
             names.ACTION_WORKFLOW,
             request,
             id=workflow_id_for(request.action_id),
@@ -219,29 +276,6 @@ class PipelineWorkflow:
             static_details=web_ui.details(request),
             result_type=ActionOutcome,
         )
-        timed_out = False
-        if step.timeout_s is not None:
-            try:
-                done, _ = await workflow.wait([handle], timeout=step.timeout_s)
-            except asyncio.CancelledError:
-                done = set()
-                handle.cancel()
-            if not done and not handle.done():
-                timed_out = True
-                handle.cancel()
-        state, outcome, error = await self._child_end(handle)
-        if timed_out and state is StepState.CANCELLED:
-            state = StepState.TIMED_OUT
-            error = ErrorInfo(
-                type=ErrorType.TIMEOUT, message=f"step timeout of {step.timeout_s:g} s reached"
-            )
-        if outcome is not None:
-            result.outputs = outcome.outputs
-            if state is StepState.SUCCEEDED and outcome.undo is not None:
-                self._undo.append((step.id, request, outcome.undo))
-        reason = outcome.reason if outcome is not None else ""
-        self._end_step(result, state, reason, error, await cancellation.uncancellable(self._time()))
-        self._stopped_by(step, result)
 
     async def _child_end(
         self, handle: workflow.ChildWorkflowHandle[object, ActionOutcome]
@@ -249,8 +283,7 @@ class PipelineWorkflow:
         """How the child ended; a cancellation of the pipeline meanwhile cancels the child,
         which is waited for (its rollback included)."""
         try:
-            # Cancelling the waiting task cancels the child, and the wait goes on to its end.
-            outcome = await handle
+            outcome = await _child_result(handle)
         except ChildWorkflowError as err:
             if isinstance(err.cause, TemporalCancelled):
                 return StepState.CANCELLED, None, cancellation.ON_REQUEST
@@ -308,7 +341,7 @@ class PipelineWorkflow:
         )  # fmt: skip
         for index in reversed(range(len(self._undo))):
             step_id, request, undo = self._undo[index]
-            failure = await self._undo_action(request, undo, cause)
+            failure, left = await self._undo_action(request, undo, cause)
             self._record(
                 EventType.PIPELINE_STEP_COMPENSATED,
                 TransitionAttrs(
@@ -322,14 +355,17 @@ class PipelineWorkflow:
             if failure is None:
                 self._steps[step_id].state = StepState.COMPENSATED
                 continue
-            left = [s for s, _, _ in self._undo[: index + 1]]
-            return await self._report_undone(request, undo, failure, left)
+            return await self._report_undone(index, left, failure)
         return None
 
     async def _undo_action(
         self, request: ActionRequest, undo: Undo, cause: ErrorInfo | None
-    ) -> ErrorInfo | None:
-        for step in reversed(undo.steps):
+    ) -> tuple[ErrorInfo | None, list[UndoStep]]:
+        """Undo one action's steps, the last first: the error that stopped it, and the
+        steps left undone."""
+        for index in reversed(range(len(undo.steps))):
+            step = undo.steps[index]
+            heartbeat = undo.heartbeat_timeout_s
             try:
                 await workflow.execute_activity(
                     names.COMPENSATE_STEP,
@@ -341,33 +377,41 @@ class PipelineWorkflow:
                         cause=cause,
                     ),
                     start_to_close_timeout=timedelta(seconds=undo.timeout_s),
-                    retry_policy=temporal_retry(COMPENSATION_RETRY),
+                    heartbeat_timeout=timedelta(seconds=heartbeat) if heartbeat else None,
+                    retry_policy=temporal_retry(undo.retry or COMPENSATION_RETRY),
                 )
             except ActivityError as err:
-                return classify(err).error
-        return None
+                return classify(err).error, undo.steps[: index + 1]
+        return None, []
 
     async def _report_undone(
-        self, request: ActionRequest, undo: Undo, failure: ErrorInfo, left: list[str]
+        self, index: int, left: list[UndoStep], failure: ErrorInfo
     ) -> ErrorInfo:
+        """Put what the rollback left undone on the DLQ, one letter per action: the rest
+        of the failing one, and every finished step before it."""
+        step_id = self._undo[index][0]
+        undone = [step_id, *(s for s, _, _ in reversed(self._undo[:index]))]
         error = ErrorInfo(
             type=ErrorType.COMPENSATION_FAILED,
-            message=f"undoing step {left[-1]} failed ({failure.message}); "
-            f"not undone: {', '.join(left)}",
+            message=f"undoing step {step_id} failed ({failure.message}); "
+            f"not undone: {', '.join(undone)}",
         )
-        report = UndoneReport(
-            action_id=request.action_id,
-            action_type=request.action_type,
-            reason=error.message,
-            error=error,
-            undone=[UndoneStep(step=s.step, compensation=s.compensation) for s in undo.steps],
-        )
-        await workflow.execute_activity(
-            names.REPORT_UNDONE,
-            report,
-            start_to_close_timeout=timedelta(minutes=1),
-            retry_policy=DURABLE_EMIT_RETRY,
-        )
+        pending = [(self._undo[index][1], left)]
+        pending += [(request, undo.steps) for _, request, undo in reversed(self._undo[:index])]
+        for request, steps in pending:
+            report = UndoneReport(
+                action_id=request.action_id,
+                action_type=request.action_type,
+                reason=error.message,
+                error=error,
+                undone=[UndoneStep(step=s.step, compensation=s.compensation) for s in steps],
+            )
+            await workflow.execute_activity(
+                names.REPORT_UNDONE,
+                report,
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=DURABLE_EMIT_RETRY,
+            )
         return error
 
     # -- transitions -------------------------------------------------------------------
@@ -391,3 +435,26 @@ class PipelineWorkflow:
             if not self._log.pending():
                 return
             await cancellation.uncancellable(self._outbox.flush())
+
+
+async def _child_result(
+    handle: workflow.ChildWorkflowHandle[object, ActionOutcome],
+) -> ActionOutcome:
+    """The child's end. Cancelling the waiting task cancels the child and the wait goes
+    on (the SDK's own handling); when the child ended in the same task as the
+    cancellation, its result is taken rather than lost."""
+    try:
+        return await handle
+    except asyncio.CancelledError:
+        if not handle.done():
+            handle.cancel()
+        return await cancellation.uncancellable(handle)
+
+
+def bounded_outputs(outputs: dict[str, Any], action_id: str) -> dict[str, Any]:
+    """A step's outputs as the pipeline keeps them (its status, its result): whole up to
+    STEP_OUTPUTS_BYTES, else a pointer to the action that holds them."""
+    size = len(json.dumps(outputs, default=str))
+    if size <= STEP_OUTPUTS_BYTES:
+        return outputs
+    return {"_omitted": f"{size} bytes of outputs: see action {action_id}"}

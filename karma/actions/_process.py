@@ -18,6 +18,8 @@ from karma.errors import PermanentError
 # What a child gets from the worker's environment unless told to inherit it all.
 PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER")
 KILL_GRACE_S = 5.0
+READ_GRACE_S = 1.0  # after its exit, for the last of its output
+POLL_S = 0.05
 MASK = "***"
 
 
@@ -111,35 +113,56 @@ async def run(
         )
     except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         raise PermanentError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from exc
-    out, err = _Tail(max_output_bytes), _Tail(max_output_bytes)
+    secret = [str(x) for x in secrets]
+    # Kept a little longer than asked, so that a secret cut at the edge is still masked.
+    margin = max((len(x.encode()) for x in secret), default=0)
+    out, err = _Tail(max_output_bytes + margin), _Tail(max_output_bytes + margin)
     readers = asyncio.gather(_drain(process.stdout, out), _drain(process.stderr, err))
     timed_out = False
     try:
-        await asyncio.wait_for(asyncio.shield(process.wait()), timeout_s)
-    except TimeoutError:
-        timed_out = True
-        await _terminate(process)
+        # Its exit, not its pipes' end: a background child may hold them open.
+        timed_out = not await _exited(process, timeout_s)
+        if timed_out:
+            await _terminate(process)
     except asyncio.CancelledError:
         await _terminate(process)
         raise
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(readers, KILL_GRACE_S)
-    secret = list(secrets)
+        _stop(process, signal.SIGKILL)  # what it left running in its group
+        try:
+            await asyncio.wait_for(asyncio.shield(readers), READ_GRACE_S)
+        except (TimeoutError, asyncio.CancelledError):
+            readers.cancel()
     return Finished(
         exit_code=process.returncode if process.returncode is not None else -1,
-        stdout=masked(out.text(), secret),
-        stderr=masked(err.text(), secret),
+        stdout=_last(masked(out.text(), secret), max_output_bytes),
+        stderr=_last(masked(err.text(), secret), max_output_bytes),
         duration_ms=int((time.monotonic() - started) * 1000),
-        truncated=out.truncated or err.truncated,
+        truncated=out.truncated
+        or err.truncated
+        or len(out.data) > max_output_bytes
+        or len(err.data) > max_output_bytes,
         timed_out=timed_out,
     )
 
 
+def _last(text: str, limit: int) -> str:
+    data = text.encode()
+    return data[-limit:].decode("utf-8", errors="replace") if len(data) > limit else text
+
+
+async def _exited(process: asyncio.subprocess.Process, timeout_s: float) -> bool:
+    """Whether the process exited within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while process.returncode is None:
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(POLL_S)
+    return True
+
+
 async def _terminate(process: asyncio.subprocess.Process) -> None:
     _stop(process, signal.SIGTERM)
-    try:
-        await asyncio.wait_for(process.wait(), KILL_GRACE_S)
-    except TimeoutError:
+    if not await _exited(process, KILL_GRACE_S):
         _stop(process, signal.SIGKILL)
-        await process.wait()
+        await _exited(process, KILL_GRACE_S)

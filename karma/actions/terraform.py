@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from karma.actions import _process
@@ -87,19 +88,25 @@ def binary(params: Any) -> str:
     raise PermanentError("neither terraform nor tofu is on the worker's PATH (or set binary)")
 
 
-def _vars(params: Any) -> list[str]:
+def _vars(params: Any) -> dict[str, str]:
+    """`vars` as TF_VAR_<name> variables: never on the command line (`ps` shows that)."""
     given = params.get("vars") or {}
     if not isinstance(given, dict):
         raise PermanentError("vars: an object of variables")
-    return [f"-var={k}={v if isinstance(v, str) else _json(v)}" for k, v in sorted(given.items())]
+    return {f"TF_VAR_{k}": v if isinstance(v, str) else json.dumps(v) for k, v in given.items()}
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value)
+def _leaves(value: Any) -> list[str]:
+    """Every string a value holds (a map's values, a list's items), and its JSON."""
+    if isinstance(value, dict):
+        return [json.dumps(value), *(s for v in value.values() for s in _leaves(v))]
+    if isinstance(value, list):
+        return [json.dumps(value), *(s for v in value for s in _leaves(v))]
+    return [value if isinstance(value, str) else json.dumps(value)]
 
 
 def _secrets(params: Any) -> list[str]:
-    return [str(v) for key in ("vars", "env") for v in (params.get(key) or {}).values()]
+    return [s for key in ("vars", "env") for s in _leaves(params.get(key) or {})]
 
 
 async def _run(params: Any, args: list[str], *, transient: frozenset[int] = frozenset()) -> str:
@@ -109,7 +116,7 @@ async def _run(params: Any, args: list[str], *, transient: frozenset[int] = froz
     finished = await _process.run(
         [binary(params), f"-chdir={params['dir']}", *args],
         cwd=None,
-        env=_process.environment({"TF_IN_AUTOMATION": "1", **env}, inherit=False),
+        env=_process.environment({"TF_IN_AUTOMATION": "1", **env, **_vars(params)}, inherit=False),
         timeout_s=float(params["timeout_seconds"]),
         max_output_bytes=int(params["max_output_bytes"]),
         secrets=_secrets(params),
@@ -134,7 +141,7 @@ class TerraformExecutor(TransactionalActionExecutor):
         if ctx.step == "plan":
             destroy = ["-destroy"] if params["operation"] == "destroy" else []
             args = ["plan", "-input=false", "-no-color", f"-out={plan_file(ctx.action_id)}"]
-            text = await _run(params, [*args, *destroy, *_vars(params)])
+            text = await _run(params, [*args, *destroy])
             found = SUMMARY.search(text)
             counts = [int(n) for n in found.groups()] if found else [0, 0, 0]
             if found is None and NO_CHANGES not in text:
@@ -150,12 +157,18 @@ class TerraformExecutor(TransactionalActionExecutor):
             )
         if params["operation"] == "plan":
             return StepResult(outputs={"applied": False})
-        args = ["apply", "-input=false", "-no-color", "-auto-approve", plan_file(ctx.action_id)]
-        await _run(params, args)
         targets = params.get("restore_targets") or []
         if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
             raise PermanentError("restore_targets: a list of resource addresses")
-        return StepResult(outputs={"applied": True}, compensation={"targets": targets})
+        saved = Path(params["dir"]) / plan_file(ctx.action_id)
+        args = ["apply", "-input=false", "-no-color", "-auto-approve", saved.name]
+        try:
+            await _run(params, args)
+        finally:
+            saved.unlink(missing_ok=True)  # it holds the variables' values
+        # What a destroy removed is not restored by destroying more.
+        undo = {"targets": targets} if params["operation"] == "apply" else {}
+        return StepResult(outputs={"applied": True}, compensation=undo)
 
     async def compensate(self, ctx: CompensationContext) -> None:
         targets = list(ctx.compensation.get("targets") or [])
@@ -163,4 +176,4 @@ class TerraformExecutor(TransactionalActionExecutor):
             ctx.logger.info("nothing to undo for %s (no restore_targets)", ctx.step)
             return
         args = ["destroy", "-input=false", "-no-color", "-auto-approve"]
-        await _run(ctx.params, [*args, *(f"-target={t}" for t in targets), *_vars(ctx.params)])
+        await _run(ctx.params, [*args, *(f"-target={t}" for t in targets)])

@@ -20,7 +20,7 @@ from karma.cli.stats_commands import duration
 from karma.errors import FieldError, LedgerUnavailableError, ValidationError, field_errors
 from karma.lifecycle import ActionState
 from karma.params import REDACTED
-from karma.pipelines.client import PipelineHandle, prepare
+from karma.pipelines.client import PipelineHandle, holds_redacted, prepare, shown_spec
 from karma.pipelines.plan import PipelinePlan, check, plan
 from karma.pipelines.run import PipelineStatus, StepState
 from karma.pipelines.spec import PipelineSpec, load_spec
@@ -65,7 +65,7 @@ async def plan_command(args: argparse.Namespace) -> int:
     planned = plan(spec, default_registry(), given, history)
     document = planned.as_json()
     if args.output:
-        spec_json = spec.model_dump(mode="json", by_alias=True)
+        spec_json = shown_spec(spec, default_registry())
         source = str(await asyncio.to_thread(Path(args.file).resolve))
         saved = {"source": source, "spec": spec_json, **document}
         text = json.dumps(saved, default=str)
@@ -137,6 +137,9 @@ def _run_input(args: argparse.Namespace) -> tuple[PipelineSpec, dict[str, Any], 
             spec = PipelineSpec.model_validate(saved.get("spec"))
         except PydanticValidationError as exc:
             raise ValidationError(field_errors(exc)) from exc
+        if holds_redacted(spec, default_registry()):
+            reason = f"its spec {source or ''} is gone and the plan holds no secret values"
+            raise ValidationError([FieldError(field="plan", reason=reason)])
     params = {k: v for k, v in (saved.get("params") or {}).items() if v != REDACTED}
     missing = [n for n, p in spec.params.items() if p.secret and p.required and n not in given]
     if missing:

@@ -37,7 +37,7 @@ from karma.errors import FieldError, ValidationError, field_errors
 from karma.pipelines.spec import REFERENCE
 from karma.yaml_input import load_mapping
 
-NAME = r"^[a-z][a-z0-9_-]{0,62}$"
+NAME = r"^[a-z][a-z0-9_-]{0,55}$"  # its steps are deploy-<name> and reload-<name>
 KEY = r"^[a-z_][a-z0-9_]{0,62}$"
 MAX_COMPONENTS = 500
 MAX_FILE_BYTES = 1 << 20

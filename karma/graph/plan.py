@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from karma.pipelines.plan import check
 from karma.pipelines.spec import REFERENCE, PipelineParam, PipelineSpec, Step, whole_reference
 
 MASKED = "***"
+PARAM_CHARS = 63  # a pipeline param's name
 DEPLOY_PREFIX, RELOAD_PREFIX = "deploy-", "reload-"
 
 
@@ -46,17 +48,32 @@ class GraphVersion(BaseModel):
         return next((n for n in self.nodes if n.name == name), None)
 
 
-def fingerprint(env: str, component: str, name: str, value: str) -> str:
-    """Says whether a runtime value changed, without saying what it is."""
-    raw = "\x00".join(("karma-runtime", env, component, name, value))
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+Digest = Callable[[str], str]
+
+
+def unkeyed(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def fingerprint(env: str, component: str, name: str, value: str, digest: Digest = unkeyed) -> str:
+    """Says whether a runtime value changed, without saying what it is (`digest`: keyed
+    with the secrets key outside tests, so a weak secret cannot be guessed from it)."""
+    return digest("\x00".join(("karma-runtime", env, component, name, value)))[:16]
 
 
 def _hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
-def build(graph: Graph, env: str, store: ParameterStore, registry: Any) -> GraphVersion:
+def build(
+    graph: Graph,
+    env: str,
+    store: ParameterStore,
+    registry: Any,
+    *,
+    values: Values | None = None,
+    digest: Digest = unkeyed,
+) -> GraphVersion:
     """The graph's version in `env`, once everything about it checks.
 
     Raises:
@@ -66,7 +83,8 @@ def build(graph: Graph, env: str, store: ParameterStore, registry: Any) -> Graph
     """
     check_env(env)
     check_structure(graph)
-    values = store.values(env)
+    if values is None:
+        values = store.values(env)
     errors: list[FieldError] = []
     for name, component in sorted(graph.components.items()):
         errors += _component_errors(component, values.get(name, {}), store.where, env)
@@ -77,7 +95,7 @@ def build(graph: Graph, env: str, store: ParameterStore, registry: Any) -> Graph
     for name in graph.order():
         component = graph.components[name]
         given = values.get(name, {})
-        runtime = {k: fingerprint(env, name, k, given[k]) for k in sorted(component.values)}
+        runtime = {k: fingerprint(env, name, k, given[k], digest) for k in sorted(component.values)}
         nodes.append(
             NodeVersion(
                 name=name,
@@ -103,7 +121,8 @@ def _component_errors(
     errors = []
     for key in component.values:
         if key not in given:
-            field = f"components.{component.name}.runtime.{key}"
+            kind = "secrets" if key in component.secrets else "runtime"
+            field = f"components.{component.name}.{kind}.{key}"
             errors.append(FieldError(field=field, reason=f"no value for {env} in {where}"))
     actions = [("deploy", component.deploy)]
     if component.reload is not None:
@@ -178,8 +197,12 @@ class _Params:
 
     def add(self, component: Component, key: str) -> str:
         name = f"{component.name.replace('-', '_')}__{key}"
-        if self.source.get(name, (component.name, key)) != (component.name, key):
-            name = f"{name}_{len(self.source)}"  # a-b and a_b: both valid names
+        if len(name) > PARAM_CHARS or self.source.get(name, (component.name, key)) != (
+            component.name,
+            key,
+        ):  # too long, or a-b and a_b both there: a name of its own
+            suffix = hashlib.sha256(f"{component.name}\x00{key}".encode()).hexdigest()[:10]
+            name = f"{name[: PARAM_CHARS - 11]}_{suffix}"
         self.spec[name] = PipelineParam(required=True, secret=key in component.secrets)
         self.source[name] = (component.name, key)
         return name
@@ -259,7 +282,7 @@ def plan_change(
 ) -> tuple[ChangePlan, dict[str, Any]]:
     """The plan, and the deploy pipeline's params in clear (for running it, never shown).
 
-    `deployed`: the tags of the last deploy that succeeded (graph_version,
+    `deployed`: the tags of the last deploy whose deploy step succeeded (graph_version,
     graph_config_hash, graph_runtime_hash, pipeline id), None if there was none.
 
     Raises:

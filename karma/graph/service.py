@@ -69,8 +69,9 @@ class ApiGraphLedger:
         return rows
 
     def last_deployed(self, component: str, env: str) -> dict[str, Any] | None:
-        rows = self.deployments(component, env, limit=1000)
-        return next((r for r in rows if r["state"] == "SUCCEEDED"), None)
+        from bridge.graph_store import last_deployed
+
+        return last_deployed(self.deployments(component, env, limit=1000))
 
     def close(self) -> None:
         self._http.close()
@@ -121,10 +122,13 @@ def built(
     settings: Settings, directory: Path, env: str, registry: Any
 ) -> tuple[Graph, GraphVersion, Values]:
     """The graph of `directory` built for `env` (checked), and its runtime values."""
+    from karma.secrets import SecretSealer
+
     graph = load_graph(directory)
     store = parameter_store(settings, directory)
-    version = build(graph, env, store, registry)
-    return graph, version, store.values(env)
+    values = store.values(env)  # read once: what is fingerprinted is what is deployed
+    digest = SecretSealer.from_settings(settings).digest
+    return graph, build(graph, env, store, registry, values=values, digest=digest), values
 
 
 def change_plan(
@@ -140,7 +144,7 @@ def change_plan(
     graph, version, values = built(settings, directory, env, registry)
     deployed: dict[str, Any] | None = None
     before: GraphVersion | None = None
-    note = "against the ledger's last deploy that succeeded"
+    note = "against the ledger's last deploy (its deploy step succeeded, not undone)"
 
     def read(ledger: GraphLedger) -> None:
         nonlocal deployed, before

@@ -16,9 +16,11 @@ from karma import names, search_attributes
 from karma.envelope import EventSource
 from karma.errors import ActionNotFoundError, FieldError, ValidationError
 from karma.ids import new_pipeline_id, pipeline_id_for_key, pipeline_workflow_id
+from karma.params import REDACTED
 from karma.pipelines.plan import check, pipeline_params, plan, registry_hash, spec_hash
 from karma.pipelines.run import PipelineRequest, PipelineStatus
 from karma.pipelines.spec import PipelineSpec, references
+from karma.request import RESERVED_TAGS
 from karma.secrets import SecretSealer
 from karma.web_ui import details
 
@@ -47,6 +49,10 @@ def prepare(
         karma.errors.ValidationError: the spec, the params, or the ids.
         PlanOutdatedError: the saved plan was made for another spec, registry or params.
     """
+    reserved = sorted((RESERVED_TAGS | {"pipeline", "pipeline_step"}) & set(tags or {}))
+    if reserved:
+        reason = "reserved: Karma sets it"
+        raise ValidationError([FieldError(field=f"tags.{t}", reason=reason) for t in reserved])
     check(spec, registry)
     checked = pipeline_params(spec, dict(params))
     planned = plan(spec, registry, checked)
@@ -90,6 +96,27 @@ def sealed_steps(spec: PipelineSpec, registry: Any, sealer: SecretSealer) -> Pip
     out = spec.model_copy(update={"steps": steps})
     out._by_id = {}  # the copy's own steps, not the original's
     return out
+
+
+def shown_spec(spec: PipelineSpec, registry: Any) -> dict[str, Any]:
+    """The spec as a saved plan keeps it: the values written for secret params `***`."""
+    document = spec.model_dump(mode="json", by_alias=True)
+    for step, shown in zip(spec.steps, document["steps"], strict=True):
+        meta = registry.meta(step.action)
+        for name in meta.secret_params & set(step.params):
+            if not references(step.params[name]):
+                shown["params"][name] = REDACTED
+    return document
+
+
+def holds_redacted(spec: PipelineSpec, registry: Any) -> bool:
+    """Whether a spec read back from a saved plan lost secret values."""
+    return any(
+        step.params.get(name) == REDACTED
+        for step in spec.steps
+        if step.action in registry
+        for name in registry.meta(step.action).secret_params
+    )
 
 
 def _check_saved(

@@ -119,6 +119,7 @@ def check(spec: PipelineSpec, registry: Any) -> None:
             errors += _secret_errors(spec, meta, name, value, field)
         if s.if_ is not None:
             errors += _reference_errors(spec, registry, before[s.id], f"steps.{s.id}.if", s.if_)
+            errors += _secret_condition(spec, s)
     if errors:
         raise ValidationError(errors)
 
@@ -127,6 +128,13 @@ def _secret_errors(
     spec: PipelineSpec, meta: ActionMeta, name: str, value: Any, field: str
 ) -> list[FieldError]:
     """A secret pipeline param travels sealed: only a secret param may take it, whole."""
+    definition = meta.param(name)
+    secret_param = definition is not None and definition.secret
+    if secret_param and references(value) and whole_reference(value) is None:
+        # Written values are sealed by the client; a reference's value is resolved on the
+        # worker. Both in one value would leave the written part in clear.
+        reason = "a secret param is written whole, or is exactly one ${{ ... }} reference"
+        return [FieldError(field=field, reason=reason)]
     secret = {n for n, p in spec.params.items() if p.secret}
     read: set[str] = set()
     for expression in references(value):
@@ -136,12 +144,24 @@ def _secret_errors(
             return []  # reported as such
     if not read & secret:
         return []
-    whole = whole_reference(value) is not None
-    definition = meta.param(name)
-    if whole and definition is not None and definition.secret:
+    if whole_reference(value) is not None and definition is not None and definition.secret:
         return []
     reason = "a secret pipeline param is only given whole (${{ params.x }}) to a secret param"
     return [FieldError(field=field, reason=reason)]
+
+
+def _secret_condition(spec: PipelineSpec, step: Step) -> list[FieldError]:
+    """A condition never reads a secret param: it travels sealed, and a plan shows `***`."""
+    assert step.if_ is not None
+    secret = {n for n, p in spec.params.items() if p.secret}
+    try:
+        read = {p[1] for p in names_used(step.if_) if len(p) > 1 and p[0] == "params"}
+    except ExpressionError:
+        return []  # reported as such
+    return [
+        FieldError(field=f"steps.{step.id}.if", reason=f"params.{name} is secret")
+        for name in sorted(read & secret)
+    ]
 
 
 def _param_errors(step: Step, meta: ActionMeta) -> list[FieldError]:
@@ -463,18 +483,19 @@ def _step_plan(
     out.condition = step.if_
     for name, value in step.params.items():
         field = f"steps.{step.id}.params.{name}"
+        definition = meta.param(name)
         try:
             out.params[name] = resolve(value, params, {}, field=field)
         except Unknown:
             out.params[name], waiting = _resolve_known(value, params)
             out.known_after[name] = sorted(waiting)
-            continue
-        definition = meta.param(name)
-        if definition is not None and (problem := definition.problem_with(out.params[name])):
-            raise ValidationError(
-                [FieldError(field=field, reason=f"resolves to a value that {problem}")]
-            )
-        if definition is not None and definition.secret:
+        else:
+            problem = definition.problem_with(out.params[name]) if definition else None
+            if problem and out.params[name] != REDACTED:  # a secret's type: checked at run
+                raise ValidationError(
+                    [FieldError(field=field, reason=f"resolves to a value that {problem}")]
+                )
+        if definition is not None and definition.secret and name not in out.known_after:
             out.params[name] = REDACTED  # a plan is shown and saved
     skipped_inputs = sorted(
         {s for waits in out.known_after.values() for s in waits if planned[s].runs is False}

@@ -28,6 +28,10 @@ async def test_deploy_reloads_exactly_what_depends_on_it_then_plans_no_change(
     env = karma_env(karma.settings, KARMA_GRAPH__DIR=config)
     code, out = await run_karma(["graph", "build", "--env", "dev"], env)
     assert code == 0 and "7 component(s)" in out and "stored in the ledger" in out, out
+    code, out = await run_karma(["plan", "network", "dev", "--json"], env)
+    assert code == 0, out
+    # The root: what depends on it reloads in dependency order (docs depends on nothing).
+    assert json.loads(out)["reloads"] == ["cache", "database", "api", "web", "worker"]
     code, out = await run_karma(["plan", "database", "dev"], env)
     assert code == 0 and "never deployed to dev" in out, out
     assert "then reloads, in order: api -> web -> worker" in out, out

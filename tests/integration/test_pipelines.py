@@ -246,10 +246,14 @@ async def test_terraform_and_command_steps_keep_secrets_and_roll_back(
     smoke = status.step("smoke")
     assert smoke.error is not None and "exit code 7" in smoke.error.message
     assert "token ***" in smoke.error.message and "tok-value-22" not in smoke.error.message
-    calls = [json.loads(line)["args"] for line in log.read_text().splitlines()]
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    calls = [line["args"] for line in lines]
     commands = [next(a for a in c if not a.startswith("-")) for c in calls]
     assert commands == ["init", "plan", "apply", "destroy"]
-    assert "-target=aws_vpc.main" in calls[-1] and "-var=password=s3cret-value-1" in calls[1]
+    assert "-target=aws_vpc.main" in calls[-1]
+    # The variables reach it in its environment, never on its command line (`ps`).
+    assert lines[1]["variables"] == {"TF_VAR_password": "s3cret-value-1"}
+    assert not any("s3cret" in a for c in calls for a in c)
     network = await karma.client.handle(status.step("network").action_id).status()
     outputs = network.outputs
     assert outputs["to_add"] == 2 and outputs["to_change"] == 1 and outputs["applied"] is True
@@ -271,3 +275,23 @@ async def test_terraform_and_command_steps_keep_secrets_and_roll_back(
         assert all(secret not in h for h in histories), secret
         assert all(secret not in json.dumps(r.attrs) for r in rows), secret
         assert secret not in published, secret
+
+
+async def test_a_pipeline_cancelled_as_it_starts_runs_nothing_to_its_end(
+    karma: EmbeddedKarma,
+) -> None:
+    spec = parse_spec(
+        """
+name: at-once
+steps:
+  - {id: long, action: delay, params: {seconds: 120}}
+  - {id: after, action: log, needs: [long], params: {message: never}}
+"""
+    )
+    handle = await karma.client.start_pipeline(spec)
+    await handle.cancel()  # most often lands in its first workflow task
+    status = await asyncio.wait_for(handle.result(), 60)  # not after the 120 s delay
+    assert status.state is ActionState.CANCELLED
+    assert status.step("long").state in (StepState.CANCELLED, StepState.NOT_RUN)
+    assert status.step("after").state is StepState.NOT_RUN
+    await assert_mirrored(karma, [as_action(status), *await children(karma, status)])

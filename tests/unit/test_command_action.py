@@ -105,3 +105,31 @@ async def test_a_missing_program_or_bad_argv_is_permanent() -> None:
         await _process.run(["/no/such/program"], cwd=None, env={}, timeout_s=5, max_output_bytes=10)
     with pytest.raises(PermanentError, match="argv"):
         await _process.run([], cwd=None, env={}, timeout_s=5, max_output_bytes=10)
+
+
+async def test_a_background_child_holding_the_output_neither_delays_nor_outlives_it() -> None:
+    started = time.monotonic()
+    finished = await _process.run(
+        ["sh", "-c", "echo hi; sleep 30 & echo $! > /dev/stderr"],
+        cwd=None, env=_process.environment({}, inherit=False), timeout_s=10,
+        max_output_bytes=1000,
+    )  # fmt: skip
+    assert finished.exit_code == 0 and not finished.timed_out
+    assert time.monotonic() - started < 5 and finished.stdout == "hi\n"
+    background = int(finished.stderr.strip())
+    for _ in range(50):  # killed with its group once the command exited
+        try:
+            os.kill(background, 0)
+        except ProcessLookupError:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the background child outlived the command")
+
+
+async def test_a_secret_cut_at_the_edge_of_the_kept_output_is_still_masked() -> None:
+    # The tail kept starts inside the secret: its end must not show.
+    finished = await run(
+        "print('x' * 100 + 'SECRETVALUE' + 'y' * 5)", max_output_bytes=12, secrets=["SECRETVALUE"]
+    )
+    assert "VALUE" not in finished.stdout and finished.truncated

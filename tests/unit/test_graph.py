@@ -93,7 +93,7 @@ reload:
     )
     errors = errors_of(config)
     assert errors["components.extra.runtime.token"].startswith("no value for dev")
-    assert errors["components.extra.runtime.key"].startswith("no value for dev")
+    assert errors["components.extra.secrets.key"].startswith("no value for dev")
     message = "components.extra.reload.params.message"
     assert message in errors  # config.b, runtime.other, a secret inside text
     (config / "params" / "dev.yaml").write_text(

@@ -7,7 +7,7 @@ from cryptography.fernet import Fernet
 
 from karma.errors import ErrorType, ValidationError
 from karma.pipelines.client import PlanOutdatedError, prepare
-from karma.pipelines.plan import plan
+from karma.pipelines.plan import check, plan
 from karma.pipelines.run import PipelineRequest, StepResult, StepState, child_request, decide
 from karma.pipelines.spec import parse_spec
 from karma.registry import default_registry
@@ -124,3 +124,51 @@ def test_a_saved_plan_names_what_changed() -> None:
         prepare(
             spec, registry, {"env": "dev"}, sealer=None, saved_plan={**saved, "registry_hash": "0"}
         )
+
+
+def test_secrets_never_share_a_value_with_references_nor_feed_conditions() -> None:
+    registry = default_registry()
+    mixed = """
+name: mixed
+params:
+  region: {type: string, default: eu}
+  flag: {type: boolean, secret: true, default: false}
+  pin: {type: number, secret: true, required: true}
+steps:
+  - id: a
+    action: command
+    if: "params.flag"
+    params:
+      argv: [echo]
+      env: {TOKEN: written-secret, REGION: "${{ params.region }}"}
+"""
+    with pytest.raises(ValidationError) as caught:
+        check(parse_spec(mixed), registry)
+    fields = {e.field: e.reason for e in caught.value.errors}
+    assert "written whole" in fields["steps.a.params.env"]
+    assert fields["steps.a.if"] == "params.flag is secret"
+    # A secret number given whole to a secret param plans (its type is checked at run).
+    whole = """
+name: whole
+params:
+  headers: {type: json, secret: true, required: true}
+steps:
+  - id: a
+    action: http_request
+    params: {url: "http://x", headers: "${{ params.headers }}"}
+  - id: b
+    action: command
+    needs: [a]
+    params: {argv: [echo], env: "${{ steps.a.outputs.body }}"}
+"""
+    planned = plan(parse_spec(whole), registry, {"headers": {"Authorization": "Bearer t0k3n"}})
+    shown = str(planned.as_json())
+    assert "t0k3n" not in shown and planned.steps["a"].params["headers"] == "***"
+    assert planned.steps["b"].known_after == {"env": ["a"]}
+
+
+def test_reserved_tags_are_refused() -> None:
+    spec = parse_spec(SPEC)
+    with pytest.raises(ValidationError) as caught:
+        prepare(spec, default_registry(), {}, sealer=None, tags={"tenant": "x", "pipeline": "y"})
+    assert {e.field for e in caught.value.errors} == {"tags.tenant", "tags.pipeline"}
