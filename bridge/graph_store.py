@@ -6,6 +6,7 @@ no second record of what the ledger already holds."""
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from typing import Any
 
 from karma import names
@@ -66,6 +67,10 @@ class GraphStore:
         if not rows:
             return None
         row = rows[0]
+        built_at = row["built_at"]
+        if built_at.tzinfo is None:
+            built_at = built_at.replace(tzinfo=UTC)
+        row["built_at"] = built_at
         return GraphVersion(
             version=row["version"], env=row["env"], built_at=row["built_at"],
             nodes=json.loads(row["nodes"]), edges=[tuple(e) for e in row["edges"]],

@@ -36,7 +36,10 @@ def install_graph_routes(
         return await answer_from(read, query)
 
     @app.post(
-        "/v1/graph/versions", status_code=201, tags=["graph"], responses=problems(403, 422, 503)
+        "/v1/graph/versions",
+        status_code=201,
+        tags=["graph"],
+        responses=problems(400, 403, 422, 503),
     )
     async def save_version(*, caller: Caller = requester, body: GraphVersion) -> dict[str, str]:
         """Store a graph version (as `karma graph build` made it)."""

@@ -9,13 +9,13 @@ import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
 from karma.errors import FieldError, ValidationError
 from karma.graph.model import Component, Graph, check_structure, runtime_references
-from karma.graph.store import ParameterStore, Values, check_env
+from karma.graph.store import ENV, ParameterStore, Values, check_env
 from karma.pipelines.plan import check
 from karma.pipelines.spec import REFERENCE, PipelineParam, PipelineSpec, Step, whole_reference
 
@@ -35,12 +35,22 @@ class NodeVersion(BaseModel):
     runtime_hash: str
 
 
+def _instant(value: Any) -> Any:
+    """A time is an ISO 8601 string (or a datetime), never a bare number."""
+    if not isinstance(value, str | datetime):
+        raise ValueError("an ISO 8601 date-time")  # noqa: TRY004 - pydantic wants ValueError
+    return value
+
+
 class GraphVersion(BaseModel):
     """A graph as built for one environment: what `karma graph build` stores."""
 
-    version: str = Field(description="a hash of the nodes: the same graph, the same version")
-    env: str
-    built_at: datetime
+    version: str = Field(
+        pattern=r"^[0-9a-f]{32}$",
+        description="a hash of the nodes: the same graph, the same version",
+    )
+    env: str = Field(pattern=ENV.pattern)
+    built_at: Annotated[AwareDatetime, BeforeValidator(_instant)]
     nodes: list[NodeVersion]
     edges: list[tuple[str, str]] = Field(description="(component, what it depends on)")
 
