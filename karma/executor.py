@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pydantic import BaseModel, Field
 
+from karma.breakers import BREAKERS
 from karma.envelope import Envelope
 from karma.errors import PermanentError
 from karma.http_calls import body_of, check_status, send
@@ -137,15 +138,20 @@ class ActionContext:
             raise PermanentError(
                 f"service {service!r} has no URL: set KARMA_SERVICES__{service.upper()}"
             )
-        response = await send(
-            method,
-            base.rstrip("/") + "/" + path.lstrip("/"),
-            timeout=timeout,
-            headers={ACTION_ID_HEADER: self.action_id, CALLBACK_TOPIC_HEADER: self.callback_topic},
-            json_body=json,
-            query=query,
-        )
-        check_status(response)
+        url = base.rstrip("/") + "/" + path.lstrip("/")
+        async with BREAKERS.guard(url):  # a failing service is left alone for a while
+            response = await send(
+                method,
+                url,
+                timeout=timeout,
+                headers={
+                    ACTION_ID_HEADER: self.action_id,
+                    CALLBACK_TOPIC_HEADER: self.callback_topic,
+                },
+                json_body=json,
+                query=query,
+            )
+            check_status(response)
         return body_of(response)
 
 

@@ -53,6 +53,14 @@ SINK_LAG = Gauge(
     "Records on the sink's partitions not read yet (as of its last fetch)",
     ["sink"],
 )
+BREAKER_TRANSITIONS = Counter(
+    "karma_breaker_transitions",
+    "Circuit breaker state changes, by target and the state entered",
+    ["target", "to"],
+)
+BREAKER_STATE = Gauge(
+    "karma_breaker_state", "1 for each target's current breaker state", ["target", "state"]
+)
 INGRESS = Counter(
     "karma_ingress_requests",
     "Requests from actions.requested, by outcome (started, duplicate)",

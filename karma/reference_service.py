@@ -56,6 +56,10 @@ class ReferenceService(Component):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._jobs: set[concurrent.futures.Future[None]] = set()
         self._serving = False
+        # `GET /ping` answers `ping_status` (200; `POST /ping/status {"status": 503}` makes
+        # it fail, for circuit breakers) and counts the calls that reached it.
+        self.ping_status = 200
+        self.pings = 0
 
     @property
     def url(self) -> str:
@@ -133,10 +137,26 @@ class ReferenceService(Component):
             def do_GET(self) -> None:
                 if self.path == "/health":
                     self._reply(200, {"status": "ok"})
+                elif self.path == "/ping":
+                    service.pings += 1
+                    self._reply(service.ping_status, {"pings": service.pings})
                 else:
                     self._reply(404, {"error": f"no route {self.path}"})
 
             def do_POST(self) -> None:
+                if self.path == "/ping/status":
+                    length = int(self.headers.get("Content-Length") or 0)
+                    try:
+                        status = int(json.loads(self.rfile.read(length) or b"{}")["status"])
+                    except (ValueError, KeyError, TypeError):
+                        self._reply(400, {"error": 'send {"status": <100..599>}'})
+                        return
+                    if not 100 <= status <= 599:
+                        self._reply(400, {"error": "a status is 100..599"})
+                        return
+                    service.ping_status = status
+                    self._reply(200, {"status": status})
+                    return
                 if self.path != "/jobs":
                     self._reply(404, {"error": f"no route {self.path}"})
                     return

@@ -15,6 +15,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from karma import names
+from karma.breakers import BreakerSettings
 
 
 class TemporalSettings(BaseModel):
@@ -373,6 +374,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     entropy: EntropySettings = Field(default_factory=EntropySettings)
     graph: GraphSettings = Field(default_factory=GraphSettings)
+    breakers: BreakerSettings = Field(default_factory=BreakerSettings)
 
     @property
     def clickhouse_dsn(self) -> str:

@@ -17,6 +17,7 @@ from activities.action import ActionActivities
 from activities.compensation import CompensationActivities
 from bridge.dlq import DeadLetterPublisher
 from bridge.emit import TransitionPublisher
+from karma.breakers import BREAKERS
 from karma.component import Component
 from karma.registry import ActionRegistry, default_registry
 from karma.secrets import SecretSealer
@@ -74,6 +75,7 @@ class ActionWorker(Component):
         self.task_queue = task_queue or settings.temporal.task_queue
         self._publisher = TransitionPublisher(settings.kafka)
         self._dlq = DeadLetterPublisher(settings.kafka)
+        BREAKERS.configure(settings.breakers)  # the calls its executors make
         registry = registry or default_registry()
         sealer = SecretSealer.from_settings(settings)
         compensation = CompensationActivities(registry, sealer, self._dlq)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from karma.breakers import BREAKERS
 from karma.errors import PermanentError
 from karma.executor import ActionContext, ActionResult, BaseActionExecutor
 from karma.http_calls import body_of, check_status, send
@@ -57,14 +58,15 @@ class HttpRequestExecutor(BaseActionExecutor):
         headers = params.get("headers") or {}
         if not isinstance(headers, dict):
             raise PermanentError("params.headers: must be an object of header values")
-        response = await send(
-            params["method"],
-            params["url"],
-            timeout=float(params["timeout_seconds"]),
-            headers={str(k): str(v) for k, v in headers.items()},
-            json_body=params.get("body"),
-        )
-        check_status(response, int(params["expected_status"]))
+        async with BREAKERS.guard(params["url"]):
+            response = await send(
+                params["method"],
+                params["url"],
+                timeout=float(params["timeout_seconds"]),
+                headers={str(k): str(v) for k, v in headers.items()},
+                json_body=params.get("body"),
+            )
+            check_status(response, int(params["expected_status"]))
         return ActionResult(
             outputs={
                 "status_code": response.status_code,
