@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from karma.actions.http_request import HttpRequestExecutor
+from karma.breakers import BREAKERS, BreakerPolicy, BreakerSettings
 from karma.errors import PermanentError, TransientError
 from karma.executor import ActionContext
 from karma.params import validate_params
@@ -25,6 +26,15 @@ RESPONSES: dict[str, tuple[int, dict[str, str], bytes]] = {
     "/down": (503, {}, b""),
     "/missing": (404, {}, b""),
 }
+
+
+@pytest.fixture(autouse=True)
+def no_breakers() -> Iterator[None]:
+    """These tests judge each answer alone: the breakers (tests/unit/test_breakers.py)
+    would open after the failures they provoke."""
+    BREAKERS.configure(BreakerSettings(default=BreakerPolicy(enabled=False)))
+    yield
+    BREAKERS.configure(BreakerSettings())
 
 
 SEEN: list[dict[str, Any]] = []
