@@ -39,6 +39,7 @@ from karma.params import redact_params, validate_params
 from karma.payload_size import check_result
 from karma.registry import ActionRegistry
 from karma.request import ActionRequest
+from karma.resources import ResourceManager
 from karma.saga import StepContext, TransactionalActionExecutor
 from karma.secrets import SecretSealer
 from karma.settings import LimitsSettings
@@ -81,8 +82,10 @@ class ActionActivities:
         services: Mapping[str, str],
         max_payload_bytes: int = LimitsSettings().max_payload_bytes,
         past: PastActions | None = None,
+        resources: ResourceManager | None = None,
     ) -> None:
         self._past = past
+        self._resources = resources
         self._registry = registry
         self._publisher = publisher
         self._sealer = sealer
@@ -201,7 +204,11 @@ class ActionActivities:
     ) -> Out:
         async def call() -> Out:
             executor = self._registry.executor(inp.request.action_type)
-            return await method(executor, self._context(inp, self._sealer.unseal(inp.params)))
+            needed = self._registry.meta(inp.request.action_type).required_services
+            # An unhealthy resource fails the attempt as transient: retried, never run.
+            resources = await self._resources.acquire(needed) if self._resources else {}
+            ctx = self._context(inp, self._sealer.unseal(inp.params), resources)
+            return await method(executor, ctx)
 
         async def emit(acked: ExecuteHeartbeat) -> int:
             acked.emitted_seq = await self._publisher.publish(
@@ -258,7 +265,10 @@ class ActionActivities:
         return EmitOutput(emitted_seq=emitted)
 
     def _context(
-        self, inp: ExecuteInput | AskInput | StepInput | IterateInput, params: dict[str, Any]
+        self,
+        inp: ExecuteInput | AskInput | StepInput | IterateInput,
+        params: dict[str, Any],
+        resources: Mapping[str, Any] | None = None,
     ) -> ActionContext:
         request = inp.request
         return ActionContext(
@@ -274,6 +284,7 @@ class ActionActivities:
             services=self._services,
             decision=inp.decision if isinstance(inp, ExecuteInput) else None,
             logger=logger_for(request),
+            resources=dict(resources or {}),
         )
 
 

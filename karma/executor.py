@@ -115,7 +115,19 @@ class ActionContext:
     callback_topic: str = ""
     services: Mapping[str, str] = field(default_factory=dict)
     decision: Decision | None = None  # interactive actions: the approval being carried out
+    # The resources its ActionMeta.required_services names, healthy (see karma.resources).
+    resources: Mapping[str, Any] = field(default_factory=dict)
     logger: logging.LoggerAdapter[logging.Logger] = field(default_factory=_default_logger)
+
+    def resource(self, name: str) -> Any:
+        """A resource the action type requires (`ActionMeta.required_services`).
+
+        Raises:
+            karma.errors.PermanentError: the type does not require it.
+        """
+        if name not in self.resources:
+            raise PermanentError(f"{name!r} is not in this action type's required_services")
+        return self.resources[name]
 
     async def invoke_service(
         self,
@@ -143,6 +155,7 @@ class ActionContext:
             response = await send(
                 method,
                 url,
+                client=self.resources.get(service),  # its pooled client, when required
                 timeout=timeout,
                 headers={
                     ACTION_ID_HEADER: self.action_id,

@@ -27,14 +27,18 @@ async def send(
     headers: Mapping[str, str] | None = None,
     json_body: Any = None,
     query: Mapping[str, Any] | None = None,
+    client: httpx.AsyncClient | None = None,
 ) -> httpx.Response:
-    """Send one request; transport failures become Karma errors."""
+    """Send one request (through `client`, a shared pool, when given); transport failures
+    become Karma errors."""
     kwargs: dict[str, Any] = {"headers": dict(headers or {}), "params": dict(query or {})}
     if json_body is not None:
         kwargs["json"] = json_body
     try:
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            return await client.request(method, url, **kwargs)
+        if client is not None:
+            return await client.request(method, url, timeout=timeout, **kwargs)
+        async with httpx.AsyncClient(timeout=timeout) as fresh:
+            return await fresh.request(method, url, **kwargs)
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         raise PermanentError(f"url {url!r}: {exc}") from exc
     except httpx.TransportError as exc:

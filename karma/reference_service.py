@@ -60,6 +60,7 @@ class ReferenceService(Component):
         # it fail, for circuit breakers) and counts the calls that reached it.
         self.ping_status = 200
         self.pings = 0
+        self.health_status = 200  # what GET /health answers
 
     @property
     def url(self) -> str:
@@ -136,7 +137,8 @@ class ReferenceService(Component):
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path == "/health":
-                    self._reply(200, {"status": "ok"})
+                    ok = service.health_status < 300
+                    self._reply(service.health_status, {"status": "ok" if ok else "failing"})
                 elif self.path == "/ping":
                     service.pings += 1
                     self._reply(service.ping_status, {"pings": service.pings})

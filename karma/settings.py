@@ -341,6 +341,12 @@ class GraphSettings(BaseModel):
     ssm_prefix: str = Field(default="/karma", description="<prefix>/<env>/<component>/<name>")
 
 
+class ResourceSettings(BaseModel):
+    check_interval_s: float = Field(
+        default=15.0, gt=0, description="how often a worker checks each supplied resource"
+    )
+
+
 class Settings(BaseSettings):
     """All of Karma's configuration."""
 
@@ -375,6 +381,7 @@ class Settings(BaseSettings):
     entropy: EntropySettings = Field(default_factory=EntropySettings)
     graph: GraphSettings = Field(default_factory=GraphSettings)
     breakers: BreakerSettings = Field(default_factory=BreakerSettings)
+    resources: ResourceSettings = Field(default_factory=ResourceSettings)
 
     @property
     def clickhouse_dsn(self) -> str:

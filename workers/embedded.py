@@ -133,9 +133,9 @@ class EmbeddedKarma(Component):
             if self.settings.api.auth:
                 self.admin_key, self.admin_key_created = local_admin_key(self.settings)
             client = self.client
-            self.api = ApiServer(
-                api_services(self.settings, client, self._past, self.servers.temporal.ui_url)
-            )
+            served = api_services(self.settings, client, self._past, self.servers.temporal.ui_url)
+            served.resources = self.worker.resources.snapshot  # this process's worker
+            self.api = ApiServer(served)
             await self._stack.enter_async_context(self.api)
         if self._reconcile:
             await self.reconcile()

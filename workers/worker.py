@@ -20,6 +20,7 @@ from bridge.emit import TransitionPublisher
 from karma.breakers import BREAKERS
 from karma.component import Component
 from karma.registry import ActionRegistry, default_registry
+from karma.resources import ResourceManager
 from karma.secrets import SecretSealer
 from karma.settings import Settings
 from karma.status import PastActions
@@ -77,6 +78,9 @@ class ActionWorker(Component):
         self._dlq = DeadLetterPublisher(settings.kafka)
         BREAKERS.configure(settings.breakers)  # the calls its executors make
         registry = registry or default_registry()
+        self.resources = ResourceManager.for_worker(
+            settings.services, check_interval_s=settings.resources.check_interval_s
+        )
         sealer = SecretSealer.from_settings(settings)
         compensation = CompensationActivities(registry, sealer, self._dlq)
         activities = ActionActivities(
@@ -88,6 +92,7 @@ class ActionWorker(Component):
             services=settings.services,
             max_payload_bytes=settings.limits.max_payload_bytes,
             past=past,
+            resources=self.resources,
         )
         self._worker = Worker(
             client,
@@ -113,6 +118,7 @@ class ActionWorker(Component):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self.resources.close()
         await self._publisher.stop()
         await self._dlq.stop()
 

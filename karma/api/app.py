@@ -39,6 +39,7 @@ from karma.api.keys import Scope
 from karma.api.limits import BodyLimit, PageHeaders
 from karma.api.pipeline_routes import install_pipeline_routes
 from karma.api.problems import Problem, install, problems
+from karma.breakers import BREAKERS
 from karma.client import ActionHandle, KarmaClient
 from karma.envelope import MAX_ID_CHARS, MAX_NAME_CHARS, Transition
 from karma.errors import (
@@ -80,6 +81,8 @@ class ApiServices:
     history: HistoryRead | None = None  # transitions from the ledger (fills event streams)
     analytics: LedgerQuery[Any] | None = None  # queries of the ledger (stats, errors)
     web_ui: str = ""  # the Temporal Web UI's base URL, for links
+    # The supplied resources of the worker in this process (`karma dev`), if one runs here.
+    resources: Callable[[], list[dict[str, Any]]] | None = None
 
 
 class ActionRequestBody(BaseModel):
@@ -284,6 +287,14 @@ def create_app(services: ApiServices) -> FastAPI:
     install_entropy_routes(app, services.analytics, reader, services.settings.entropy)
     install_pipeline_routes(app, client, reader, requester)
     install_graph_routes(app, services.analytics, reader, requester)
+
+    @app.get("/v1/resources", tags=["health"], responses=problems(503))
+    async def resources(*, caller: Caller = reader) -> dict[str, list[dict[str, Any]]]:
+        """The supplied resources of the worker this process runs (healthy, unhealthy,
+        not created, closed; last check and error) and its circuit breakers."""
+        if services.resources is None:
+            raise Problem(503, "this process runs no worker (ask the one that does)")
+        return {"resources": services.resources(), "breakers": BREAKERS.snapshot()}
 
     @app.get("/v1/info", response_model=ApiInfo, tags=["health"])
     async def info() -> ApiInfo:

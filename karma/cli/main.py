@@ -22,6 +22,7 @@ from karma.cli import (
     ledger_commands,
     observe_commands,
     pipeline_commands,
+    resource_commands,
     rules_commands,
     service_commands,
     stats_commands,
@@ -224,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     rules_commands.add_parser(sub)
     pipeline_commands.add_parser(sub)
     graph_commands.add_parser(sub)
+    resource_commands.add_parser(sub)
 
     actions = sub.add_parser("actions", help="list action types and their parameters")
     actions.add_argument("type", nargs="?", help="show one action type")
