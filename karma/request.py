@@ -22,6 +22,25 @@ CONTRACT = 4
 RESERVED_TAGS = frozenset({"action", "priority", "tenant", "trace_id"})  # stamped from the request
 
 
+def reserved_tag_errors(
+    tags: Mapping[str, str] | None, reserved: frozenset[str] = RESERVED_TAGS
+) -> list[FieldError]:
+    """An error for each tag Karma sets itself (`reserved`)."""
+    reasons = {
+        "action": "reserved: Karma sets it (the action type)",
+        "trace_id": "reserved: Karma sets it (the trace the request started)",
+    }
+    return [
+        FieldError(
+            field=f"tags.{name}",
+            reason=reasons.get(name, f"reserved: Karma sets it (use `{name}`)")
+            if name in RESERVED_TAGS
+            else "reserved: Karma sets it",
+        )
+        for name in sorted(reserved & set(tags or {}))
+    ]
+
+
 class ActionRequest(BaseModel):
     """The input of an ActionWorkflow.
 
@@ -78,17 +97,7 @@ class ActionRequest(BaseModel):
             karma.errors.ValidationError: an id or name too long, a reserved tag, a NUL in
                 the tenant or idempotency key, naming the field.
         """
-        reasons = {
-            "action": "reserved: Karma sets it (the action type)",
-            "trace_id": "reserved: Karma sets it (the trace the request started)",
-        }
-        errors = [
-            FieldError(
-                field=f"tags.{name}",
-                reason=reasons.get(name, f"reserved: Karma sets it (use `{name}`)"),
-            )
-            for name in RESERVED_TAGS & set(tags or {})
-        ]
+        errors = reserved_tag_errors(tags)
         errors += [
             FieldError(field=name, reason="must not contain NUL")
             for name, value in (("tenant", tenant), ("idempotency_key", idempotency_key))

@@ -30,7 +30,16 @@ from bridge.dlq import DeadLetter, read_dead_letters, replay
 from bridge.ledger import LedgerEvent
 from karma import search_attributes
 from karma.api.analytics_routes import LedgerQuery, install_analytics_routes
-from karma.api.auth import ANONYMOUS, COOKIE, Caller, Guard, caller_of, requires, unauthorized
+from karma.api.auth import (
+    ANONYMOUS,
+    COOKIE,
+    Caller,
+    Guard,
+    caller_of,
+    idempotency_key_of,
+    requires,
+    unauthorized,
+)
 from karma.api.codec_server import install_codec_routes
 from karma.api.entropy_routes import install_entropy_routes
 from karma.api.graph_routes import install_graph_routes
@@ -389,18 +398,8 @@ def create_app(services: ApiServices) -> FastAPI:
     ) -> ActionCreated:
         """Request an action: 202 with its id, or 200 with the existing action when the
         idempotency key names one (it never runs twice)."""
-        key = body.idempotency_key
-        if idempotency_key is not None:
-            if key and key != idempotency_key:
-                reason = "differs from the Idempotency-Key header"
-                raise Problem(422, reason, [FieldError(field="idempotency_key", reason=reason)])
-            key = idempotency_key
-        tenant = body.tenant
-        if caller.tenant:
-            if tenant and tenant != caller.tenant:
-                reason = f"the key is bound to tenant {caller.tenant!r}"
-                raise Problem(403, reason, [FieldError(field="tenant", reason=reason)])
-            tenant = caller.tenant
+        key = idempotency_key_of(body.idempotency_key, idempotency_key)
+        tenant = caller.tenant_for(body.tenant)
         with continued_from(request.headers):  # the caller's traceparent, if any
             handle = await client.request(
                 body.type,

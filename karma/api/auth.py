@@ -39,6 +39,33 @@ class Caller:
     def sees(self, tenant: str) -> bool:
         return not self.tenant or tenant == self.tenant
 
+    def tenant_for(self, requested: str) -> str:
+        """The tenant a request is made for: the key's own when it is bound to one.
+
+        Raises:
+            Problem: 403, another tenant than the key's.
+        """
+        if not self.tenant:
+            return requested
+        if requested and requested != self.tenant:
+            reason = f"the key is bound to tenant {self.tenant!r}"
+            raise Problem(403, reason, [FieldError(field="tenant", reason=reason)])
+        return self.tenant
+
+
+def idempotency_key_of(in_body: str, in_header: str | None) -> str:
+    """The one idempotency key of a request (the body's or the `Idempotency-Key` header).
+
+    Raises:
+        Problem: 422, both given and different.
+    """
+    if in_header is None:
+        return in_body
+    if in_body and in_body != in_header:
+        reason = "differs from the Idempotency-Key header"
+        raise Problem(422, reason, [FieldError(field="idempotency_key", reason=reason)])
+    return in_header
+
 
 ANONYMOUS = Caller(key_id="", name="anonymous", scopes=(Scope.ADMIN,), tenant="")
 

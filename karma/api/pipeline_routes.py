@@ -9,7 +9,7 @@ from fastapi import FastAPI, Header, Path, Response
 from pydantic import BaseModel, Field
 from temporalio.client import WorkflowQueryFailedError
 
-from karma.api.auth import Caller
+from karma.api.auth import Caller, idempotency_key_of
 from karma.api.problems import Problem, problems
 from karma.client import KarmaClient
 from karma.envelope import MAX_ID_CHARS
@@ -80,13 +80,8 @@ def install_pipeline_routes(app: FastAPI, client: KarmaClient, reader: Any, requ
     ) -> PipelineCreated:
         """Check and start a pipeline: 202, or 200 with the existing run when the
         idempotency key names one; 409 when `plan_hash` no longer matches."""
-        key = idempotency_key or body.idempotency_key
-        tenant = body.tenant
-        if caller.tenant:
-            if tenant and tenant != caller.tenant:
-                reason = f"the key is bound to tenant {caller.tenant!r}"
-                raise Problem(403, reason, [FieldError(field="tenant", reason=reason)])
-            tenant = caller.tenant
+        key = idempotency_key_of(body.idempotency_key, idempotency_key)
+        tenant = caller.tenant_for(body.tenant)
         if body.plan_hash:
             planned = plan(body.spec, client.registry, body.params)
             if planned.plan_hash != body.plan_hash:

@@ -20,7 +20,7 @@ from karma.params import REDACTED
 from karma.pipelines.plan import check, pipeline_params, plan, registry_hash, spec_hash
 from karma.pipelines.run import PipelineRequest, PipelineStatus
 from karma.pipelines.spec import PipelineSpec, references
-from karma.request import RESERVED_TAGS
+from karma.request import RESERVED_TAGS, reserved_tag_errors
 from karma.secrets import SecretSealer
 from karma.web_ui import details
 
@@ -49,10 +49,9 @@ def prepare(
         karma.errors.ValidationError: the spec, the params, or the ids.
         PlanOutdatedError: the saved plan was made for another spec, registry or params.
     """
-    reserved = sorted((RESERVED_TAGS | {"pipeline", "pipeline_step"}) & set(tags or {}))
+    reserved = reserved_tag_errors(tags, RESERVED_TAGS | {"pipeline", "pipeline_step"})
     if reserved:
-        reason = "reserved: Karma sets it"
-        raise ValidationError([FieldError(field=f"tags.{t}", reason=reason) for t in reserved])
+        raise ValidationError(reserved)
     check(spec, registry)
     checked = pipeline_params(spec, dict(params))
     planned = plan(spec, registry, checked)
