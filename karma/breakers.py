@@ -27,9 +27,9 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from karma.errors import TransientError
+from karma.errors import LocalTransientError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,12 @@ class BreakerPolicy(BaseModel):
     open_s: float = Field(default=30.0, gt=0, description="how long it stays open")
     half_open_probes: int = Field(default=1, ge=1, description="successes that close it")
 
+    @model_validator(mode="after")
+    def _judgeable(self) -> BreakerPolicy:
+        if self.window < self.minimum_calls:
+            raise ValueError("window must hold at least minimum_calls outcomes")
+        return self
+
 
 class BreakerSettings(BaseModel):
     """`KARMA_BREAKERS__DEFAULT__*`; per target (scheme://host:port)
@@ -50,8 +56,14 @@ class BreakerSettings(BaseModel):
     default: BreakerPolicy = Field(default_factory=BreakerPolicy)
     targets: dict[str, BreakerPolicy] = Field(default_factory=dict)
 
+    @field_validator("targets")
+    @classmethod
+    def _normalised(cls, targets: dict[str, BreakerPolicy]) -> dict[str, BreakerPolicy]:
+        return {target_of(k): v for k, v in targets.items()}
+
 
 RETRY_SLACK_S = 0.1
+HALF_OPEN_WAIT_S = 5.0
 
 
 class State(StrEnum):
@@ -91,25 +103,29 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probes = 0  # in flight while half-open
         self._probe_successes = 0
+        # Each state change starts a generation: an outcome of a call let through in an
+        # earlier one says nothing about this one (a slow call that began closed).
+        self._generation = 0
         self._on_change = on_change
         self.last_error = ""
 
     def _move(self, to: State) -> None:
         before, self.state = self.state, to
+        self._generation += 1
         if before is not to and self._on_change is not None:
             self._on_change(self.target, before, to)
 
     def remaining_s(self) -> float:
         return max(0.0, self._opened_at + self.policy.open_s - self._clock())
 
-    def allow(self) -> None:
-        """Before a call.
+    def allow(self) -> int:
+        """Before a call: the ticket `record` and `release` are given after it.
 
         Raises:
             CircuitOpenError: open (or half-open with every probe in flight).
         """
         if not self.policy.enabled:
-            return
+            return self._generation
         if self.state is State.OPEN:
             if self.remaining_s() > 0:
                 # A little past the end: a retry timed to the end finds it half-open.
@@ -118,13 +134,18 @@ class CircuitBreaker:
             self._probes = self._probe_successes = 0
         if self.state is State.HALF_OPEN:
             if self._probes >= self.policy.half_open_probes:
-                raise CircuitOpenError(self.target, min(1.0, self.policy.open_s))
+                # The probes decide soon; a refused attempt counts against its action's
+                # attempts, so it comes back once they likely did, not at once.
+                raise CircuitOpenError(self.target, min(self.policy.open_s, HALF_OPEN_WAIT_S))
             self._probes += 1
+        return self._generation
 
-    def record(self, ok: bool, error: str = "") -> None:
-        """After a call that `allow` let through."""
+    def record(self, ok: bool, error: str = "", ticket: int | None = None) -> None:
+        """After a call that `allow` let through (`ticket`: what `allow` returned)."""
         if not self.policy.enabled:
             return
+        if ticket is not None and ticket != self._generation:
+            return  # let through in an earlier state: it judges nothing now
         if not ok:
             self.last_error = error
         if self.state is State.HALF_OPEN:
@@ -145,8 +166,10 @@ class CircuitBreaker:
         if calls >= self.policy.minimum_calls and failures / calls >= self.policy.failure_rate:
             self._open()
 
-    def release(self) -> None:
-        """A call let through ended without an outcome (it was cancelled)."""
+    def release(self, ticket: int | None = None) -> None:
+        """A call let through ended without an outcome (cancelled, or a local failure)."""
+        if ticket is not None and ticket != self._generation:
+            return
         if self.state is State.HALF_OPEN:
             self._probes = max(0, self._probes - 1)
 
@@ -166,12 +189,22 @@ class CircuitBreaker:
         }
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def target_of(url: str) -> str:
-    """A URL's breaker: its scheme, host and port."""
-    parts = urlsplit(url)
-    if not parts.scheme or not parts.netloc:
-        return url
-    return f"{parts.scheme}://{parts.netloc}".lower()
+    """A URL's breaker: its scheme, host and port (never its credentials)."""
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.scheme or not parts.hostname:
+        return "(not a URL)"
+    scheme = parts.scheme.lower()
+    host = parts.hostname.lower()
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port or DEFAULT_PORTS.get(scheme, 0)}"
 
 
 class Breakers:
@@ -183,6 +216,10 @@ class Breakers:
         self._breakers: dict[str, CircuitBreaker] = {}
 
     def configure(self, settings: BreakerSettings) -> None:
+        """Policies from settings (each worker of a process gives the same: only a change
+        starts the breakers again)."""
+        if settings == self._settings:
+            return
         self._settings = settings
         self._breakers.clear()
 
@@ -210,19 +247,22 @@ class Breakers:
             CircuitOpenError: the target's breaker is open.
         """
         breaker = self.for_target(target_of(url))
-        breaker.allow()
+        ticket = breaker.allow()
         try:
             yield
+        except LocalTransientError:
+            breaker.release(ticket)  # this side's trouble (a full pool): not the target's
+            raise
         except TransientError as exc:
-            breaker.record(False, str(exc)[:300])
+            breaker.record(False, str(exc)[:300], ticket)
             raise
         except Exception:
-            breaker.record(True)  # the target answered; the caller did not like it
+            breaker.record(True, ticket=ticket)  # the target answered; the caller disliked it
             raise
         except BaseException:
-            breaker.release()  # cancelled: says nothing about the target
+            breaker.release(ticket)  # cancelled: says nothing about the target
             raise
-        breaker.record(True)
+        breaker.record(True, ticket=ticket)
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [b.snapshot() for _, b in sorted(self._breakers.items())]

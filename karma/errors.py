@@ -89,6 +89,11 @@ class TransientError(KarmaError):
         super().__init__(message)
 
 
+class LocalTransientError(TransientError):
+    """A transient failure on this side of a call (a full connection pool): it says
+    nothing about the target, so circuit breakers do not count it."""
+
+
 class PermanentError(KarmaError):
     """A failure that retrying cannot fix: the action fails at once."""
 

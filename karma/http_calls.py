@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from karma.errors import PermanentError, TransientError
+from karma.errors import LocalTransientError, PermanentError, TransientError
 
 MAX_TEXT_BODY = 4096
 
@@ -41,6 +41,8 @@ async def send(
             return await fresh.request(method, url, **kwargs)
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         raise PermanentError(f"url {url!r}: {exc}") from exc
+    except httpx.PoolTimeout as exc:
+        raise LocalTransientError(f"no free connection to call {method} {url}: {exc}") from exc
     except httpx.TransportError as exc:
         raise TransientError(f"{type(exc).__name__} calling {method} {url}: {exc}") from exc
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import http.cookiejar
 import logging
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "karma.resources"
 CREATE_TIMEOUT_S = 30.0
+UNHEALTHY_RECHECK_S = 1.0  # an unhealthy resource is tried again this soon
+UNHEALTHY_RETRY_S = 2.0  # and an attempt refused for it comes back this soon
+RETIRE_AFTER_S = 60.0  # a replaced resource is closed after this (attempts using it end)
 
 
 class ResourceSupplier(ABC):
@@ -52,10 +56,16 @@ class ResourceSupplier(ABC):
         """Release it."""
 
 
+def _NO_COOKIES() -> http.cookiejar.CookieJar:
+    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+
 class ServiceClient(ResourceSupplier):
-    """A configured service: a pooled HTTP client on its base URL."""
+    """A configured service: a pooled HTTP client on its base URL (as many connections as
+    a worker runs activities at once, Temporal's default 100)."""
 
     health_path: ClassVar[str] = "/health"
+    pool_size: ClassVar[int] = 100
 
     def __init__(self, name: str, base_url: str, *, check_interval_s: float | None = None):
         self.name = name  # type: ignore[misc]
@@ -65,11 +75,20 @@ class ServiceClient(ResourceSupplier):
 
     async def create(self) -> httpx.AsyncClient:
         limits = httpx.Limits(max_connections=self.pool_size)
-        return httpx.AsyncClient(base_url=self.base_url, limits=limits, timeout=30.0)
+        return httpx.AsyncClient(
+            base_url=self.base_url,
+            limits=limits,
+            timeout=30.0,
+            cookies=_NO_COOKIES(),  # one action's cookies are never sent with another's
+        )
 
     async def check(self, resource: httpx.AsyncClient) -> None:
-        response = await resource.get(self.health_path, timeout=5.0)
-        if response.status_code >= 300:
+        # Its own connection, not one of the pool's (a busy pool is not a sick service).
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=5.0) as probe:
+            response = await probe.get(self.health_path)
+        # Any answer but a server error: a service without /health (404), behind
+        # authentication (401) or redirecting is up.
+        if response.status_code >= 500:
             raise RuntimeError(f"GET {self.health_path} answered {response.status_code}")
 
     async def close(self, resource: httpx.AsyncClient) -> None:
@@ -99,6 +118,7 @@ class ResourceManager:
     def __init__(self, suppliers: Iterable[ResourceSupplier]) -> None:
         self._held = {s.name: _Held(s) for s in suppliers}
         self._closed = False
+        self._retiring: set[asyncio.Task[None]] = set()
 
     @classmethod
     def for_worker(
@@ -114,6 +134,10 @@ class ResourceManager:
                 supplier = point.load()()
             except Exception:  # one broken plugin must not stop the worker
                 log.exception("resource supplier %s could not be loaded", point.name)
+                continue
+            if supplier.name in services:
+                log.warning("resource %s: KARMA_SERVICES__%s is used, not the supplier %s",
+                            supplier.name, supplier.name.upper(), point.value)  # fmt: skip
                 continue
             suppliers.append(supplier)
         return cls(suppliers)
@@ -134,20 +158,24 @@ class ResourceManager:
             held = self._held.get(name)
             if held is None:
                 known = ", ".join(self.names) or "none"
-                raise PermanentError(f"no resource {name!r} on this worker (it has: {known})")
+                raise PermanentError(
+                    f"no resource {name!r} on this worker (it has: {known}): set "
+                    f"KARMA_SERVICES__{name.upper()} or register a karma.resources supplier"
+                )
             out[name] = await self._healthy(held)
         return out
 
     async def _healthy(self, held: _Held) -> Any:
-        async with held.lock:
-            if self._closed:
-                raise TransientError("the worker is shutting down")
-            if held.health is Health.NOT_CREATED:
-                await self._create(held)
+        if held.health is Health.NOT_CREATED:  # the lock only for the first creation
+            async with held.lock:
+                if held.health is Health.NOT_CREATED and not self._closed:
+                    await self._create(held)
+        if self._closed:
+            raise TransientError("the worker is shutting down")
         if held.health is not Health.HEALTHY:
             raise TransientError(
                 f"resource {held.supplier.name} is unhealthy: {held.last_error or 'not created'}",
-                retry_after=min(held.supplier.check_interval_s, 30.0),
+                retry_after=min(held.supplier.check_interval_s, UNHEALTHY_RETRY_S),
             )
         return held.resource
 
@@ -160,17 +188,21 @@ class ResourceManager:
         else:
             held.resource = resource
             held.created += 1
-            await self._check(held)
-        if held.watcher is None:
-            held.watcher = asyncio.ensure_future(self._watch(held))
+            self._mark(held, await self._checked(held, resource), held.last_error)
+        if held.watcher is None:  # not in the first caller's context (its trace, its logs)
+            held.watcher = asyncio.get_running_loop().create_task(
+                self._watch(held), context=contextvars.Context()
+            )
 
-    async def _check(self, held: _Held) -> None:
+    async def _checked(self, held: _Held, resource: Any) -> Health:
+        """Its health by the supplier's check (the error noted when unhealthy)."""
         try:
-            await asyncio.wait_for(held.supplier.check(held.resource), CREATE_TIMEOUT_S)
+            await asyncio.wait_for(held.supplier.check(resource), CREATE_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001
-            self._mark(held, Health.UNHEALTHY, f"{exc!r}"[:500])
-        else:
-            self._mark(held, Health.HEALTHY, "")
+            held.last_error = f"{exc!r}"[:500]
+            return Health.UNHEALTHY
+        held.last_error = ""
+        return Health.HEALTHY
 
     def _mark(self, held: _Held, health: Health, error: str) -> None:
         if health is not held.health and held.health is not Health.NOT_CREATED:
@@ -179,51 +211,80 @@ class ResourceManager:
         held.last_check = datetime.now(UTC)
 
     async def _watch(self, held: _Held) -> None:
-        """Check it every interval; an unhealthy one is closed and made again."""
+        """Check it every interval (sooner while it is unhealthy); one that turned
+        unhealthy is made again, and the one it replaces is closed once the attempts
+        using it are likely done."""
         while not self._closed:
-            await asyncio.sleep(held.supplier.check_interval_s)
-            async with held.lock:
-                if self._closed:
-                    return
-                if held.health is Health.HEALTHY:
-                    await self._check(held)
-                if held.health is Health.UNHEALTHY:
-                    await self._recreate(held)
+            healthy = held.health is Health.HEALTHY
+            interval = held.supplier.check_interval_s
+            await asyncio.sleep(interval if healthy else min(interval, UNHEALTHY_RECHECK_S))
+            if self._closed:
+                return
+            current = held.resource
+            if current is not None and held.health is Health.HEALTHY:
+                health = await self._checked(held, current)  # no lock: attempts go on
+                self._mark(held, health, held.last_error)
+                if health is Health.HEALTHY:
+                    continue
+            await self._recreate(held)
 
     async def _recreate(self, held: _Held) -> None:
-        if held.resource is not None:
-            with contextlib.suppress(Exception):
-                await held.supplier.close(held.resource)
-            held.resource = None
-        started = time.monotonic()
         error = held.last_error
         try:
-            held.resource = await asyncio.wait_for(held.supplier.create(), CREATE_TIMEOUT_S)
+            fresh = await asyncio.wait_for(held.supplier.create(), CREATE_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001
             self._mark(held, Health.UNHEALTHY, f"cannot create it: {exc!r}"[:500])
             return
-        held.created += 1
-        await self._check(held)
-        if held.health is Health.UNHEALTHY and not held.last_error:
-            held.last_error = error
-        log.info(
-            "resource %s made again in %.0f ms: %s",
-            held.supplier.name, (time.monotonic() - started) * 1000, held.health,
-        )  # fmt: skip
+        health = await self._checked(held, fresh)
+        if health is not Health.HEALTHY:
+            with contextlib.suppress(Exception):
+                await held.supplier.close(fresh)
+            self._mark(held, Health.UNHEALTHY, held.last_error or error)
+            return
+        async with held.lock:
+            old, held.resource = held.resource, fresh
+            held.created += 1
+            if self._closed:  # closed meanwhile: this one too
+                held.resource = None
+                old = fresh
+            else:
+                self._mark(held, Health.HEALTHY, "")
+        if old is not None:
+            self._retire(held.supplier, old)
+        log.info("resource %s made again", held.supplier.name)
+
+    def _retire(self, supplier: ResourceSupplier, resource: Any) -> None:
+        """Close a replaced resource once the attempts that got it are likely done."""
+
+        async def later() -> None:
+            try:
+                await asyncio.sleep(RETIRE_AFTER_S)
+            finally:  # at once when the manager closes (cancelling this)
+                with contextlib.suppress(Exception):
+                    await supplier.close(resource)
+
+        task = asyncio.get_running_loop().create_task(later(), context=contextvars.Context())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
-        """Close every resource (the worker is stopping)."""
+        """Close every resource (the worker is stopping: its attempts are done)."""
         self._closed = True
+        for task in list(self._retiring):
+            task.cancel()
         for held in self._held.values():
             if held.watcher is not None:
                 held.watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await held.watcher
-            if held.resource is not None:
-                with contextlib.suppress(Exception):
-                    await held.supplier.close(held.resource)
-                held.resource = None
-            held.health = Health.CLOSED
+            async with held.lock:
+                if held.resource is not None:
+                    with contextlib.suppress(Exception):
+                        await held.supplier.close(held.resource)
+                    held.resource = None
+                held.health = Health.CLOSED
+        # What was being retired is closed now rather than later.
+        await asyncio.gather(*self._retiring, return_exceptions=True)
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [

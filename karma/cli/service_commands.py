@@ -153,9 +153,11 @@ async def service(args: argparse.Namespace) -> int:
                 settings, interceptors=tracing_interceptors(settings.otel), sdk_metrics=True
             )
             services = api_services(settings, client, past)
+            worker = ActionWorker(worker_client, settings, past=past)
+            services.resources = worker.resources.snapshot  # GET /v1/resources
             async with (
                 Bridge(settings, client=client) as running_bridge,
-                ActionWorker(worker_client, settings, past=past) as running_worker,
+                worker as running_worker,
                 EntropyWorker(worker_client, settings, client) as running_scan,
                 ApiServer(services) as server,
             ):

@@ -33,7 +33,7 @@ async def test_a_breaker_opens_spares_the_service_and_closes_after_a_probe(
     service = karma.reference_service
     assert service is not None
     target = target_of(service.url)
-    policy = BreakerPolicy(minimum_calls=2, failure_rate=0.5, open_s=3, half_open_probes=1)
+    policy = BreakerPolicy(minimum_calls=2, failure_rate=0.5, open_s=6, half_open_probes=1)
     BREAKERS.set_policy(target, policy)
     service.ping_status, service.pings = 503, 0
     try:

@@ -127,3 +127,41 @@ async def test_guard_counts_transient_errors_as_failures_and_answers_as_successe
     snapshot = {s["target"]: s for s in breakers.snapshot()}
     assert snapshot["http://a:1"]["state"] == "open" and snapshot["http://b:2"]["state"] == "closed"
     assert target_of("https://Host:8443/p?q=1") == "https://host:8443"
+
+
+def test_a_call_from_before_the_breaker_opened_judges_nothing_after() -> None:
+    clock = Clock()
+    b = breaker(clock, POLICY.model_copy(update={"half_open_probes": 1}))
+    slow = b.allow()  # let through while closed, answers late
+    calls(b, False, False, False, False)
+    clock.now += 10
+    probe = b.allow()
+    assert b.state is State.HALF_OPEN
+    b.record(True, ticket=slow)  # stale: does not close it
+    assert b.state is State.HALF_OPEN
+    with pytest.raises(CircuitOpenError):
+        b.allow()  # nor free the probe's slot
+    b.record(True, ticket=probe)
+    assert b.state is State.CLOSED
+
+
+def test_targets_hide_credentials_and_name_the_port() -> None:
+    assert target_of("https://user:S3cret@Host/x") == "https://host:443"
+    assert target_of("http://host") == target_of("http://HOST:80/y")
+    assert target_of("no url") == "(not a URL)"
+    settings = BreakerSettings(targets={"http://Svc": BreakerPolicy(open_s=1)})
+    assert list(settings.targets) == ["http://svc:80"]
+    with pytest.raises(ValueError, match="minimum_calls"):
+        BreakerPolicy(window=3, minimum_calls=5)
+
+
+async def test_a_full_pool_on_this_side_is_not_the_targets_failure() -> None:
+    from karma.errors import LocalTransientError
+
+    policy = BreakerPolicy(minimum_calls=1, failure_rate=0.5, window=1)
+    breakers = Breakers(BreakerSettings(default=policy))
+    for _ in range(3):
+        with pytest.raises(LocalTransientError):
+            async with breakers.guard("http://busy:1/"):
+                raise LocalTransientError("no free connection")
+    assert breakers.for_target("http://busy:1").state is State.CLOSED
