@@ -44,6 +44,7 @@ from karma.saga import StepContext, TransactionalActionExecutor
 from karma.secrets import SecretSealer
 from karma.settings import LimitsSettings
 from karma.status import PastActions, ran_before
+from karma.streaming import STREAM_SINK, ItemSink, StreamingActionExecutor
 from karma.workflow_io import (
     AskInput,
     AskOutput,
@@ -83,9 +84,11 @@ class ActionActivities:
         max_payload_bytes: int = LimitsSettings().max_payload_bytes,
         past: PastActions | None = None,
         resources: ResourceManager | None = None,
+        stream: ItemSink | None = None,
     ) -> None:
         self._past = past
         self._resources = resources
+        self._stream = stream
         self._registry = registry
         self._publisher = publisher
         self._sealer = sealer
@@ -207,6 +210,8 @@ class ActionActivities:
             needed = self._registry.meta(inp.request.action_type).required_services
             # An unhealthy resource fails the attempt as transient: retried, never run.
             resources = await self._resources.acquire(needed) if self._resources else {}
+            if isinstance(executor, StreamingActionExecutor) and self._stream is not None:
+                resources[STREAM_SINK] = self._stream
             ctx = self._context(inp, self._sealer.unseal(inp.params), resources)
             return await method(executor, ctx)
 

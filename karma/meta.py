@@ -27,6 +27,7 @@ class ExecutionMode(StrEnum):
     TRANSACTIONAL = "transactional"
     STATEFUL = "stateful"
     INTERACTIVE = "interactive"
+    STREAMING = "streaming"
 
 
 _NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"

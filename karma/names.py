@@ -44,6 +44,8 @@ TOPIC_CALLBACKS: Final = "actions.events"
 TOPIC_OBSERVATIONS: Final = "events.normalized"
 TOPIC_DEVIATIONS: Final = "entropy.deviation"
 TOPIC_PREDICTIONS: Final = "entropy.predicted"
+TOPIC_STREAM: Final = "actions.stream"  # streaming actions' items (key: action id)
+STREAM_SEQ_HEADER: Final = "karma-stream-seq"
 # Karma's own transitions carry it (value b"1"), so consumers route without parsing: the
 # ingress leaves them alone on `actions.requested`, the ledger sink takes only them there.
 TRANSITION_HEADER: Final = "karma-transition"

@@ -59,6 +59,10 @@ class KafkaTopics(BaseModel):
         default=names.TOPIC_PREDICTIONS,
         description="after each observed step: the expected next step and when",
     )
+    stream: str = Field(
+        default=names.TOPIC_STREAM,
+        description="the items streaming actions produce (key: action id; seq in a header)",
+    )
 
     def all(self) -> list[str]:
         return [
@@ -70,6 +74,7 @@ class KafkaTopics(BaseModel):
             self.observations,
             self.deviations,
             self.predictions,
+            self.stream,
         ]
 
 

@@ -17,6 +17,7 @@ from activities.action import ActionActivities
 from activities.compensation import CompensationActivities
 from bridge.dlq import DeadLetterPublisher
 from bridge.emit import TransitionPublisher
+from bridge.stream_sink import StreamSink
 from karma.breakers import BREAKERS
 from karma.component import Component
 from karma.registry import ActionRegistry, default_registry
@@ -76,6 +77,7 @@ class ActionWorker(Component):
         self.task_queue = task_queue or settings.temporal.task_queue
         self._publisher = TransitionPublisher(settings.kafka)
         self._dlq = DeadLetterPublisher(settings.kafka)
+        self._stream = StreamSink(settings.kafka)  # streaming actions' items
         BREAKERS.configure(settings.breakers)  # the calls its executors make
         registry = registry or default_registry()
         self.resources = ResourceManager.for_worker(
@@ -93,6 +95,7 @@ class ActionWorker(Component):
             max_payload_bytes=settings.limits.max_payload_bytes,
             past=past,
             resources=self.resources,
+            stream=self._stream,
         )
         self._worker = Worker(
             client,
@@ -119,6 +122,7 @@ class ActionWorker(Component):
                 await self._task
             self._task = None
         await self.resources.close()
+        await self._stream.stop()
         await self._publisher.stop()
         await self._dlq.stop()
 

@@ -18,7 +18,8 @@ with workflow.unsafe.imports_passed_through():
     from karma.meta import ExecutionMode
 
 
-MODES = (ExecutionMode.STATEFUL,)
+# Streaming actions are stateful ones whose state is where their stream stands.
+MODES = (ExecutionMode.STATEFUL, ExecutionMode.STREAMING)
 
 
 async def run(ctx: RunContext) -> Ending:

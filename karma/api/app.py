@@ -297,13 +297,17 @@ def create_app(services: ApiServices) -> FastAPI:
     install_pipeline_routes(app, client, reader, requester)
     install_graph_routes(app, services.analytics, reader, requester)
 
-    @app.get("/v1/resources", tags=["health"], responses=problems(503))
-    async def resources(*, caller: Caller = reader) -> dict[str, list[dict[str, Any]]]:
+    @app.get("/v1/resources", tags=["health"], responses=problems())
+    async def resources(*, caller: Caller = reader) -> dict[str, Any]:
         """The supplied resources of the worker this process runs (healthy, unhealthy,
-        not created, closed; last check and error) and its circuit breakers."""
-        if services.resources is None:
-            raise Problem(503, "this process runs no worker (ask the one that does)")
-        return {"resources": services.resources(), "breakers": BREAKERS.snapshot()}
+        not created, closed; last check and error) and its circuit breakers; `worker`
+        false (and no resources) when this process runs none."""
+        found = services.resources() if services.resources is not None else []
+        return {
+            "worker": services.resources is not None,
+            "resources": found,
+            "breakers": BREAKERS.snapshot(),
+        }
 
     @app.get("/v1/info", response_model=ApiInfo, tags=["health"])
     async def info() -> ApiInfo:

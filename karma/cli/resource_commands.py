@@ -33,6 +33,8 @@ async def resources(args: argparse.Namespace) -> int:
         print(json.dumps(body))
         return 0
     console = Console()
+    if not body.get("worker", True):
+        console.print(f"the process serving {settings.api.url()} runs no worker")
     table = Table(title="resources")
     for column in ("name", "health", "last check", "created", "pool", "last error"):
         table.add_column(column)
