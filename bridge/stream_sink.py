@@ -19,11 +19,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bridge.producer import LazyProducer
 from karma import names
+from karma.errors import PermanentError, TransientError
 from karma.kafka_config import client_kwargs
 from karma.settings import KafkaSettings
 
 READ_TIMEOUT_MS = 300
 EMPTY_POLLS = 2
+SCAN_TIMEOUT_S = 60.0
 
 
 class StreamSink:
@@ -43,10 +45,15 @@ class StreamSink:
         digest = int(hashlib.sha256(action_id.encode()).hexdigest()[:8], 16)
         return int(partitions[digest % len(partitions)])
 
+    def _consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            enable_auto_commit=False, auto_offset_reset="earliest", **client_kwargs(self._settings)
+        )
+
     async def end_offset(self, partition: int) -> int:
-        consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_kwargs(self._settings))
-        await consumer.start()
+        consumer = self._consumer()
         try:
+            await consumer.start()
             tp = TopicPartition(self.topic, partition)
             return int((await consumer.end_offsets([tp]))[tp])
         finally:
@@ -57,12 +64,17 @@ class StreamSink:
     ) -> int:
         """Send items `first_seq`, `first_seq + 1`, … and wait until Kafka acknowledged
         each; the offset after the last."""
+        if not items:
+            raise ValueError("publish needs items")
         producer = await self._producer.get()
         key = action_id.encode()
         futures = []
         for index, item in enumerate(items):
             seq = first_seq + index
-            value = json.dumps({"action_id": action_id, "seq": seq, "item": item}).encode()
+            try:
+                value = json.dumps({"action_id": action_id, "seq": seq, "item": item}).encode()
+            except (TypeError, ValueError) as exc:
+                raise PermanentError(f"item {seq} is not JSON: {exc}") from exc
             headers = [(names.STREAM_SEQ_HEADER, str(seq).encode())]
             futures.append(
                 await producer.send(
@@ -74,29 +86,31 @@ class StreamSink:
             offset = max(offset, (await future).offset)
         return offset + 1
 
-    async def last_seq(self, action_id: str, partition: int, from_offset: int) -> int | None:
-        """The highest seq of the action's items at or after `from_offset` (None: none)."""
-        consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_kwargs(self._settings))
-        await consumer.start()
+    async def acknowledged(self, action_id: str, partition: int, from_offset: int) -> set[int]:
+        """The seqs of the action's items at or after `from_offset` (what an attempt that
+        crashed had Kafka acknowledge), read up to the end the partition had when asked
+        (and a little past it: tansu's end offset can trail what is readable)."""
+        consumer = self._consumer()
         tp = TopicPartition(self.topic, partition)
+        found: set[int] = set()
         try:
+            await consumer.start()
             consumer.assign([tp])
             consumer.seek(tp, from_offset)
             end = int((await consumer.end_offsets([tp]))[tp])
             key = action_id.encode()
-            found: int | None = None
-            empty = 0
-            # The end offset can trail what is readable (tansu): read on while polls find
-            # records, and at least up to the end offset.
-            while True:
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + SCAN_TIMEOUT_S
+            past_end = 0  # polls after reaching the end (others may go on writing)
+            while past_end < EMPTY_POLLS:
+                if loop.time() > give_up:
+                    raise TransientError(f"reading {self.topic} took over {SCAN_TIMEOUT_S} s")
                 batch = await consumer.getmany(tp, timeout_ms=READ_TIMEOUT_MS)
-                records = batch.get(tp, [])
-                for record in records:
+                for record in batch.get(tp, []):
                     if record.key == key:
-                        found = max(found or 0, int(json.loads(record.value)["seq"]))
-                empty = 0 if records else empty + 1
-                if empty >= EMPTY_POLLS and await consumer.position(tp) >= end:
-                    return found
-                await asyncio.sleep(0)
+                        found.add(int(json.loads(record.value)["seq"]))
+                if await consumer.position(tp) >= end:
+                    past_end += 1
+            return found
         finally:
             await consumer.stop()

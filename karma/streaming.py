@@ -14,7 +14,8 @@ id, seq in the value and the `karma-stream-seq` header).
 
 from __future__ import annotations
 
-import time
+import asyncio
+import contextlib
 from abc import abstractmethod
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar, Protocol
@@ -34,7 +35,7 @@ class ItemSink(Protocol):
         self, action_id: str, partition: int, first_seq: int, items: list[Any]
     ) -> int: ...
 
-    async def last_seq(self, action_id: str, partition: int, from_offset: int) -> int | None: ...
+    async def acknowledged(self, action_id: str, partition: int, from_offset: int) -> set[int]: ...
 
 
 class StreamingActionExecutor(StatefulActionExecutor, kind=ExecutionMode.STREAMING):
@@ -66,39 +67,65 @@ class StreamingActionExecutor(StatefulActionExecutor, kind=ExecutionMode.STREAMI
             return Continue(state=start, progress=0.0, message="stream started")
         partition, offset = int(state["partition"]), int(state["offset"])
         position = int(state["position"])
-        acknowledged = await sink.last_seq(ctx.action_id, partition, offset)
-        if acknowledged is not None and acknowledged + 1 > position:
-            ctx.logger.info("resuming after item %s (published before a crash)", acknowledged)
-            position = acknowledged + 1
-        started = time.monotonic()
-        batch: list[Any] = []
-        batch_started = time.monotonic()
-        streamed = 0
-        stream = self.stream(ctx, position)
+        if ctx.attempt > 1:  # an earlier attempt of this chunk may have published items
+            seqs = await sink.acknowledged(ctx.action_id, partition, offset)
+            resumed = position
+            while resumed in seqs:  # after the unbroken run Kafka acknowledged
+                resumed += 1
+            if resumed > position:
+                ctx.logger.info("resuming after item %s (published before a crash)", resumed - 1)
+                position = resumed
+        items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=self.batch_items)
+        pulling = asyncio.ensure_future(_pull(self.stream(ctx, position), items))
+        loop = asyncio.get_running_loop()
+        chunk_ends = loop.time() + self.chunk_seconds
+        streamed, ended = 0, False
         try:
-            async for item in stream:
-                batch.append(item)
-                streamed += 1
-                if len(batch) >= self.batch_items or (
-                    time.monotonic() - batch_started >= self.batch_seconds
-                ):
-                    offset = await sink.publish(ctx.action_id, partition, position, batch)
-                    position += len(batch)
-                    batch, batch_started = [], time.monotonic()
-                if streamed >= self.chunk_items or time.monotonic() - started >= self.chunk_seconds:
-                    break
-            else:
+            while not ended and streamed < self.chunk_items and loop.time() < chunk_ends:
+                batch: list[Any] = []
+                # A batch ends full, after batch_seconds, at the chunk's end, or with the
+                # stream; an idle stream still flushes what it holds.
+                batch_ends = min(loop.time() + self.batch_seconds, chunk_ends)
+                while len(batch) < self.batch_items and streamed + len(batch) < self.chunk_items:
+                    try:
+                        got = await asyncio.wait_for(items.get(), batch_ends - loop.time())
+                    except TimeoutError:
+                        break
+                    kind, value = got
+                    if kind == "error":
+                        raise value
+                    if kind == "end":
+                        ended = True
+                        break
+                    batch.append(value)
                 if batch:
                     offset = await sink.publish(ctx.action_id, partition, position, batch)
                     position += len(batch)
-                return Break(outputs={"items": position})
+                    streamed += len(batch)
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
-        if batch:
-            offset = await sink.publish(ctx.action_id, partition, position, batch)
-            position += len(batch)
+            pulling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pulling
+        if ended:
+            return Break(outputs={"items": position})
         state = {"position": position, "partition": partition, "offset": offset}
         return Continue(state=state, message=f"{position} items", outputs={"items": position})
+
+
+async def _pull(stream: AsyncIterator[Any], items: asyncio.Queue[tuple[str, Any]]) -> None:
+    """Feed the stream's items to the queue (bounded: the stream waits for the batches to
+    be published), then ("end", None); a failure of the stream, ("error", exc), ends the
+    attempt with it."""
+    try:
+        async for item in stream:
+            await items.put(("item", item))
+        await items.put(("end", None))
+    except Exception as exc:  # noqa: BLE001 - handed to the attempt, which raises it
+        await items.put(("error", exc))
+    finally:
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
 
 
 STREAM_SINK = "karma.stream"  # the resource name the worker gives the sink under

@@ -8,13 +8,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from karma.errors import PermanentError
 from karma.executor import ActionContext
 from karma.meta import ActionMeta, ExecutionMode, OutputDefinition, ParamDefinition, ParamType
 from karma.registry import register_action
 from karma.streaming import StreamingActionExecutor
+
+READ_LINES = 1000
 
 META = ActionMeta(
     type="demo.tail",
@@ -61,17 +63,32 @@ class TailExecutor(StreamingActionExecutor):
             raise PermanentError(f"cannot read {path}: {exc.strerror or exc}") from exc
         try:
             while line < wanted:
-                start = handle.tell()
-                raw = await asyncio.to_thread(handle.readline)
-                if not raw.endswith(b"\n"):  # the end for now: follow it
-                    handle.seek(start)
+                # Whole lines, many per thread call (the lines before `position` too).
+                lines = await asyncio.to_thread(_complete_lines, handle, READ_LINES)
+                if not lines:  # the end for now: follow it
                     await asyncio.sleep(float(ctx.params["poll_seconds"]))
                     continue
-                if line >= position:
-                    text = raw.decode("utf-8", errors="replace").rstrip("\n")
-                    yield {"line": line, "text": text}
-                    if pause:
-                        await asyncio.sleep(pause)
-                line += 1
+                for raw in lines:
+                    if line >= wanted:
+                        break
+                    if line >= position:
+                        text = raw.decode("utf-8", errors="replace").rstrip("\n")
+                        yield {"line": line, "text": text}
+                        if pause:
+                            await asyncio.sleep(pause)
+                    line += 1
         finally:
             handle.close()
+
+
+def _complete_lines(handle: BinaryIO, most: int) -> list[bytes]:
+    """Up to `most` whole lines; a line still being written is left for later."""
+    out: list[bytes] = []
+    while len(out) < most:
+        start = handle.tell()
+        raw = handle.readline()
+        if not raw.endswith(b"\n"):
+            handle.seek(start)
+            break
+        out.append(raw)
+    return out

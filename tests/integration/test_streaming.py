@@ -12,6 +12,7 @@ from bridge.topic_reader import read_topics
 from karma.client import ActionHandle, KarmaClient
 from karma.lifecycle import ActionState, EventType
 from karma.request import ActionRequest
+from tests.conftest import unique
 from tests.support.processes import KarmaProcess, karma_env
 from workers.embedded import EmbeddedKarma
 
@@ -62,7 +63,7 @@ async def test_a_followed_file_streams_each_line_once_in_order(
 async def test_a_worker_killed_mid_stream_is_replaced_without_a_duplicate(
     karma: EmbeddedKarma, tmp_path: Path, report: Callable[[str], None]
 ) -> None:
-    queue = "streaming-kill"
+    queue = unique("streaming-kill")
     env = karma_env(karma.settings, KARMA_TEMPORAL__TASK_QUEUE=queue)
     path = tmp_path / "big.log"
     write_lines(path, 0, 3000)
@@ -75,10 +76,12 @@ async def test_a_worker_killed_mid_stream_is_replaced_without_a_duplicate(
             "demo.tail", {"path": str(path), "lines": 3000, "per_second": 400}
         )
         handle: ActionHandle = await client.submit(request)
-        for _ in range(int(TIMEOUT_S / 0.1)):  # mid-stream: some items out, most not
+        deadline = asyncio.get_running_loop().time() + TIMEOUT_S
+        while True:  # mid-stream: some items out, most not
             published = len(await items_of(karma, handle.action_id))
             if published >= 600:
                 break
+            assert asyncio.get_running_loop().time() < deadline, published
             await asyncio.sleep(0.1)
         first.kill()
         second = KarmaProcess(["worker"], env, tmp_path / "worker-2.log")

@@ -4,9 +4,14 @@ Kafka acknowledge."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
+from karma.errors import PermanentError
 from karma.executor import ActionContext
 from karma.stateful import Break, Continue
 from karma.streaming import STREAM_SINK, StreamingActionExecutor
@@ -31,9 +36,8 @@ class Sink:
             self.records.append((action_id, first_seq + index, item))
         return 10 + len(self.records)
 
-    async def last_seq(self, action_id: str, partition: int, from_offset: int) -> int | None:
-        seqs = [seq for a, seq, _ in self.records[from_offset - 10 :] if a == action_id]
-        return max(seqs) if seqs else None
+    async def acknowledged(self, action_id: str, partition: int, from_offset: int) -> set[int]:
+        return {seq for a, seq, _ in self.records[from_offset - 10 :] if a == action_id}
 
 
 class Numbers(StreamingActionExecutor):
@@ -47,10 +51,11 @@ class Numbers(StreamingActionExecutor):
             yield {"n": n}
 
 
-def context(sink: Sink) -> ActionContext:
+def context(sink: Sink, attempt: int = 1) -> ActionContext:
     return ActionContext(
-        action_id="act_1", action_type="t", params={}, attempt=1, resources={STREAM_SINK: sink}
-    )
+        action_id="act_1", action_type="t", params={}, attempt=attempt,
+        resources={STREAM_SINK: sink},
+    )  # fmt: skip
 
 
 async def test_chunks_publish_batches_in_order_and_end_with_the_count() -> None:
@@ -79,7 +84,49 @@ async def test_a_retried_chunk_resumes_after_what_kafka_acknowledged() -> None:
     await sink.publish("act_1", 2, 0, [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 3}])
     await sink.publish("act_other", 2, 0, [{"n": 99}])
     # ...the retry starts from the recorded state, and goes on after them.
-    retried = await executor.execute_with_state(context(sink), start.state)
+    retried = await executor.execute_with_state(context(sink, attempt=2), start.state)
     assert isinstance(retried, Break) and retried.outputs == {"items": 10}
     mine = [seq for action, seq, _ in sink.records if action == "act_1"]
     assert mine == list(range(10))  # no seq twice
+
+
+class Idle(StreamingActionExecutor):
+    batch_items = 100
+    batch_seconds = 0.05
+    chunk_seconds = 0.3
+
+    async def stream(self, ctx: ActionContext, position: int) -> AsyncIterator[Any]:
+        yield {"n": position}
+        yield {"n": position + 1}
+        await asyncio.sleep(60)  # a followed file that stays quiet
+        yield {"never": True}
+
+
+async def test_an_idle_stream_still_publishes_what_it_gave_and_ends_its_chunk() -> None:
+    sink = Sink()
+    executor = Idle()
+    start = await executor.execute_with_state(context(sink), {})
+    assert isinstance(start, Continue)
+    began = time.monotonic()
+    chunk = await executor.execute_with_state(context(sink), start.state)
+    assert time.monotonic() - began < 5
+    assert isinstance(chunk, Continue) and chunk.state["position"] == 2
+    assert [seq for _, seq, _ in sink.records] == [0, 1]
+
+
+class Broken(StreamingActionExecutor):
+    async def stream(self, ctx: ActionContext, position: int) -> AsyncIterator[Any]:
+        yield {"n": 0}
+        raise PermanentError("the source is gone")
+
+
+async def test_a_failing_stream_fails_the_attempt_with_its_error() -> None:
+    sink = Sink()
+    start = await Broken().execute_with_state(context(sink), {})
+    assert isinstance(start, Continue)
+    with pytest.raises(PermanentError, match="the source is gone"):
+        await Broken().execute_with_state(context(sink), start.state)
+    with pytest.raises(PermanentError, match="no stream sink"):
+        await Broken().execute_with_state(
+            ActionContext(action_id="a", action_type="t", params={}, attempt=1), start.state
+        )
