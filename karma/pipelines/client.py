@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
@@ -25,6 +25,7 @@ from karma.secrets import SecretSealer
 from karma.web_ui import details
 
 QUERY_TIMEOUT_S = 10.0
+T = TypeVar("T")
 
 
 class PlanOutdatedError(ValidationError):
@@ -140,37 +141,35 @@ class PipelineHandle:
         self.created = created
         self._handle = temporal.get_workflow_handle(self.workflow_id, result_type=PipelineStatus)
 
-    async def status(self) -> PipelineStatus:
-        """The pipeline's live state (its steps, their actions, its transitions)."""
+    async def _call(self, rpc: Awaitable[T]) -> T:
+        """Temporal's answer, with its "not found" as ActionNotFoundError."""
         try:
-            status: PipelineStatus = await self._handle.query(
-                names.STATUS_QUERY,
-                result_type=PipelineStatus,
-                rpc_timeout=timedelta(seconds=QUERY_TIMEOUT_S),
-            )
+            return await rpc
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 raise ActionNotFoundError(self.pipeline_id) from exc
             raise
-        return status
+
+    async def status(self) -> PipelineStatus:
+        """The pipeline's live state (its steps, their actions, its transitions)."""
+        timeout = timedelta(seconds=QUERY_TIMEOUT_S)
+        query = self._handle.query(
+            names.STATUS_QUERY, result_type=PipelineStatus, rpc_timeout=timeout
+        )
+        return await self._call(query)
 
     async def result(self) -> PipelineStatus:
         """Its end: the status when it SUCCEEDED, FAILED or was CANCELLED alike."""
         try:
-            status: PipelineStatus = await self._handle.result()
+            return await self._call(self._handle.result())
         except WorkflowFailureError as exc:
             cause = exc.cause
             if isinstance(cause, ApplicationError) and cause.details:
                 return PipelineStatus.model_validate(cause.details[0])
             return await self.status()
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise ActionNotFoundError(self.pipeline_id) from exc
-            raise
-        return status
 
     async def cancel(self) -> None:
-        await self._handle.cancel()
+        await self._call(self._handle.cancel())
 
     async def watch(self, poll_s: float = 0.5) -> AsyncIterator[PipelineStatus]:
         """Its status each time it changes, until it ends."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from karma.errors import ValidationError
+from karma.errors import ActionNotFoundError, ValidationError
 from karma.lifecycle import ActionState, EventType
 from karma.pipelines.client import PipelineHandle, PlanOutdatedError
 from karma.pipelines.run import PipelineStatus, StepState
@@ -157,6 +157,10 @@ async def test_a_saved_plan_is_refused_once_the_spec_changed(karma: EmbeddedKarm
     again = await karma.client.start_pipeline(spec, {"version": "1"}, idempotency_key=key)
     assert first.created and not again.created and again.pipeline_id == first.pipeline_id
     assert (await ended(first)).state is ActionState.SUCCEEDED
+    unknown = karma.client.pipeline("pl_" + "0" * 32)
+    for call in (unknown.status, unknown.result, unknown.cancel):
+        with pytest.raises(ActionNotFoundError):
+            await call()
 
 
 async def test_the_api_plans_runs_follows_and_cancels_pipelines(karma: EmbeddedKarma) -> None:
