@@ -61,6 +61,8 @@ class ReferenceService(Component):
         self.ping_status = 200
         self.pings = 0
         self.health_status = 200  # what GET /health answers
+        # `POST /hooks/<name>` keeps each JSON body it gets (a webhook receiver, for notify).
+        self.hooks: dict[str, list[Any]] = {}
 
     @property
     def url(self) -> str:
@@ -158,6 +160,16 @@ class ReferenceService(Component):
                         return
                     service.ping_status = status
                     self._reply(200, {"status": status})
+                    return
+                if self.path.startswith("/hooks/"):
+                    length = int(self.headers.get("Content-Length") or 0)
+                    try:
+                        body = json.loads(self.rfile.read(length) or b"null")
+                    except ValueError:
+                        self._reply(400, {"error": "not JSON"})
+                        return
+                    service.hooks.setdefault(self.path.removeprefix("/hooks/"), []).append(body)
+                    self._reply(200, {"ok": True})
                     return
                 if self.path != "/jobs":
                     self._reply(404, {"error": f"no route {self.path}"})

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import httpx
 
 from karma.errors import PermanentError, TransientError
+from karma.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,38 @@ class ServiceClient(ResourceSupplier):
         await resource.aclose()
 
 
+KAFKA = "kafka"
+
+
+class KafkaProducer(ResourceSupplier):
+    """The worker's Kafka (its settings), as a producer actions publish with."""
+
+    name = KAFKA
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+
+    async def create(self) -> Any:
+        from aiokafka import AIOKafkaProducer
+
+        from karma.kafka_config import producer_kwargs
+
+        producer = AIOKafkaProducer(**producer_kwargs(self._settings))
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    async def check(self, resource: Any) -> None:
+        if not await resource.partitions_for(self._settings.topics.dlq):
+            raise RuntimeError(f"no metadata for {self._settings.topics.dlq}")
+
+    async def close(self, resource: Any) -> None:
+        await resource.stop()
+
+
 class Health(StrEnum):
     NOT_CREATED = "not_created"
     HEALTHY = "healthy"
@@ -122,13 +155,20 @@ class ResourceManager:
 
     @classmethod
     def for_worker(
-        cls, services: Mapping[str, str], *, check_interval_s: float | None = None
+        cls,
+        services: Mapping[str, str],
+        *,
+        check_interval_s: float | None = None,
+        kafka: KafkaSettings | None = None,
     ) -> ResourceManager:
-        """The configured services' clients and the suppliers registered as entry points."""
+        """The configured services' clients, a Kafka producer (`kafka`) and the suppliers
+        registered as entry points."""
         suppliers: list[ResourceSupplier] = [
             ServiceClient(name, url, check_interval_s=check_interval_s)
             for name, url in services.items()
         ]
+        if kafka is not None and KAFKA not in services:
+            suppliers.append(KafkaProducer(kafka))
         for point in entry_points(group=ENTRY_POINT_GROUP):
             try:
                 supplier = point.load()()

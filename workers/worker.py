@@ -81,7 +81,9 @@ class ActionWorker(Component):
         BREAKERS.configure(settings.breakers)  # the calls its executors make
         registry = registry or default_registry()
         self.resources = ResourceManager.for_worker(
-            settings.services, check_interval_s=settings.resources.check_interval_s
+            settings.services,
+            check_interval_s=settings.resources.check_interval_s,
+            kafka=settings.kafka,
         )
         sealer = SecretSealer.from_settings(settings)
         compensation = CompensationActivities(registry, sealer, self._dlq)
