@@ -107,10 +107,21 @@ class StreamSink:
                     raise TransientError(f"reading {self.topic} took over {SCAN_TIMEOUT_S} s")
                 batch = await consumer.getmany(tp, timeout_ms=READ_TIMEOUT_MS)
                 for record in batch.get(tp, []):
-                    if record.key == key:
-                        found.add(int(json.loads(record.value)["seq"]))
+                    if record.key == key and (seq := item_seq(record.value)) is not None:
+                        found.add(seq)
                 if await consumer.position(tp) >= end:
                     past_end += 1
             return found
         finally:
             await consumer.stop()
+
+
+def item_seq(value: bytes | None) -> int | None:
+    """The seq of one of Karma's item records; None for anything else on the topic (bytes
+    that are not JSON, not UTF-8, nested too deep, without an integer seq): the scan looks
+    only for Karma's own records and passes over the rest."""
+    try:
+        seq = json.loads(value or b"")["seq"]
+    except (ValueError, TypeError, KeyError, RecursionError, UnicodeDecodeError):
+        return None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0 else None

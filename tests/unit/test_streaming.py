@@ -130,3 +130,14 @@ async def test_a_failing_stream_fails_the_attempt_with_its_error() -> None:
         await Broken().execute_with_state(
             ActionContext(action_id="a", action_type="t", params={}, attempt=1), start.state
         )
+
+
+def test_the_recovery_scan_passes_over_records_that_are_not_karmas_items() -> None:
+    from bridge.stream_sink import item_seq
+
+    assert item_seq(b'{"action_id": "a", "seq": 41, "item": 1}') == 41
+    hostile = [
+        None, b"", b"\xff\xfe not utf-8", b"[" * 100_000, b"{}", b'{"seq": "7"}',
+        b'{"seq": true}', b'{"seq": -1}', b"[1, 2]", b"x" * 1_000_000,
+    ]  # fmt: skip
+    assert [item_seq(v) for v in hostile] == [None] * len(hostile)
