@@ -36,7 +36,7 @@ from karma.executor import (
     EventDrivenActionExecutor,
 )
 from karma.params import redact_params, validate_params
-from karma.payload_size import check_result
+from karma.payload_size import check_output_limit, check_result
 from karma.registry import ActionRegistry
 from karma.request import ActionRequest
 from karma.resources import ResourceManager
@@ -207,13 +207,16 @@ class ActionActivities:
     ) -> Out:
         async def call() -> Out:
             executor = self._registry.executor(inp.request.action_type)
-            needed = self._registry.meta(inp.request.action_type).required_services
+            meta = self._registry.meta(inp.request.action_type)
+            needed = meta.required_services
             # An unhealthy resource fails the attempt as transient: retried, never run.
             resources = await self._resources.acquire(needed) if self._resources else {}
             if isinstance(executor, StreamingActionExecutor) and self._stream is not None:
                 resources[STREAM_SINK] = self._stream
             ctx = self._context(inp, self._sealer.unseal(inp.params), resources)
-            return await method(executor, ctx)
+            output = await method(executor, ctx)
+            check_output_limit(meta, output.outputs)
+            return output
 
         async def emit(acked: ExecuteHeartbeat) -> int:
             acked.emitted_seq = await self._publisher.publish(

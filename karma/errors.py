@@ -27,6 +27,7 @@ class ErrorType(StrEnum):
     HEARTBEAT_TIMEOUT = "heartbeat_timeout"
     CANCELLED = "cancelled"
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    LIMIT_EXCEEDED = "limit_exceeded"
     INTERNAL = "internal"
 
 
@@ -104,6 +105,13 @@ class PayloadTooLargeError(PermanentError):
     """What an executor returned is too large for the action's Temporal history."""
 
     error_type = ErrorType.PAYLOAD_TOO_LARGE
+
+
+class LimitExceededError(PermanentError):
+    """An attempt went past one of its action type's limits (`ActionMeta.limits`): its
+    outputs, or its child process's memory or CPU time. The message names the limit."""
+
+    error_type = ErrorType.LIMIT_EXCEEDED
 
 
 def field_errors(exc: PydanticValidationError, prefix: str = "") -> list[FieldError]:

@@ -144,6 +144,23 @@ class RetryPolicy(BaseModel):
         return min(timedelta(seconds=seconds), self.maximum_interval)
 
 
+class ExecutorLimits(BaseModel):
+    """Bounds on one attempt beyond its wall-clock `timeout`. A breach ends the attempt
+    as a permanent `limit_exceeded` error naming the limit.
+
+    `max_output_bytes` bounds the JSON of the outputs an attempt returns (checked by Karma
+    for every executor). `memory_mb` and `cpu_seconds` are enforced as rlimits on child
+    processes by the executors that start them (`command`, and any that opt in through
+    `karma.actions._process.run(limits=...)`).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    max_output_bytes: int | None = Field(default=None, ge=1)
+    memory_mb: int | None = Field(default=None, ge=1, description="address space, MiB")
+    cpu_seconds: int | None = Field(default=None, ge=1, description="CPU time, seconds")
+
+
 class ActionMeta(BaseModel):
     """Everything Karma knows about an action type before running it."""
 
@@ -169,6 +186,7 @@ class ActionMeta(BaseModel):
     params: tuple[ParamDefinition, ...] = ()
     outputs: tuple[OutputDefinition, ...] = ()
     retry: RetryPolicy = RetryPolicy()
+    limits: ExecutorLimits = ExecutorLimits()
 
     @model_validator(mode="after")
     def _unique_names(self) -> Self:

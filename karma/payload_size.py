@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from karma.errors import FieldError, PayloadTooLargeError, ValidationError
+from karma.errors import FieldError, LimitExceededError, PayloadTooLargeError, ValidationError
+from karma.meta import ActionMeta
 
 LIMIT_SETTING = "KARMA_LIMITS__MAX_PAYLOAD_BYTES"
 NAMED = 3  # how many of the largest fields a refusal names
@@ -85,3 +86,22 @@ def check_result(model: BaseModel, outputs: Mapping[str, Any], limit: int, what:
     named = ", ".join(f"{name} ({bytes_:,} bytes)" for name, bytes_ in _largest(outputs, ""))
     reason = _explain(what, size, limit) + (f"; largest outputs: {named}" if named else "")
     raise PayloadTooLargeError(reason)
+
+
+def check_output_limit(meta: ActionMeta, outputs: Mapping[str, Any]) -> None:
+    """Refuse outputs over the action type's `limits.max_output_bytes`.
+
+    Raises:
+        karma.errors.LimitExceededError: naming the limit and the largest outputs.
+    """
+    limit = meta.limits.max_output_bytes
+    if limit is None:
+        return
+    size = len(json.dumps(outputs, default=str).encode("utf-8"))
+    if size <= limit:
+        return
+    named = ", ".join(f"{name} ({bytes_:,} bytes)" for name, bytes_ in _largest(outputs, ""))
+    raise LimitExceededError(
+        f"limit max_output_bytes exceeded: the outputs are {size:,} bytes, over the "
+        f"{limit:,} allowed for {meta.type!r}" + (f"; largest: {named}" if named else "")
+    )

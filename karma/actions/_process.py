@@ -8,12 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
+import shutil
 import signal
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from karma.errors import PermanentError
+from karma.errors import LimitExceededError, PermanentError
+from karma.meta import ExecutorLimits
 
 # What a child gets from the worker's environment unless told to inherit it all.
 PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER")
@@ -21,6 +25,13 @@ KILL_GRACE_S = 5.0
 READ_GRACE_S = 1.0  # after its exit, for the last of its output
 POLL_S = 0.05
 MASK = "***"
+_LIMITED = os.path.join(os.path.dirname(__file__), "_limited.py")
+# How a program says it could not allocate (Python, libc's strerror, C++, Go, Java, Rust).
+_OUT_OF_MEMORY = re.compile(
+    r"MemoryError|Cannot allocate memory|out of memory|bad_alloc|memory allocation of"
+    r"|OutOfMemoryError|failed to allocate",
+    re.IGNORECASE,
+)
 
 
 @dataclass
@@ -31,6 +42,7 @@ class Finished:
     duration_ms: int
     truncated: bool
     timed_out: bool = False
+    exceeded: str = ""  # the limit it went past (`memory_mb=256`), if any
 
 
 def environment(given: Mapping[str, object] | None, *, inherit: bool) -> dict[str, str]:
@@ -90,9 +102,12 @@ async def run(
     timeout_s: float,
     max_output_bytes: int,
     secrets: Iterable[str] = (),
+    limits: ExecutorLimits | None = None,
 ) -> Finished:
     """Run `argv` to its end, or stop its whole process group after `timeout_s` or when
-    the caller is cancelled (then re-raised).
+    the caller is cancelled (then re-raised). `limits.memory_mb` and `limits.cpu_seconds`
+    are set as rlimits (RLIMIT_AS, RLIMIT_CPU) on the program; `Finished.exceeded` names
+    the one it went past.
 
     Raises:
         karma.errors.PermanentError: argv is not a non-empty list of strings, or the
@@ -100,10 +115,13 @@ async def run(
     """
     if not argv or not all(isinstance(a, str) for a in argv):
         raise PermanentError("argv: a non-empty list of strings")
+    limited = limits is not None and (limits.memory_mb or limits.cpu_seconds)
+    if limited:
+        _check_runnable(argv[0], env)
     started = time.monotonic()
     try:
         process = await asyncio.create_subprocess_exec(
-            *argv,
+            *(_under_limits(argv, limits) if limits and limited else argv),
             cwd=cwd or None,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
@@ -133,7 +151,7 @@ async def run(
             await asyncio.wait_for(asyncio.shield(readers), READ_GRACE_S)
         except (TimeoutError, asyncio.CancelledError):
             readers.cancel()
-    return Finished(
+    finished = Finished(
         exit_code=process.returncode if process.returncode is not None else -1,
         stdout=_last(masked(out.text(), secret), max_output_bytes),
         stderr=_last(masked(err.text(), secret), max_output_bytes),
@@ -143,6 +161,51 @@ async def run(
         or len(out.data) > max_output_bytes
         or len(err.data) > max_output_bytes,
         timed_out=timed_out,
+    )
+    if limits is not None and not timed_out:
+        finished.exceeded = _exceeded(finished, limits, err.text())
+    return finished
+
+
+def _under_limits(argv: Sequence[str], limits: ExecutorLimits) -> list[str]:
+    memory = str(limits.memory_mb * 1024 * 1024) if limits.memory_mb else "-"
+    cpu = str(limits.cpu_seconds) if limits.cpu_seconds else "-"
+    # -I -S: nothing from the environment or site-packages; the wrapper needs neither.
+    return [sys.executable, "-I", "-S", _LIMITED, memory, cpu, "--", *argv]
+
+
+def _check_runnable(program: str, env: Mapping[str, str]) -> None:
+    """The error a direct start would give, before the wrapper hides it behind exit 127."""
+    found = (
+        program
+        if os.sep in program and os.access(program, os.X_OK)
+        else shutil.which(program, path=env.get("PATH", ""))
+        if os.sep not in program
+        else None
+    )
+    if found is None:
+        raise PermanentError(f"cannot run {program!r}: not found or not executable")
+
+
+def _exceeded(finished: Finished, limits: ExecutorLimits, stderr: str) -> str:
+    """Which limit the program went past, judged by how it ended: SIGXCPU (or SIGKILL
+    after using its CPU time) for CPU, a failure saying it could not allocate for memory."""
+    code = finished.exit_code
+    if limits.cpu_seconds and (
+        code == -signal.SIGXCPU
+        or (code == -signal.SIGKILL and finished.duration_ms >= limits.cpu_seconds * 1000)
+    ):
+        return f"cpu_seconds={limits.cpu_seconds}"
+    if limits.memory_mb and code != 0 and _OUT_OF_MEMORY.search(stderr[-4096:]):
+        return f"memory_mb={limits.memory_mb}"
+    return ""
+
+
+def limit_error(finished: Finished) -> LimitExceededError:
+    what = "CPU time" if finished.exceeded.startswith("cpu") else "memory"
+    return LimitExceededError(
+        f"limit {finished.exceeded} exceeded: the program ran out of {what} "
+        f"(exit {finished.exit_code}, after {finished.duration_ms} ms)"
     )
 
 

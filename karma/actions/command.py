@@ -2,7 +2,9 @@
 
 The exit code decides: `success_codes` succeed, `transient_codes` are retried, any other
 is permanent; a run past `timeout_seconds` has its whole process group stopped and is
-transient. stdout and stderr are captured (their last `max_output_bytes` each), with the
+transient. `memory_mb` and `cpu_seconds` (and the type's `limits`, the tighter of the two)
+are rlimits on the program: going past one fails the attempt as `limit_exceeded`.
+stdout and stderr are captured (their last `max_output_bytes` each), with the
 values of `env` (secret: it usually carries credentials) masked before they are published.
 The child gets PATH, HOME, LANG, LC_ALL, TZ, TMPDIR and USER from the worker, not the rest
 of its environment (Karma's keys), unless `inherit_env`.
@@ -10,13 +12,21 @@ of its environment (Karma's keys), unless `inherit_env`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
 from karma.actions import _process
 from karma.errors import PermanentError, TransientError
 from karma.executor import ActionContext, ActionResult, BaseActionExecutor
-from karma.meta import ActionMeta, OutputDefinition, ParamDefinition, ParamType, RetryPolicy
+from karma.meta import (
+    ActionMeta,
+    ExecutorLimits,
+    OutputDefinition,
+    ParamDefinition,
+    ParamType,
+    RetryPolicy,
+)
 from karma.registry import register_action
 
 META = ActionMeta(
@@ -42,6 +52,18 @@ META = ActionMeta(
         ParamDefinition(name="transient_codes", type=ParamType.JSON, default=[]),
         ParamDefinition(
             name="max_output_bytes", type=ParamType.NUMBER, default=65_536, min=0, max=1_048_576
+        ),
+        ParamDefinition(
+            name="memory_mb",
+            type=ParamType.NUMBER,
+            min=1,
+            description="address-space limit of the program (RLIMIT_AS), MiB",
+        ),
+        ParamDefinition(
+            name="cpu_seconds",
+            type=ParamType.NUMBER,
+            min=1,
+            description="CPU-time limit of the program (RLIMIT_CPU), seconds",
         ),
     ),
     outputs=(
@@ -70,6 +92,8 @@ def judge(finished: _process.Finished, success: set[int], transient: set[int]) -
         karma.errors.TransientError: a timeout or a transient exit code.
         karma.errors.PermanentError: any other exit code.
     """
+    if finished.exceeded:
+        raise _process.limit_error(finished)
     tail = (finished.stderr or finished.stdout).strip()[-500:]
     if finished.timed_out:
         raise TransientError(f"still running after the timeout: stopped ({tail})")
@@ -79,6 +103,21 @@ def judge(finished: _process.Finished, success: set[int], transient: set[int]) -
     if finished.exit_code in transient:
         raise TransientError(message)
     raise PermanentError(message)
+
+
+def limits_for(declared: ExecutorLimits, params: Mapping[str, Any]) -> ExecutorLimits:
+    """The type's limits, tightened by the request's `memory_mb` and `cpu_seconds`."""
+
+    def tighter(a: int | None, b: Any) -> int | None:
+        given = None if b is None else max(1, int(b))
+        return min(x for x in (a, given) if x is not None) if (a or given) else None
+
+    return declared.model_copy(
+        update={
+            "memory_mb": tighter(declared.memory_mb, params.get("memory_mb")),
+            "cpu_seconds": tighter(declared.cpu_seconds, params.get("cpu_seconds")),
+        }
+    )
 
 
 @register_action(META)
@@ -95,6 +134,7 @@ class CommandExecutor(BaseActionExecutor):
             timeout_s=float(params["timeout_seconds"]),
             max_output_bytes=int(params["max_output_bytes"]),
             secrets=[str(v) for v in env.values()],
+            limits=limits_for(self.meta.limits, params),
         )
         judge(
             finished,

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from karma.actions import _process
-from karma.actions.command import judge
-from karma.errors import PermanentError, TransientError
+from karma.actions.command import judge, limits_for
+from karma.errors import ErrorType, LimitExceededError, PermanentError, TransientError
+from karma.meta import ActionMeta, ExecutorLimits
+from karma.payload_size import check_output_limit
 
 PY = sys.executable
 
@@ -133,3 +135,65 @@ async def test_a_secret_cut_at_the_edge_of_the_kept_output_is_still_masked() -> 
         "print('x' * 100 + 'SECRETVALUE' + 'y' * 5)", max_output_bytes=12, secrets=["SECRETVALUE"]
     )
     assert "VALUE" not in finished.stdout and finished.truncated
+
+
+# Limits: a child that goes past each one, and what stays within them.
+
+HOG_MEMORY = "x = bytearray(400 * 1024 * 1024); print(len(x))"
+HOG_CPU = "while True: pass"
+
+
+async def test_a_child_past_its_memory_limit_ends_as_limit_exceeded() -> None:
+    limits = ExecutorLimits(memory_mb=150)
+    finished = await run(HOG_MEMORY, limits=limits)
+    assert finished.exceeded == "memory_mb=150" and finished.exit_code != 0
+    with pytest.raises(LimitExceededError, match="limit memory_mb=150 exceeded") as caught:
+        judge(finished, {0}, set())
+    assert caught.value.error_type is ErrorType.LIMIT_EXCEEDED
+    within = await run(HOG_MEMORY, limits=ExecutorLimits(memory_mb=1024))
+    assert within.exit_code == 0 and not within.exceeded
+    judge(within, {0}, set())
+
+
+async def test_a_child_past_its_cpu_limit_is_stopped_and_named() -> None:
+    started = time.monotonic()
+    finished = await run(HOG_CPU, limits=ExecutorLimits(cpu_seconds=1), timeout_s=30.0)
+    assert time.monotonic() - started < 15  # stopped by the limit, not the timeout
+    assert not finished.timed_out and finished.exceeded == "cpu_seconds=1"
+    with pytest.raises(LimitExceededError, match=r"limit cpu_seconds=1 exceeded.*CPU time"):
+        judge(finished, {0}, set())
+
+
+async def test_limits_reach_what_the_child_starts_and_a_missing_program_stays_clear() -> None:
+    code = (
+        "import resource\n"
+        "print(resource.getrlimit(resource.RLIMIT_AS)[0])\n"
+        "print(resource.getrlimit(resource.RLIMIT_CPU)[0])\n"
+    )
+    finished = await run(code, limits=ExecutorLimits(memory_mb=512, cpu_seconds=7))
+    assert finished.stdout.split() == [str(512 * 1024 * 1024), "7"]
+    with pytest.raises(PermanentError, match="cannot run 'no-such-program-here'"):
+        await _process.run(
+            ["no-such-program-here"], cwd=None, env=_process.environment({}, inherit=False),
+            timeout_s=5.0, max_output_bytes=100, limits=ExecutorLimits(cpu_seconds=5),
+        )  # fmt: skip
+    # A failure that is not about memory is not called a memory breach.
+    plain = await run("import sys; sys.exit(4)", limits=ExecutorLimits(memory_mb=512))
+    assert plain.exit_code == 4 and not plain.exceeded
+
+
+def test_a_request_can_only_tighten_the_types_limits() -> None:
+    declared = ExecutorLimits(memory_mb=256)
+    assert limits_for(declared, {"memory_mb": 1024}).memory_mb == 256
+    assert limits_for(declared, {"memory_mb": 64, "cpu_seconds": 3}).model_dump() == {
+        "max_output_bytes": None, "memory_mb": 64, "cpu_seconds": 3,
+    }  # fmt: skip
+    assert limits_for(ExecutorLimits(), {}).memory_mb is None
+
+
+def test_outputs_past_the_types_max_output_bytes_are_refused_by_name() -> None:
+    meta = ActionMeta(type="t.big", name="big", limits=ExecutorLimits(max_output_bytes=100))
+    check_output_limit(meta, {"small": "x" * 50})
+    with pytest.raises(LimitExceededError, match=r"max_output_bytes.*over the 100.*big \("):
+        check_output_limit(meta, {"small": "x", "big": "y" * 500})
+    check_output_limit(ActionMeta(type="t.free", name="free"), {"big": "y" * 10_000})

@@ -1,0 +1,34 @@
+"""Start a program under rlimits: `python -I -S _limited.py MEMORY_BYTES CPU_SECONDS -- argv...`.
+
+Run by `karma.actions._process` in place of the program when an action has memory or CPU
+limits: it sets them on itself and becomes the program (exec keeps rlimits), so the limits
+hold for the program and whatever it starts. `-` means no limit. A program that cannot be
+started is reported on stderr with exit code 127, like a shell does. Only the standard
+library is imported here: the worker's interpreter runs this file without site-packages.
+"""
+
+import os
+import resource
+import sys
+
+CPU_GRACE_S = 1  # SIGXCPU at the soft limit; SIGKILL this much later if it is ignored
+
+
+def main(args: list[str]) -> int:
+    memory, cpu, separator, *argv = args
+    if separator != "--" or not argv:
+        sys.stderr.write("usage: _limited.py MEMORY_BYTES CPU_SECONDS -- argv...\n")
+        return 2
+    if memory != "-":
+        resource.setrlimit(resource.RLIMIT_AS, (int(memory), int(memory)))
+    if cpu != "-":
+        resource.setrlimit(resource.RLIMIT_CPU, (int(cpu), int(cpu) + CPU_GRACE_S))
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        sys.stderr.write(f"cannot run {argv[0]!r}: {exc.strerror or exc}\n")
+    return 127
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
