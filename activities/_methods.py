@@ -3,6 +3,7 @@ method's typed output."""
 
 from __future__ import annotations
 
+from karma import large_state
 from karma.errors import PermanentError
 from karma.executor import (
     ActionContext,
@@ -14,6 +15,7 @@ from karma.executor import (
 )
 from karma.interactive import AwaitDecision, InteractiveActionExecutor
 from karma.saga import StepContext, StepResult, TransactionalActionExecutor
+from karma.settings import LimitsSettings
 from karma.stateful import Break, Continue, StatefulActionExecutor
 from karma.workflow_io import (
     AskOutput,
@@ -73,23 +75,28 @@ async def run_step(executor: BaseActionExecutor, ctx: StepContext) -> StepOutput
 
 
 async def iterate(
-    executor: BaseActionExecutor, ctx: ActionContext, inp: IterateInput
+    executor: BaseActionExecutor, ctx: ActionContext, inp: IterateInput, limits: LimitsSettings
 ) -> IterateOutput:
+    """One iteration; the state is unpacked before and packed after (`karma.large_state`)."""
     if not isinstance(executor, StatefulActionExecutor):
         raise _not_a(executor, "StatefulActionExecutor")
     stateful = executor
     if inp.state is None:
         state = stateful.initial_state(ctx)
     elif inp.state_version != stateful.state_version:
-        state = stateful.migrate_state(dict(inp.state), inp.state_version)
+        state = stateful.migrate_state(large_state.unpack(dict(inp.state)), inp.state_version)
     else:
-        state = dict(inp.state)
+        state = large_state.unpack(dict(inp.state))
     result = await stateful.execute_with_state(ctx, state)
     match result:
         case Continue():
             iteration = Iteration(
                 done=False,
-                state=result.state,
+                state=large_state.pack(
+                    result.state,
+                    compress_past=limits.state_compress_bytes,
+                    limit=limits.max_state_bytes,
+                ),
                 state_version=stateful.state_version,
                 progress=result.progress,
                 message=result.message,

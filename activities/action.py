@@ -82,6 +82,7 @@ class ActionActivities:
         callback_topic: str,
         services: Mapping[str, str],
         max_payload_bytes: int = LimitsSettings().max_payload_bytes,
+        limits: LimitsSettings | None = None,
         past: PastActions | None = None,
         resources: ResourceManager | None = None,
         stream: ItemSink | None = None,
@@ -94,6 +95,7 @@ class ActionActivities:
         self._sealer = sealer
         self._emit_timeout = emit_timeout
         self._max_payload_bytes = max_payload_bytes
+        self._limits = limits or LimitsSettings(max_payload_bytes=max_payload_bytes)
         self._callback_topic = callback_topic
         self._services = dict(services)
 
@@ -180,7 +182,7 @@ class ActionActivities:
     @activity.defn(name=names.ITERATE)
     async def iterate(self, inp: IterateInput) -> IterateOutput:
         """One iteration of a stateful executor."""
-        return await self._attempt(inp, lambda x, ctx: _methods.iterate(x, ctx, inp))
+        return await self._attempt(inp, lambda x, ctx: _methods.iterate(x, ctx, inp, self._limits))
 
     @activity.defn(name=names.EXECUTE_ACTION)
     async def execute_action(self, inp: LegacyExecuteInput) -> AttemptOutput:

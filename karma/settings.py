@@ -166,6 +166,17 @@ class LimitsSettings(BaseModel):
         description="the largest encoded request, outputs, state or callback an action "
         "takes into its Temporal history (Temporal refuses blobs over 2 MB)",
     )
+    state_compress_bytes: int = Field(
+        default=16_384,
+        ge=256,
+        description="a stateful action's state larger than this (JSON) is kept compressed",
+    )
+    max_state_bytes: int = Field(
+        default=131_072,
+        ge=1024,
+        le=1_048_576,
+        description="a state larger than this even compressed fails as payload_too_large",
+    )
 
 
 class ApiSettings(BaseModel):

@@ -95,6 +95,7 @@ class ActionWorker(Component):
             callback_topic=settings.kafka.topics.callbacks,
             services=settings.services,
             max_payload_bytes=settings.limits.max_payload_bytes,
+            limits=settings.limits,
             past=past,
             resources=self.resources,
             stream=self._stream,

@@ -14,6 +14,7 @@ from workflows._ending import Ending
 
 with workflow.unsafe.imports_passed_through():
     from karma.envelope import TransitionAttrs
+    from karma.large_state import PACKED_ITERATIONS_PER_RUN, is_packed
     from karma.lifecycle import EventType
     from karma.meta import ExecutionMode
 
@@ -28,7 +29,8 @@ async def run(ctx: RunContext) -> Ending:
     run_state = ctx.run
     if ctx.request.resume is None:
         ctx.record(EventType.STARTED, TransitionAttrs(attempt=1), ctx.prepared_at)
-    for _ in range(ctx.execution.iterations_per_run):
+    per_run = ctx.execution.iterations_per_run
+    for done_here in range(1, per_run + 1):
         first = run_state.iterations == 0
         result = await ctx.attempts(
             calls.iterate(
@@ -57,6 +59,8 @@ async def run(ctx: RunContext) -> Ending:
         )
         if iteration.delay > timedelta(0):
             await ctx.outbox.flush_while_sleeping(iteration.delay)
+        if is_packed(run_state.data) and done_here >= PACKED_ITERATIONS_PER_RUN:
+            break  # a large state: fewer copies of it in one history
     # Bound the history: the next run starts from here with nothing to replay.
     await ctx.outbox.flush()
     run_state.started_at = run_state.started_at or workflow.info().workflow_start_time

@@ -167,3 +167,41 @@ async def test_cancellations_racing_workflow_tasks_publish_only_what_the_history
         f"{len(handles)} busy stateful actions cancelled mid-run: {published} transitions, "
         "each on Kafka in the one version the history keeps, the ledger the same"
     )
+
+
+async def test_a_growing_state_is_packed_then_refused_past_the_limit(
+    karma: EmbeddedKarma,
+) -> None:
+    limits = karma.settings.limits
+    # Within the limit once packed: the executor gets back exactly what it wrote.
+    until = limits.state_compress_bytes * 4
+    packed = await karma.client.request("test.growing", {"until": until})
+    outcome = await asyncio.wait_for(packed.result(), 90)
+    assert outcome.state is ActionState.SUCCEEDED, outcome.error
+    assert outcome.outputs["bytes"] >= until
+
+    grows = await karma.client.request("test.growing", {})
+    outcome = await asyncio.wait_for(grows.result(), 120)
+    assert outcome.state is ActionState.FAILED
+    assert outcome.error is not None and outcome.error.type.value == "payload_too_large"
+    assert "KARMA_LIMITS__MAX_STATE_BYTES" in outcome.error.message
+    async with asyncio.timeout(LEDGER_TIMEOUT):
+        while True:
+            rows = await asyncio.to_thread(karma.ledger.transitions, [grows.action_id])
+            if rows and rows[-1].event_type == EventType.FAILED.value:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.1)
+    sizes = [
+        int(r.attrs["message"].split()[0])  # type: ignore[attr-defined]
+        for r in rows
+        if str(r.attrs.get("message", "")).endswith(" bytes")  # type: ignore[attr-defined]
+    ]
+    # It went on well past the plain limit (packed, about half the size), one chunk a time.
+    assert max(sizes) > limits.max_state_bytes
+    assert sizes == list(range(8192, max(sizes) + 1, 8192))
+    # While packed it continued as new every few iterations: several runs, one action.
+    query = f"WorkflowId = '{workflow_id_for(grows.action_id)}'"
+    runs = [wf async for wf in karma.temporal.list_workflows(query)]
+    expected_runs = len(sizes) // 10
+    assert len(runs) >= expected_runs >= 2
+    assert sum(r.status is WorkflowExecutionStatus.CONTINUED_AS_NEW for r in runs) == len(runs) - 1

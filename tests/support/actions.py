@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -238,6 +240,44 @@ class CounterExecutor(StatefulActionExecutor):
 
 
 TEST_EXECUTORS.append(CounterExecutor)
+
+
+@register_action(
+    ActionMeta(
+        type="test.growing",
+        name="A state that grows by a chunk of random hex per iteration",
+        mode=ExecutionMode.STATEFUL,
+        params=(
+            ParamDefinition(name="chunk", type=ParamType.NUMBER, default=8192),
+            ParamDefinition(name="until", type=ParamType.NUMBER, default=0, description="0: ever"),
+        ),
+        outputs=(OutputDefinition(name="bytes"), OutputDefinition(name="iterations")),
+    )
+)
+class GrowingExecutor(StatefulActionExecutor):
+    """Checks every iteration that the state it gets is the one it wrote (a digest kept
+    beside the blob), so a state mangled on its way fails the action."""
+
+    async def execute_with_state(
+        self, ctx: ActionContext, state: dict[str, Any]
+    ) -> Continue | Break:
+        blob = str(state.get("blob", ""))
+        if hashlib.sha256(blob.encode()).hexdigest() != state.get("digest", _EMPTY_DIGEST):
+            raise PermanentError("the state came back different from the one written")
+        blob += os.urandom(int(ctx.params["chunk"]) // 2).hex()
+        iterations = int(state.get("iterations", 0)) + 1
+        until = int(ctx.params["until"])
+        if until and len(blob) >= until:
+            return Break(outputs={"bytes": len(blob), "iterations": iterations})
+        digest = hashlib.sha256(blob.encode()).hexdigest()
+        return Continue(
+            state={"blob": blob, "digest": digest, "iterations": iterations},
+            message=f"{len(blob)} bytes",
+        )
+
+
+_EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
+TEST_EXECUTORS.append(GrowingExecutor)
 
 
 @register_action(
