@@ -40,6 +40,7 @@ from karma.payload_size import check_output_limit, check_result
 from karma.registry import ActionRegistry
 from karma.request import ActionRequest
 from karma.resources import ResourceManager
+from karma.result_cache import ResultCache, cache_key, look_up
 from karma.saga import StepContext, TransactionalActionExecutor
 from karma.secrets import SecretSealer
 from karma.settings import LimitsSettings
@@ -86,8 +87,10 @@ class ActionActivities:
         past: PastActions | None = None,
         resources: ResourceManager | None = None,
         stream: ItemSink | None = None,
+        cache: ResultCache | None = None,
     ) -> None:
         self._past = past
+        self._cache = cache
         self._resources = resources
         self._stream = stream
         self._registry = registry
@@ -136,6 +139,10 @@ class ActionActivities:
             return PreparedAction(
                 prepared_at=now, requested_args=requested_args, error=ErrorInfo.from_exception(exc)
             )
+        key = cache_key(self._sealer, meta, params) if meta.cache_ttl is not None else None
+        cached = None
+        if key is not None and request.resume is None:  # a continued run is no new request
+            cached = await look_up(self._cache, meta, key, now)
         executor_class = self._registry.get(request.action_type).executor_class
         steps = list(getattr(executor_class, "steps", ()))
         compensation_retry = getattr(executor_class, "compensation_retry", None)
@@ -156,7 +163,9 @@ class ActionActivities:
                 steps=steps if issubclass(executor_class, TransactionalActionExecutor) else [],
                 compensation_retry=compensation_retry,
                 iterations_per_run=getattr(executor_class, "iterations_per_run", 100),
+                cache_key=key,
             ),
+            cached=cached,
         )
 
     @activity.defn(name=names.EXECUTE)

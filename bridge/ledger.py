@@ -32,7 +32,7 @@ from bridge.ledger_schema import (
 from karma import names
 from karma.envelope import EventSource, Transition
 from karma.errors import LedgerUnavailableError
-from karma.lifecycle import TERMINAL_STATES
+from karma.lifecycle import TERMINAL_STATES, EventType
 
 T = TypeVar("T")
 
@@ -373,6 +373,29 @@ class Ledger:
         )
         return [_action_event(row) for row in result.named_results()]
 
+    def cached_result(
+        self, action_type: str, cache_key: str, since: datetime
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The latest success of `action_type` recorded with `cache_key` at or after `since`:
+        (its action id, its outputs), or None."""
+        result = self._client.query(
+            f"""SELECT action_id, attrs FROM {self._events}
+                WHERE action_type = %(type)s AND event_type = %(succeeded)s
+                  AND ts >= toDateTime64(%(since)s, 3, 'UTC')
+                  AND JSONExtractString(attrs, 'cache_key') = %(key)s
+                ORDER BY ts DESC LIMIT 1""",
+            parameters={
+                "type": action_type,
+                "succeeded": EventType.SUCCEEDED.value,
+                "since": since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),
+                "key": cache_key,
+            },
+        )
+        for action_id, attrs in result.result_rows:
+            outputs = json.loads(attrs).get("outputs") or {}
+            return str(action_id), outputs if isinstance(outputs, dict) else {}
+        return None
+
 
 # Ids are inlined into the query text, which ClickHouse caps (`max_query_size`, 256 KiB by
 # default): a chunk stays well under it whatever the ids' lengths (up to 512 characters).
@@ -420,6 +443,17 @@ class PastActions:
         def read() -> list[LedgerEvent]:
             with self._lock:
                 return self._open().transitions([action_id])
+
+        return await asyncio.to_thread(read)
+
+    async def cached(
+        self, action_type: str, cache_key: str, since: datetime
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The result cache's entry (`Ledger.cached_result`)."""
+
+        def read() -> tuple[str, dict[str, Any]] | None:
+            with self._lock:
+                return self._open().cached_result(action_type, cache_key, since)
 
         return await asyncio.to_thread(read)
 

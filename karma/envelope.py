@@ -105,6 +105,12 @@ class TransitionAttrs(BaseModel):
     decision: dict[str, Any] | None = None
     undone: list[str] | None = None
     child_action_id: str | None = Field(default=None, description="a pipeline step's action")
+    cache_key: str | None = Field(
+        default=None, description="a cacheable success: keyed hash of its type and params"
+    )
+    cached_from: str | None = Field(
+        default=None, description="answered from the result cache: the action that ran"
+    )
 
     def as_attrs(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)

@@ -187,6 +187,11 @@ class ActionMeta(BaseModel):
     outputs: tuple[OutputDefinition, ...] = ()
     retry: RetryPolicy = RetryPolicy()
     limits: ExecutorLimits = ExecutorLimits()
+    cache_ttl: timedelta | None = Field(
+        default=None,
+        description="idempotent types: a request matching (type, version, params) an action "
+        "that succeeded this recently ends at once with that action's outputs",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> Self:
@@ -201,6 +206,11 @@ class ActionMeta(BaseModel):
                 seen.add(name)
         if self.timeout <= timedelta(0) or self.heartbeat_timeout <= timedelta(0):
             raise ValueError(f"action {self.type!r}: timeouts must be positive")
+        if self.cache_ttl is not None:
+            if not self.idempotent:
+                raise ValueError(f"action {self.type!r}: cache_ttl needs idempotent=True")
+            if self.cache_ttl <= timedelta(0):
+                raise ValueError(f"action {self.type!r}: cache_ttl must be positive")
         return self
 
     def param(self, name: str) -> ParamDefinition | None:

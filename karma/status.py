@@ -46,6 +46,9 @@ class ActionOutcome(BaseModel):
     undo: Undo | None = Field(
         default=None, description="a transactional action that succeeded: how to undo it"
     )
+    cached_from: str | None = Field(
+        default=None, description="answered from the result cache: the action that ran"
+    )
 
     @classmethod
     def of(cls, status: ActionStatus, *, duration_ms: int = 0, reason: str = "") -> ActionOutcome:

@@ -28,6 +28,16 @@ class ExecutionPlan(BaseModel):
     steps: list[str] = Field(default_factory=list, description="transactional actions")
     compensation_retry: RetryPolicy | None = None
     iterations_per_run: int = Field(default=100, ge=1, description="stateful actions")
+    cache_key: str | None = Field(
+        default=None, description="a cacheable type: recorded with the success"
+    )
+
+
+class CachedResult(BaseModel):
+    """A success of the same type and params within the type's cache TTL (the ledger's)."""
+
+    action_id: str
+    outputs: dict[str, Any] = Field(default_factory=dict)
 
 
 class PreparedAction(BaseModel):
@@ -47,6 +57,9 @@ class PreparedAction(BaseModel):
     )
     plan: ExecutionPlan | None = None
     error: ErrorInfo | None = None
+    cached: CachedResult | None = Field(
+        default=None, description="the action ends at once with this earlier result"
+    )
     ran_before: list[Transition] = Field(
         default_factory=list,
         description="the ledger's transitions of this action id from an earlier run (its "

@@ -22,6 +22,7 @@ from karma.breakers import BREAKERS
 from karma.component import Component
 from karma.registry import ActionRegistry, default_registry
 from karma.resources import ResourceManager
+from karma.result_cache import ResultCache
 from karma.secrets import SecretSealer
 from karma.settings import Settings
 from karma.status import PastActions
@@ -97,6 +98,7 @@ class ActionWorker(Component):
             max_payload_bytes=settings.limits.max_payload_bytes,
             limits=settings.limits,
             past=past,
+            cache=past if isinstance(past, ResultCache) else None,
             resources=self.resources,
             stream=self._stream,
         )

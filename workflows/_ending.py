@@ -24,6 +24,7 @@ class Ending:
     at: datetime | None = None
     reason: str = ""  # why the action was skipped
     undo: Undo | None = None  # a transactional action that succeeded
+    cached_from: str | None = None  # answered from the result cache
 
 
 def millis(delta: timedelta) -> int:

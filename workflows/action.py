@@ -173,6 +173,11 @@ class ActionWorkflow:
                 command=self._request.action_type, args=prepared.accepted_args
             )
             ctx.record(EventType.ACCEPTED, accepted, at)
+        if prepared.cached is not None:  # the type's result cache: nothing to run
+            cached = prepared.cached
+            return Ending(
+                EventType.SUCCEEDED, outputs=cached.outputs, at=at, cached_from=cached.action_id
+            )
         return await kind(ctx)
 
     async def _finish(self, ending: Ending) -> ActionOutcome:
@@ -193,6 +198,13 @@ class ActionWorkflow:
                 error=ending.error,
                 duration_ms=duration_ms,
                 reason=ending.reason or None,
+                cached_from=ending.cached_from,
+                # Only a success that ran is reused: a cached answer never renews the TTL.
+                cache_key=self._ctx.plan.cache_key
+                if ending.event_type is EventType.SUCCEEDED
+                and ending.cached_from is None
+                and self._ctx.plan is not None
+                else None,
             ),
             at,
         )
@@ -210,6 +222,7 @@ class ActionWorkflow:
             reason=ending.reason,
             decision=run.decision,
             undo=ending.undo,
+            cached_from=ending.cached_from,
         )
         if ending.event_type in (EventType.SUCCEEDED, EventType.SKIPPED):
             return outcome

@@ -282,6 +282,37 @@ TEST_EXECUTORS.append(GrowingExecutor)
 
 @register_action(
     ActionMeta(
+        type="test.cached",
+        name="Looks something up; its results may be reused for a while",
+        idempotent=True,
+        cache_ttl=timedelta(minutes=10),
+        params=(
+            ParamDefinition(name="host", type=ParamType.STRING, required=True),
+            ParamDefinition(name="token", type=ParamType.STRING, secret=True),
+            ParamDefinition(name="fail", type=ParamType.BOOLEAN, default=False),
+        ),
+        outputs=(OutputDefinition(name="host"), OutputDefinition(name="run")),
+        retry=RetryPolicy(max_attempts=1),
+    )
+)
+class CachedExecutor(BaseActionExecutor):
+    """Counts its calls per host, so a test sees which requests reached it."""
+
+    calls: ClassVar[dict[str, int]] = {}
+
+    async def execute(self, ctx: ActionContext) -> ActionResult:
+        host = str(ctx.params["host"])
+        self.calls[host] = self.calls.get(host, 0) + 1
+        if ctx.params["fail"]:
+            raise PermanentError(f"{host} is down")
+        return ActionResult(outputs={"host": host, "run": self.calls[host]})
+
+
+TEST_EXECUTORS.append(CachedExecutor)
+
+
+@register_action(
+    ActionMeta(
         type="test.big",
         name="Returns outputs of a given size",
         params=(ParamDefinition(name="output_bytes", type=ParamType.NUMBER, default=10),),
