@@ -19,6 +19,7 @@ from activities import _methods
 from activities._attempt import AttemptClock, application_error, logger_for, run_attempt
 from bridge.emit import TransitionPublisher
 from karma import metrics, names
+from karma.credentials import CredentialManager
 from karma.errors import (
     ErrorInfo,
     FieldError,
@@ -88,7 +89,9 @@ class ActionActivities:
         resources: ResourceManager | None = None,
         stream: ItemSink | None = None,
         cache: ResultCache | None = None,
+        credentials: CredentialManager | None = None,
     ) -> None:
+        self._credentials = credentials
         self._past = past
         self._cache = cache
         self._resources = resources
@@ -304,6 +307,7 @@ class ActionActivities:
             decision=inp.decision if isinstance(inp, ExecuteInput) else None,
             logger=logger_for(request),
             resources=dict(resources or {}),
+            credentials=self._credentials,
         )
 
 

@@ -26,6 +26,7 @@ from karma.http_calls import body_of, check_status, send
 from karma.meta import ActionMeta, ExecutionMode
 
 if TYPE_CHECKING:  # interactive.py builds on this module
+    from karma.credentials import CredentialManager
     from karma.interactive import Decision
 
 ACTION_ID_HEADER = "X-Karma-Action-Id"
@@ -117,7 +118,23 @@ class ActionContext:
     decision: Decision | None = None  # interactive actions: the approval being carried out
     # The resources its ActionMeta.required_services names, healthy (see karma.resources).
     resources: Mapping[str, Any] = field(default_factory=dict)
+    credentials: CredentialManager | None = None  # the worker's (see karma.credentials)
     logger: logging.LoggerAdapter[logging.Logger] = field(default_factory=_default_logger)
+
+    async def credential(self, credential_id: str, scope: str = "*") -> str:
+        """A credential's secret (an OAuth 2.0 client's: a current access token), looked up
+        by exactly this id and scope. Use it, never log it or return it in outputs.
+
+        Raises:
+            karma.errors.PermanentError: no such credential, or no credential manager.
+            karma.errors.TransientError: its token endpoint is unreachable or failing.
+        """
+        if self.credentials is None:
+            raise PermanentError(
+                f"credential {credential_id!r} (scope {scope!r}): this worker has no "
+                "credential manager"
+            )
+        return await self.credentials.get(credential_id, scope)
 
     def resource(self, name: str) -> Any:
         """A resource the action type requires (`ActionMeta.required_services`).

@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
@@ -28,6 +29,7 @@ from karma.envelope import Envelope, EventSource
 from karma.errors import field_errors
 from karma.executor import ACTION_ID_HEADER, CALLBACK_TOPIC_HEADER
 from karma.kafka_config import producer_kwargs
+from karma.reference_oauth import TOKEN_LIFETIME_S, TokenIssuer
 from karma.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,15 @@ class JobRequest(BaseModel):
 class ReferenceService(Component):
     """The service; `start()` returns once it accepts jobs at `url`."""
 
-    def __init__(self, kafka: KafkaSettings, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        oauth_clients: Mapping[str, str] | None = None,
+        token_lifetime_s: float = TOKEN_LIFETIME_S,
+    ) -> None:
         self._kafka = kafka
         self._producer = AIOKafkaProducer(**producer_kwargs(kafka))
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
@@ -63,6 +73,8 @@ class ReferenceService(Component):
         self.health_status = 200  # what GET /health answers
         # `POST /hooks/<name>` keeps each JSON body it gets (a webhook receiver, for notify).
         self.hooks: dict[str, list[Any]] = {}
+        # `POST /oauth/token` (client credentials) and `GET /protected` (a bearer token).
+        self.oauth = TokenIssuer(oauth_clients, lifetime_s=token_lifetime_s)
 
     @property
     def url(self) -> str:
@@ -141,6 +153,8 @@ class ReferenceService(Component):
                 if self.path == "/health":
                     ok = service.health_status < 300
                     self._reply(service.health_status, {"status": "ok" if ok else "failing"})
+                elif self.path == "/protected":
+                    self._reply(*service.oauth.protected(self.headers.get("Authorization")))
                 elif self.path == "/ping":
                     service.pings += 1
                     self._reply(service.ping_status, {"pings": service.pings})
@@ -148,6 +162,11 @@ class ReferenceService(Component):
                     self._reply(404, {"error": f"no route {self.path}"})
 
             def do_POST(self) -> None:
+                if self.path == "/oauth/token":
+                    length = int(self.headers.get("Content-Length") or 0)
+                    body = self.rfile.read(length)
+                    self._reply(*service.oauth.token(self.headers.get("Authorization"), body))
+                    return
                 if self.path == "/ping/status":
                     length = int(self.headers.get("Content-Length") or 0)
                     try:

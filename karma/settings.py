@@ -363,6 +363,15 @@ class ResourceSettings(BaseModel):
     )
 
 
+class CredentialSettings(BaseModel):
+    """Where the credentials executors ask for are kept (`karma credentials`)."""
+
+    file: Path | None = Field(
+        default=None,
+        description="encrypted credentials (0600); default: <data_dir>/credentials.json",
+    )
+
+
 class Settings(BaseSettings):
     """All of Karma's configuration."""
 
@@ -398,6 +407,7 @@ class Settings(BaseSettings):
     graph: GraphSettings = Field(default_factory=GraphSettings)
     breakers: BreakerSettings = Field(default_factory=BreakerSettings)
     resources: ResourceSettings = Field(default_factory=ResourceSettings)
+    credentials: CredentialSettings = Field(default_factory=CredentialSettings)
 
     @property
     def clickhouse_dsn(self) -> str:

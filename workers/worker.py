@@ -20,6 +20,7 @@ from bridge.emit import TransitionPublisher
 from bridge.stream_sink import StreamSink
 from karma.breakers import BREAKERS
 from karma.component import Component
+from karma.credentials import CredentialManager
 from karma.registry import ActionRegistry, default_registry
 from karma.resources import ResourceManager
 from karma.result_cache import ResultCache
@@ -101,6 +102,7 @@ class ActionWorker(Component):
             cache=past if isinstance(past, ResultCache) else None,
             resources=self.resources,
             stream=self._stream,
+            credentials=CredentialManager.of(settings),
         )
         self._worker = Worker(
             client,

@@ -15,6 +15,7 @@ from temporalio.service import RPCError
 
 from karma.cli import (
     action_commands,
+    credential_commands,
     entropy_commands,
     graph_commands,
     inbound_commands,
@@ -220,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_replay.set_defaults(run=inbound_commands.dlq_replay)
 
     key_commands.add_parser(sub)
+    credential_commands.add_parser(sub)
     observe_commands.add_parser(sub)
     entropy_commands.add_parsers(sub)
     rules_commands.add_parser(sub)
