@@ -36,8 +36,9 @@ from karma.executor import (
     CallbackContext,
     EventDrivenActionExecutor,
 )
-from karma.params import redact_params, validate_params
+from karma.params import redact_params, render_templates, validate_params
 from karma.payload_size import check_output_limit, check_result
+from karma.refs import resolve_refs
 from karma.registry import ActionRegistry
 from karma.request import ActionRequest
 from karma.resources import ResourceManager
@@ -69,6 +70,20 @@ from karma.workflow_io import (
 )
 
 Out = TypeVar("Out", bound=AttemptOutput)
+REF_CHECK_ATTEMPTS = 4  # of prepare_action, while a resolver's system cannot answer
+
+
+def template_context(request: ActionRequest) -> dict[str, Any]:
+    """What a TEMPLATE param reads besides `params`."""
+    return {
+        "action_id": request.action_id,
+        "action_type": request.action_type,
+        "entity_id": request.entity_id,
+        "correlation_id": request.correlation_id,
+        "tags": request.event_tags,
+        "steps": {},
+        **(request.template_context or {}),
+    }
 
 
 class ActionActivities:
@@ -138,6 +153,16 @@ class ActionActivities:
             )
         try:
             params = validate_params(meta, self._sealer.unseal(request.params))
+            params = await resolve_refs(meta, params, self._services)
+            params = render_templates(meta, params, template_context(request))
+        except TransientError as exc:
+            # A resolver's system cannot answer: retried with this local activity a few
+            # times, then the action fails (it must not sit unseen before REQUESTED).
+            if activity.info().attempt < REF_CHECK_ATTEMPTS:
+                raise
+            return PreparedAction(
+                prepared_at=now, requested_args=requested_args, error=ErrorInfo.from_exception(exc)
+            )
         except KarmaError as exc:
             return PreparedAction(
                 prepared_at=now, requested_args=requested_args, error=ErrorInfo.from_exception(exc)

@@ -9,6 +9,8 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from karma.templates import compile_problem
+
 
 class ParamType(StrEnum):
     STRING = "string"
@@ -17,6 +19,8 @@ class ParamType(StrEnum):
     SELECT = "select"
     MULTISELECT = "multiselect"
     JSON = "json"
+    TEMPLATE = "template"  # a Jinja2 string rendered against the action's context
+    REF = "ref"  # names an object elsewhere; a resolver of its ref_kind checks it
 
 
 class ExecutionMode(StrEnum):
@@ -31,6 +35,7 @@ class ExecutionMode(StrEnum):
 
 
 _NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+MAX_REF_CHARS = 512
 
 
 class ParamDefinition(BaseModel):
@@ -50,6 +55,11 @@ class ParamDefinition(BaseModel):
     min: float | None = Field(default=None, description="NUMBER only: smallest allowed value")
     max: float | None = Field(default=None, description="NUMBER only: largest allowed value")
     options: tuple[str, ...] = Field(default=(), description="SELECT/MULTISELECT choices")
+    ref_kind: str = Field(
+        default="",
+        pattern=r"^([a-z][a-z0-9_]*)?$",
+        description="REF only: the kind of object (model, cluster, endpoint...)",
+    )
     secret: bool = False
 
     @model_validator(mode="after")
@@ -63,6 +73,8 @@ class ParamDefinition(BaseModel):
             raise ValueError(f"parameter {self.name!r}: min/max only apply to numbers")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"parameter {self.name!r}: min is greater than max")
+        if (self.type is ParamType.REF) != bool(self.ref_kind):
+            raise ValueError(f"parameter {self.name!r}: ref_kind goes with (only) type ref")
         if self.required and self.default is not None:
             raise ValueError(f"parameter {self.name!r}: a required parameter has no default")
         if self.default is not None and (problem := self.problem_with(self.default)):
@@ -74,6 +86,16 @@ class ParamDefinition(BaseModel):
         match self.type:
             case ParamType.STRING:
                 return None if isinstance(value, str) else "must be a string"
+            case ParamType.TEMPLATE:
+                if not isinstance(value, str):
+                    return "must be a string (a Jinja2 template)"
+                return compile_problem(value)
+            case ParamType.REF:
+                if not isinstance(value, str) or not value.strip():
+                    return f"must name a {self.ref_kind}"
+                return (
+                    None if len(value) <= MAX_REF_CHARS else f"at most {MAX_REF_CHARS} characters"
+                )
             case ParamType.BOOLEAN:
                 return None if isinstance(value, bool) else "must be true or false"
             case ParamType.NUMBER:

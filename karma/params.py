@@ -7,6 +7,7 @@ from typing import Any
 
 from karma.errors import FieldError, ValidationError
 from karma.meta import ActionMeta, ParamDefinition, ParamType
+from karma.templates import render
 
 REDACTED = "***"
 
@@ -42,6 +43,34 @@ def validate_params(meta: ActionMeta, params: Mapping[str, Any]) -> dict[str, An
     if errors:
         raise ValidationError(errors)
     return result
+
+
+def render_templates(
+    meta: ActionMeta, params: Mapping[str, Any], context: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The params with each TEMPLATE value rendered (`karma.templates`). A template sees
+    `params` (the others, without secrets and templates) plus `context` (action_id,
+    entity_id, tags, and in a pipeline `steps.<id>.outputs`).
+
+    Raises:
+        karma.errors.ValidationError: naming each template that cannot be rendered.
+    """
+    templates = [p.name for p in meta.params if p.type is ParamType.TEMPLATE]
+    if not any(isinstance(params.get(name), str) for name in templates):
+        return dict(params)
+    hidden = meta.secret_params | set(templates)
+    seen = {"params": {k: v for k, v in params.items() if k not in hidden}, **context}
+    errors: list[FieldError] = []
+    rendered = dict(params)
+    for name in templates:
+        if isinstance(params.get(name), str):
+            try:
+                rendered[name] = render(f"params.{name}", params[name], seen)
+            except ValidationError as exc:
+                errors.extend(exc.errors)
+    if errors:
+        raise ValidationError(errors)
+    return rendered
 
 
 def redact_params(meta: ActionMeta | None, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -90,6 +119,10 @@ def _property_schema(definition: ParamDefinition) -> dict[str, Any]:
             }
         case ParamType.JSON:
             schema = {}
+        case ParamType.TEMPLATE:
+            schema = {"type": "string", "x-karma-template": "jinja2"}
+        case ParamType.REF:
+            schema = {"type": "string", "minLength": 1, "x-karma-ref-kind": definition.ref_kind}
     if definition.description:
         schema["description"] = definition.description
     if definition.default is not None:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel, Field
@@ -70,6 +71,12 @@ class ReferenceService(Component):
         # it fail, for circuit breakers) and counts the calls that reached it.
         self.ping_status = 200
         self.pings = 0
+        # The inventory behind `/refs/...`: kind -> {canonical id: name}.
+        self.inventory: dict[str, dict[str, str]] = {
+            "cluster": {"cls-eu-1": "prod-eu", "cls-us-1": "prod-us", "cls-dev-1": "dev"},
+            "model": {"mdl-7f3a": "llama-3-8b", "mdl-91c2": "mistral-7b"},
+            "endpoint": {"ep-1001": "chat-prod", "ep-1002": "chat-canary"},
+        }
         self.health_status = 200  # what GET /health answers
         # `POST /hooks/<name>` keeps each JSON body it gets (a webhook receiver, for notify).
         self.hooks: dict[str, list[Any]] = {}
@@ -145,6 +152,21 @@ class ReferenceService(Component):
             topic, key=job_id.encode(), value=event.model_dump_json().encode()
         )
 
+    def inventory_answer(self, path: str) -> tuple[int, dict[str, Any]]:
+        """`GET /refs/<kind>`: the objects of a kind; `GET /refs/<kind>/<id or name>`: one
+        (what Karma's built-in reference resolvers ask)."""
+        kind, _, wanted = path.partition("/")
+        objects = self.inventory.get(unquote(kind))
+        if objects is None:
+            return 404, {"error": f"no kind {kind!r}"}
+        if not wanted:
+            return 200, {"items": [{"id": i, "name": n} for i, n in objects.items()]}
+        wanted = unquote(wanted)
+        for object_id, name in objects.items():
+            if wanted in (object_id, name):
+                return 200, {"id": object_id, "name": name}
+        return 404, {"error": f"no {kind} {wanted!r}"}
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         service = self
 
@@ -158,6 +180,8 @@ class ReferenceService(Component):
                 elif self.path == "/ping":
                     service.pings += 1
                     self._reply(service.ping_status, {"pings": service.pings})
+                elif self.path.startswith("/refs/"):
+                    self._reply(*service.inventory_answer(self.path.removeprefix("/refs/")))
                 else:
                     self._reply(404, {"error": f"no route {self.path}"})
 

@@ -69,6 +69,11 @@ class ActionRequest(BaseModel):
     max_attempts: int | None = Field(
         default=None, ge=1, le=100, description="overrides the action type's retry budget"
     )
+    template_context: dict[str, Any] | None = Field(
+        default=None,
+        description="more for TEMPLATE params to read: a pipeline's step gets `steps` "
+        "(the outputs of the steps it needs)",
+    )
     contract: int = Field(
         default=1,
         description="the version of the workflow contract the request was made for: 1 for "

@@ -17,20 +17,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import TemplateError
 from limits import parse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from karma.envelope import Envelope, Name
 from karma.errors import FieldError, ValidationError, field_errors
+from karma.templates import SANDBOX, render
 from karma.yaml_input import load_mapping
 
 MAX_RENDERED_CHARS = 4096
 DEVIATION_EVENT = "entropy.deviation"
 SCHEDULED_EVENT = "rule.scheduled"  # what a schedule trigger's firing looks like to a rule
-_TEMPLATES = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
 class _Strict(BaseModel):
@@ -168,18 +167,7 @@ class Rule(_Strict):
 def _render(rule: str, name: str, value: Any, context: dict[str, Any]) -> Any:
     if not isinstance(value, str):
         return value
-    try:
-        rendered = _TEMPLATES.from_string(value).render(context)
-    except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
-        # Also what an expression raises on the event's values (a string plus a number).
-        reason = f"{type(exc).__name__}: {exc}"
-        raise ValidationError(
-            [FieldError(field=f"{rule}.then.params.{name}", reason=reason)]
-        ) from exc
-    if len(rendered) > MAX_RENDERED_CHARS:
-        reason = f"renders to {len(rendered)} characters (at most {MAX_RENDERED_CHARS})"
-        raise ValidationError([FieldError(field=f"{rule}.then.params.{name}", reason=reason)])
-    return rendered
+    return render(f"{rule}.then.params.{name}", value, context, MAX_RENDERED_CHARS)
 
 
 class RuleSet(_Strict):
@@ -230,7 +218,7 @@ def parse_rules(text: str, source: str = "rules") -> RuleSet:
         for key, value in rule.then.params.items():
             if isinstance(value, str):
                 try:
-                    _TEMPLATES.parse(value)
+                    SANDBOX.parse(value)
                 except TemplateError as exc:
                     field = f"rules.{index}.then.params.{key}"
                     errors.append(FieldError(field=field, reason=f"template: {exc}"))

@@ -119,7 +119,12 @@ class EmbeddedKarma(Component):
             self._progress("starting the reference jobs service…")
             self.reference_service = ReferenceService(self.settings.kafka)
             await self._stack.enter_async_context(self.reference_service)
-            services = {**self.settings.services, "jobs": self.reference_service.url}
+            # It is also the inventory the built-in reference resolvers ask.
+            services = {
+                "inventory": self.reference_service.url,
+                **self.settings.services,
+                "jobs": self.reference_service.url,
+            }
             self.settings = self.settings.model_copy(update={"services": services})
         self._progress("starting the worker…")
         self.worker = ActionWorker(

@@ -212,7 +212,7 @@ class PipelineWorkflow:
 
     async def _run_child(self, step: Step, result: StepResult, params: dict[str, object]) -> None:
         try:
-            request = child_request(self._request, step, params)
+            request = child_request(self._request, step, params, self._steps)
         except Exception as exc:  # noqa: BLE001 - a ValidationError naming the field
             invalid = ErrorInfo.from_exception(exc)
             self._end_step(result, StepState.FAILED, "", invalid, await self._time())

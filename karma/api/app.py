@@ -63,6 +63,7 @@ from karma.ids import WORKFLOW_ID_PREFIX, action_id_from_workflow_id
 from karma.lifecycle import ActionState
 from karma.meta import ActionMeta
 from karma.params import params_json_schema
+from karma.refs import offer_choices
 from karma.settings import Settings
 from karma.status import ActionStatus
 from karma.telemetry import continued_from
@@ -674,7 +675,12 @@ def create_app(services: ApiServices) -> FastAPI:
     ) -> ActionType:
         if action_type not in client.registry:
             raise Problem(404, str(UnknownActionError(action_type, client.registry.types)))
-        return _action_type(client.registry.meta(action_type))
+        described = _action_type(client.registry.meta(action_type))
+        # The objects each reference parameter may name, where its resolver can list them.
+        described.params_schema = await offer_choices(
+            described.params_schema, services.settings.services
+        )
+        return described
 
     @app.get(
         "/v1/dlq", response_model=list[DeadLetterView], tags=["dlq"], responses=problems(422, 503)

@@ -5,6 +5,7 @@ Pure and deterministic (no I/O, no clock): `PipelineWorkflow` calls it, and so c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -13,7 +14,7 @@ from pydantic import BaseModel, Field
 from karma.envelope import EventSource, Id, Tags, Transition
 from karma.errors import ErrorInfo, ErrorType, FieldError, ValidationError
 from karma.lifecycle import ActionState
-from karma.pipelines.plan import evaluate, redacted, resolve
+from karma.pipelines.plan import ancestors, evaluate, redacted, resolve
 from karma.pipelines.spec import PipelineSpec, Step, names_used, references
 from karma.request import CONTRACT, ActionRequest
 
@@ -106,9 +107,15 @@ class PipelineStatus(BaseModel):
         return next(s for s in self.steps if s.id == step_id)
 
 
-def child_request(request: PipelineRequest, step: Step, params: dict[str, Any]) -> ActionRequest:
+def child_request(
+    request: PipelineRequest,
+    step: Step,
+    params: dict[str, Any],
+    done: Mapping[str, StepResult] | None = None,
+) -> ActionRequest:
     """The ActionRequest of one step: its id follows from the pipeline's and the step's
-    (a pipeline run again by its worker starts no second action)."""
+    (a pipeline run again by its worker starts no second action). Its TEMPLATE params
+    read `steps.<id>.outputs` of the steps it (transitively) needs that succeeded."""
     child = ActionRequest.new(
         step.action,
         params,
@@ -121,6 +128,14 @@ def child_request(request: PipelineRequest, step: Step, params: dict[str, Any]) 
     )
     if step.retry is not None and step.retry.max_attempts is not None:
         child = child.model_copy(update={"max_attempts": step.retry.max_attempts})
+    needed = ancestors(request.spec).get(step.id, set()) if done else set()
+    outputs = {
+        n: {"outputs": done[n].outputs}
+        for n in sorted(needed)
+        if done and n in done and done[n].state is StepState.SUCCEEDED
+    }
+    if outputs:
+        child = child.model_copy(update={"template_context": {"steps": outputs}})
     return child
 
 

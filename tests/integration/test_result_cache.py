@@ -25,11 +25,7 @@ async def run(
     karma: EmbeddedKarma, params: dict[str, object]
 ) -> tuple[ActionHandle, ActionOutcome]:
     handle = await karma.client.request("test.cached", params)
-    try:
-        return handle, await asyncio.wait_for(handle.result(), TIMEOUT_S)
-    except Exception:  # noqa: BLE001 - a failed action raises; its outcome is in its status
-        status = await handle.status()
-        return handle, ActionOutcome.of(status)
+    return handle, await asyncio.wait_for(handle.result(), TIMEOUT_S)
 
 
 async def in_ledger(karma: EmbeddedKarma, action_id: str) -> list[object]:

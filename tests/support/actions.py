@@ -313,6 +313,33 @@ TEST_EXECUTORS.append(CachedExecutor)
 
 @register_action(
     ActionMeta(
+        type="test.refs",
+        name="Scales a model on a cluster (reference and template parameters)",
+        params=(
+            ParamDefinition(name="cluster", type=ParamType.REF, ref_kind="cluster", required=True),
+            ParamDefinition(name="model", type=ParamType.REF, ref_kind="model"),
+            ParamDefinition(name="token", type=ParamType.STRING, secret=True),
+            ParamDefinition(
+                name="message",
+                type=ParamType.TEMPLATE,
+                default="scaling {{ params.model | default('nothing') }} on {{ params.cluster }}",
+            ),
+        ),
+        outputs=(OutputDefinition(name="cluster"), OutputDefinition(name="message")),
+    )
+)
+class RefsExecutor(BaseActionExecutor):
+    async def execute(self, ctx: ActionContext) -> ActionResult:
+        return ActionResult(
+            outputs={"cluster": ctx.params["cluster"], "message": ctx.params["message"]}
+        )
+
+
+TEST_EXECUTORS.append(RefsExecutor)
+
+
+@register_action(
+    ActionMeta(
         type="test.big",
         name="Returns outputs of a given size",
         params=(ParamDefinition(name="output_bytes", type=ParamType.NUMBER, default=10),),

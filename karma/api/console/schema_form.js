@@ -79,6 +79,8 @@ function control(kind, id, p, describedBy) {
         ...common,
         type: INPUT_FORMATS[p.format] || "text",
         value: has ? p.default : null,
+        // A reference whose resolver can list its objects: offered, any other still typed.
+        list: Array.isArray(p["x-karma-choices"]) ? `${id}-choices` : null,
       });
     default:
       return h(
@@ -87,6 +89,17 @@ function control(kind, id, p, describedBy) {
         has ? JSON.stringify(p.default, null, 2) : "",
       );
   }
+}
+
+/** The objects a reference's resolver listed, as the options of its input (or null). */
+function choices(id, p) {
+  const listed = p["x-karma-choices"];
+  if (!Array.isArray(listed)) return null;
+  return h(
+    "datalist",
+    { id: `${id}-choices`, testid: `${id}-choices` },
+    listed.map((c) => h("option", { value: asText(c.id) }, asText(c.label || c.id))),
+  );
 }
 
 /** The value of one field: {value} (absent: no key) or {error}. */
@@ -168,6 +181,7 @@ export function schemaForm(schema, { prefix, errorPrefix = "" }) {
           ? h("span", { class: "label", id: `${id}-label` }, label, mark)
           : h("label", { for: id }, label, mark),
         input,
+        choices(id, p),
         help,
         error,
       ),

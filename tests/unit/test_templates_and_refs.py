@@ -1,0 +1,121 @@
+"""TEMPLATE and REF parameters without a stack: compile errors with their line, the
+bounded sandbox, what a template sees, resolvers' verdicts (canonical id, dangling, no
+resolver, a system that cannot answer), and the choices a schema offers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+import pytest
+
+from karma.errors import TransientError, ValidationError
+from karma.meta import ActionMeta, ParamDefinition, ParamType
+from karma.params import params_json_schema, render_templates, validate_params
+from karma.refs import RefChoice, ReferenceResolver, offer_choices, resolve_refs
+
+META = ActionMeta(
+    type="t.scale",
+    name="scale",
+    params=(
+        ParamDefinition(name="cluster", type=ParamType.REF, ref_kind="cluster", required=True),
+        ParamDefinition(name="pool", type=ParamType.REF, ref_kind="pool"),
+        ParamDefinition(name="size", type=ParamType.NUMBER, default=3),
+        ParamDefinition(name="token", type=ParamType.STRING, secret=True),
+        ParamDefinition(name="note", type=ParamType.TEMPLATE, default="{{ params.size }} nodes"),
+    ),
+)
+
+
+class Clusters(ReferenceResolver):
+    kind = "cluster"
+    known: ClassVar[dict[str, str]] = {"prod-eu": "cls-1", "cls-1": "cls-1"}
+
+    async def resolve(self, value: str, services: Mapping[str, str]) -> str | None:
+        if value == "flaky":
+            raise TransientError("inventory unreachable")
+        if value == "broken":
+            raise RuntimeError("inventory answered nonsense")
+        return self.known.get(value)
+
+    async def choices(self, services: Mapping[str, str]) -> list[RefChoice] | None:
+        return [RefChoice(id="cls-1", label="prod-eu")]
+
+
+RESOLVERS = {"cluster": Clusters()}
+
+
+def test_a_template_that_does_not_compile_is_refused_with_its_line() -> None:
+    with pytest.raises(ValidationError) as caught:
+        validate_params(META, {"cluster": "x", "note": "ok\n\n{% if %}"})
+    [error] = caught.value.errors
+    assert error.field == "params.note" and error.reason.startswith("does not compile (line 3)")
+    with pytest.raises(ValidationError, match="must be a string"):
+        validate_params(META, {"cluster": "x", "note": 5})
+
+
+def test_a_template_sees_params_and_context_but_no_secret() -> None:
+    params = validate_params(META, {"cluster": "cls-1", "token": "s3cret"})
+    context = {"entity_id": "svc", "steps": {"a": {"outputs": {"v": 2}}}}
+    note = {"note": "{{ params.cluster }}/{{ entity_id }}/{{ steps.a.outputs.v * 2 }}"}
+    assert render_templates(META, {**params, **note}, context)["note"] == "cls-1/svc/4"
+    assert render_templates(META, params, context)["note"] == "3 nodes"  # the default
+    for template in ("{{ params.token }}", "{{ params.note }}", "{{ nowhere }}"):
+        with pytest.raises(ValidationError) as caught:
+            render_templates(META, {**params, "note": template}, context)
+        assert caught.value.errors[0].field == "params.note"
+
+
+@pytest.mark.parametrize(
+    ("template", "reason"),
+    [
+        ("{{ ''.__class__.__mro__ }}", "unsafe"),
+        ("{{ [].append(1) }}", "unsafe"),
+        ("{{ 'ab' * 40000 }}", "80,000 items is over"),
+        ("{{ [1] * 70000 }}", "over the 65,536"),
+        ("{{ 10 ** 100000 }}", "exponent"),
+        ("{% for i in range(30000) %}{{ i }}{% endfor %}", "more than 65,536 characters"),
+    ],
+)
+def test_the_sandbox_refuses_internals_and_huge_values(template: str, reason: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        render_templates(META, {"cluster": "c", "size": 3, "note": template}, {})
+    assert reason in caught.value.errors[0].reason
+
+
+async def test_references_resolve_to_canonical_ids_or_fail_by_name() -> None:
+    resolved = await resolve_refs(META, {"cluster": "prod-eu", "size": 3}, {}, RESOLVERS)
+    assert resolved == {"cluster": "cls-1", "size": 3}
+    with pytest.raises(ValidationError) as caught:
+        await resolve_refs(META, {"cluster": "prod-mars", "pool": "p1"}, {}, RESOLVERS)
+    assert {e.field: e.reason for e in caught.value.errors} == {
+        "params.cluster": "dangling reference: no cluster 'prod-mars'",
+        "params.pool": "no resolver of 'pool' references on this worker",
+    }
+    with pytest.raises(ValidationError, match="cannot be checked: inventory answered nonsense"):
+        await resolve_refs(META, {"cluster": "broken"}, {}, RESOLVERS)
+    with pytest.raises(TransientError):  # retried by prepare_action, then a failure
+        await resolve_refs(META, {"cluster": "flaky"}, {}, RESOLVERS)
+
+
+async def test_the_schema_marks_references_and_templates_and_offers_choices() -> None:
+    schema = params_json_schema(META)
+    assert schema["properties"]["cluster"] == {
+        "type": "string", "minLength": 1, "x-karma-ref-kind": "cluster",
+    }  # fmt: skip
+    assert schema["properties"]["note"]["x-karma-template"] == "jinja2"
+    offered = await offer_choices(schema, {}, RESOLVERS)
+    assert offered["properties"]["cluster"]["examples"] == ["cls-1"]
+    assert offered["properties"]["cluster"]["x-karma-choices"] == [
+        {"id": "cls-1", "label": "prod-eu"}
+    ]
+    assert "examples" not in offered["properties"]["pool"]  # no resolver: as it was
+
+
+def test_a_reference_needs_its_kind() -> None:
+    with pytest.raises(ValueError, match="ref_kind goes with"):
+        ParamDefinition(name="c", type=ParamType.REF)
+    with pytest.raises(ValueError, match="ref_kind goes with"):
+        ParamDefinition(name="c", type=ParamType.STRING, ref_kind="cluster")
+    with pytest.raises(ValidationError, match="must name a cluster"):
+        validate_params(META, {"cluster": "  "})
