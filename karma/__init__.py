@@ -20,6 +20,7 @@ from karma.lifecycle import ActionState, EventType
 from karma.meta import (
     ActionMeta,
     ExecutionMode,
+    ExecutorLimits,
     OutputDefinition,
     ParamDefinition,
     ParamType,
@@ -45,6 +46,7 @@ __all__ = [
     "EventDrivenActionExecutor",
     "EventType",
     "ExecutionMode",
+    "ExecutorLimits",
     "InteractiveActionExecutor",
     "OutputDefinition",
     "ParamDefinition",
