@@ -8,6 +8,7 @@ terminal event.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from karma.executor import (
     CallbackContext,
     EventDrivenActionExecutor,
 )
+from karma.meta import ActionMeta
 from karma.params import redact_params, render_templates, validate_params
 from karma.payload_size import check_output_limit, check_result
 from karma.refs import resolve_refs
@@ -71,6 +73,20 @@ from karma.workflow_io import (
 
 Out = TypeVar("Out", bound=AttemptOutput)
 REF_CHECK_ATTEMPTS = 4  # of prepare_action, while a resolver's system cannot answer
+REF_CHECK_TIMEOUT_S = 20.0  # for all of an action's references (prepare_action has 30 s)
+
+
+async def _resolved(
+    meta: ActionMeta, params: dict[str, Any], services: Mapping[str, str]
+) -> dict[str, Any]:
+    """The params with references resolved, within REF_CHECK_TIMEOUT_S."""
+    try:
+        async with asyncio.timeout(REF_CHECK_TIMEOUT_S):
+            return await resolve_refs(meta, params, services)
+    except TimeoutError:
+        raise TransientError(
+            f"the references could not be checked within {REF_CHECK_TIMEOUT_S:g} s"
+        ) from None
 
 
 def template_context(request: ActionRequest) -> dict[str, Any]:
@@ -152,9 +168,12 @@ class ActionActivities:
                 error=ErrorInfo.from_exception(error),
             )
         try:
-            params = validate_params(meta, self._sealer.unseal(request.params))
-            params = await resolve_refs(meta, params, self._services)
-            params = render_templates(meta, params, template_context(request))
+            params = validate_params(
+                meta, self._sealer.unseal(request.params), rendered=request.resume is not None
+            )
+            if request.resume is None:  # a continued run carries the params prepared first
+                params = await _resolved(meta, params, self._services)
+                params = await render_templates(meta, params, template_context(request))
         except TransientError as exc:
             # A resolver's system cannot answer: retried with this local activity a few
             # times, then the action fails (it must not sit unseen before REQUESTED).
@@ -167,7 +186,11 @@ class ActionActivities:
             return PreparedAction(
                 prepared_at=now, requested_args=requested_args, error=ErrorInfo.from_exception(exc)
             )
-        key = cache_key(self._sealer, meta, params) if meta.cache_ttl is not None else None
+        key = (
+            cache_key(self._sealer, meta, params, request.tenant)
+            if meta.cache_ttl is not None
+            else None
+        )
         cached = None
         if key is not None and request.resume is None:  # a continued run is no new request
             cached = await look_up(self._cache, meta, key, now)
@@ -291,6 +314,7 @@ class ActionActivities:
             )
             result = await _event_driven(executor).on_callback(ctx)
             check_result(result, result.outputs, self._max_payload_bytes, "on_callback's result")
+            check_output_limit(self._registry.meta(inp.request.action_type), result.outputs)
         except Exception as exc:
             raise application_error(exc, clock) from exc
         return JudgedCallback(**result.model_dump(), judged_at=clock.now())

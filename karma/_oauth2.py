@@ -86,7 +86,9 @@ class TokenCache:
         if client.audience:
             form["audience"] = client.audience
         parts = urlsplit(client.token_url)
-        endpoint = f"{parts.scheme}://{parts.netloc}{parts.path}"  # no query in messages
+        # No user:password@ and no query in messages.
+        port = f":{parts.port}" if parts.port else ""
+        endpoint = f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
         try:
             async with httpx.AsyncClient(timeout=self._timeout_s) as http:
                 response = await http.post(

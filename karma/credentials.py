@@ -254,11 +254,17 @@ class CredentialStore:
             }
             temporary = self.path.with_name(self.path.name + ".tmp")
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # a file left by a crashed write keeps its mode otherwise
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 json.dump(document, out, indent=2)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temporary, self.path)
+            directory = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)  # the rename itself survives a crash
+            finally:
+                os.close(directory)
 
 
 class CredentialManager:

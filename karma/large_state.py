@@ -21,6 +21,8 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic_core import to_json
+
 from karma.errors import PayloadTooLargeError, PermanentError
 
 PACKED = "$karma_state"
@@ -43,7 +45,8 @@ def pack(state: dict[str, Any], *, compress_past: int, limit: int) -> dict[str, 
     Raises:
         karma.errors.PayloadTooLargeError: even packed, it is larger than `limit` bytes.
     """
-    raw = json.dumps(state, separators=(",", ":"), allow_nan=False).encode()
+    # As the data converter would write it (datetimes, UUIDs...; NaN as null).
+    raw = to_json(state)
     if len(raw) > MAX_OPENED_BYTES:
         raise PayloadTooLargeError(_too_large(len(raw), len(raw), MAX_OPENED_BYTES))
     if len(raw) <= compress_past:

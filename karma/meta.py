@@ -89,7 +89,7 @@ class ParamDefinition(BaseModel):
             case ParamType.TEMPLATE:
                 if not isinstance(value, str):
                     return "must be a string (a Jinja2 template)"
-                return compile_problem(value)
+                return compile_problem(value, reveal=not self.secret)
             case ParamType.REF:
                 if not isinstance(value, str) or not value.strip():
                     return f"must name a {self.ref_kind}"

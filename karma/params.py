@@ -7,15 +7,18 @@ from typing import Any
 
 from karma.errors import FieldError, ValidationError
 from karma.meta import ActionMeta, ParamDefinition, ParamType
-from karma.templates import render
+from karma.templates import render_isolated
 
 REDACTED = "***"
 
 
-def validate_params(meta: ActionMeta, params: Mapping[str, Any]) -> dict[str, Any]:
+def validate_params(
+    meta: ActionMeta, params: Mapping[str, Any], *, rendered: bool = False
+) -> dict[str, Any]:
     """Return the parameters with defaults applied, or raise listing every bad field.
 
     A `None` value counts as absent. Unknown names are errors, so a typo never goes unnoticed.
+    `rendered`: TEMPLATE values are already rendered text (a continued run's), not templates.
     """
     errors: list[FieldError] = []
     result: dict[str, Any] = {}
@@ -35,7 +38,10 @@ def validate_params(meta: ActionMeta, params: Mapping[str, Any]) -> dict[str, An
             elif definition.default is not None:
                 result[definition.name] = definition.default
             continue
-        problem = definition.problem_with(value)
+        if rendered and definition.type is ParamType.TEMPLATE:
+            problem = None if isinstance(value, str) else "must be a string"
+        else:
+            problem = definition.problem_with(value)
         if problem:
             errors.append(FieldError(field=f"params.{definition.name}", reason=problem))
         else:
@@ -45,32 +51,25 @@ def validate_params(meta: ActionMeta, params: Mapping[str, Any]) -> dict[str, An
     return result
 
 
-def render_templates(
+async def render_templates(
     meta: ActionMeta, params: Mapping[str, Any], context: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """The params with each TEMPLATE value rendered (`karma.templates`). A template sees
-    `params` (the others, without secrets and templates) plus `context` (action_id,
-    entity_id, tags, and in a pipeline `steps.<id>.outputs`).
+    """The params with each TEMPLATE value rendered (`karma.templates.render_isolated`). A
+    template sees `params` (the others, without secrets and templates) plus `context`
+    (action_id, entity_id, tags, and in a pipeline `steps.<id>.outputs`).
 
     Raises:
         karma.errors.ValidationError: naming each template that cannot be rendered.
     """
-    templates = [p.name for p in meta.params if p.type is ParamType.TEMPLATE]
-    if not any(isinstance(params.get(name), str) for name in templates):
+    names = [p.name for p in meta.params if p.type is ParamType.TEMPLATE]
+    templates = {f"params.{n}": params[n] for n in names if isinstance(params.get(n), str)}
+    if not templates:
         return dict(params)
-    hidden = meta.secret_params | set(templates)
+    hidden = meta.secret_params | set(names)
     seen = {"params": {k: v for k, v in params.items() if k not in hidden}, **context}
-    errors: list[FieldError] = []
-    rendered = dict(params)
-    for name in templates:
-        if isinstance(params.get(name), str):
-            try:
-                rendered[name] = render(f"params.{name}", params[name], seen)
-            except ValidationError as exc:
-                errors.extend(exc.errors)
-    if errors:
-        raise ValidationError(errors)
-    return rendered
+    secret = frozenset(f"params.{n}" for n in meta.secret_params)
+    rendered = await render_isolated(templates, seen, secret=secret)
+    return {**params, **{field.removeprefix("params."): v for field, v in rendered.items()}}
 
 
 def redact_params(meta: ActionMeta | None, params: Mapping[str, Any]) -> dict[str, Any]:

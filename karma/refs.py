@@ -24,6 +24,7 @@ too), plus the classes decorated in this process. The built-in `model`, `cluster
 from __future__ import annotations
 
 import functools
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from importlib.metadata import entry_points
@@ -36,6 +37,7 @@ from karma.errors import FieldError, PermanentError, TransientError, ValidationE
 from karma.http_calls import body_of, check_status, send
 from karma.meta import ActionMeta, ParamType
 
+log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "karma.resolvers"
 MAX_CHOICES = 200
 
@@ -75,15 +77,26 @@ def register_resolver(cls: type[ReferenceResolver]) -> type[ReferenceResolver]:
 
 @functools.cache
 def default_resolvers() -> dict[str, ReferenceResolver]:
-    """Every resolver of this process, by kind (entry points first, then decorated)."""
+    """Every resolver of this process, by kind (entry points first, then decorated). One
+    that cannot be loaded, or a second of a kind, is logged and left out: its kind's
+    references then fail validation ("no resolver"), and nothing else does."""
+    classes: list[Any] = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            classes.append(ep.load())
+        except Exception:  # a broken plug-in must not stop the rest
+            log.exception("reference resolver %s = %s cannot be loaded", ep.name, ep.value)
     found: dict[str, ReferenceResolver] = {}
-    classes = [ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)] + _decorated
-    for cls in classes:
+    for cls in [*classes, *_decorated]:
         kind = getattr(cls, "kind", "")
         known = found.get(kind)
         if known is not None and type(known) is not cls:
-            raise TypeError(f"two resolvers of ref kind {kind!r}: {type(known)} and {cls}")
-        found[kind] = cls()
+            log.error("two resolvers of ref kind %r: %s kept, %s left out", kind, known, cls)
+            continue
+        try:
+            found[kind] = cls()
+        except Exception:
+            log.exception("reference resolver %r cannot be created", cls)
     return found
 
 
@@ -100,14 +113,19 @@ async def resolve_refs(
             resolver on this worker.
         karma.errors.TransientError: a resolver could not reach its system.
     """
+    refs = [
+        d for d in meta.params if d.type is ParamType.REF and isinstance(params.get(d.name), str)
+    ]
+    if not refs:
+        return dict(params)
     resolvers = default_resolvers() if resolvers is None else resolvers
     errors: list[FieldError] = []
     resolved = dict(params)
-    for definition in meta.params:
-        value = params.get(definition.name)
-        if definition.type is not ParamType.REF or not isinstance(value, str):
-            continue
+    for definition in refs:
+        value = str(params[definition.name])
         field = f"params.{definition.name}"
+        # A secret reference's value stays out of every reason.
+        shown = "(secret)" if definition.secret else repr(value)
         resolver = resolvers.get(definition.ref_kind)
         if resolver is None:
             reason = f"no resolver of {definition.ref_kind!r} references on this worker"
@@ -116,15 +134,22 @@ async def resolve_refs(
         try:
             canonical = await resolver.resolve(value, services)
         except TransientError:
+            if definition.secret:
+                reason = f"{field}: its {definition.ref_kind} cannot be checked now"
+                raise TransientError(reason) from None
             raise
-        except ValidationError as exc:
-            errors.extend(FieldError(field=field, reason=e.reason) for e in exc.errors)
-            continue
         except Exception as exc:  # noqa: BLE001 - the resolver's verdict on this request
-            errors.append(FieldError(field=field, reason=f"cannot be checked: {exc}"))
+            reasons = (
+                [e.reason for e in exc.errors]
+                if isinstance(exc, ValidationError)
+                else [f"cannot be checked: {exc}"]
+            )
+            if definition.secret:
+                reasons = [f"cannot be checked ({type(exc).__name__})"]
+            errors.extend(FieldError(field=field, reason=r) for r in reasons)
             continue
         if canonical is None:
-            reason = f"dangling reference: no {definition.ref_kind} {value!r}"
+            reason = f"dangling reference: no {definition.ref_kind} {shown}"
             errors.append(FieldError(field=field, reason=reason))
         else:
             resolved[definition.name] = canonical
@@ -141,8 +166,10 @@ async def offer_choices(
     """An action's params JSON Schema with the choices of each REF property its resolver
     can list (`examples`, and `x-karma-choices` with labels); a resolver that cannot
     answer now leaves its property as it is."""
-    resolvers = default_resolvers() if resolvers is None else resolvers
     properties = dict(schema.get("properties", {}))
+    if not any("x-karma-ref-kind" in p for p in properties.values()):
+        return schema
+    resolvers = default_resolvers() if resolvers is None else resolvers
     for name, prop in properties.items():
         resolver = resolvers.get(prop.get("x-karma-ref-kind", ""))
         if resolver is None:
@@ -176,6 +203,8 @@ class InventoryResolver(ReferenceResolver):
         return base.rstrip("/") + f"/refs/{quote(self.kind, safe='')}"
 
     async def resolve(self, value: str, services: Mapping[str, str]) -> str | None:
+        if value in (".", ".."):  # a path segment, not a name: it would leave /refs/<kind>
+            return None
         response = await send("GET", f"{self._base(services)}/{quote(value, safe='')}", timeout=10)
         if response.status_code == 404:
             return None

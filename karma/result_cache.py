@@ -1,8 +1,9 @@
 """The result cache of idempotent action types (`ActionMeta.cache_ttl`), kept in the ledger.
 
 A success of a cacheable type records `cache_key` in its terminal transition: a keyed hash
-(HMAC with the secrets key) of the type, its version and the validated params, so a secret
-value never appears in it and the key cannot be guessed from known params. A later request
+(HMAC with the secrets key) of the tenant, the type, its version and the validated params,
+so a secret value never appears in it and the key cannot be guessed from known params, and
+a tenant never gets another's outputs. A later request
 with the same key within the TTL ends SUCCEEDED at once with those outputs and
 `cached_from` set, without calling the executor. The ledger is the store: the cache
 survives restarts and every worker that reads the ledger shares it. Only a success that
@@ -11,6 +12,7 @@ ran is reused, so an answer from the cache never extends the TTL.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -22,6 +24,7 @@ from karma.secrets import SecretSealer
 from karma.workflow_io import CachedResult
 
 log = logging.getLogger(__name__)
+LOOKUP_TIMEOUT_S = 5.0
 
 
 @runtime_checkable
@@ -32,9 +35,17 @@ class ResultCache(Protocol):
         """The latest success with this key at or after `since`: (action id, outputs)."""
 
 
-def cache_key(sealer: SecretSealer, meta: ActionMeta, params: Mapping[str, Any]) -> str:
-    """The key of a request: the same for the same type, version and params (any order)."""
-    identity = {"type": meta.type, "version": meta.version, "params": dict(params)}
+def cache_key(
+    sealer: SecretSealer, meta: ActionMeta, params: Mapping[str, Any], tenant: str = ""
+) -> str:
+    """The key of a request: the same for the same tenant, type, version and params (in
+    any order). A tenant never gets another tenant's outputs."""
+    identity = {
+        "tenant": tenant,
+        "type": meta.type,
+        "version": meta.version,
+        "params": dict(params),
+    }
     return sealer.digest(json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str))
 
 
@@ -46,7 +57,8 @@ async def look_up(
     if cache is None or meta.cache_ttl is None:
         return None
     try:
-        found = await cache.cached(meta.type, key, now - meta.cache_ttl)
+        async with asyncio.timeout(LOOKUP_TIMEOUT_S):  # a slow ledger is a miss
+            found = await cache.cached(meta.type, key, now - meta.cache_ttl)
     except Exception as exc:  # noqa: BLE001 - an unreadable ledger must not stop requests
         log.warning("cannot read the ledger for %s's result cache: %r", meta.type, exc)
         return None

@@ -11,7 +11,7 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from karma import names
@@ -177,6 +177,15 @@ class LimitsSettings(BaseModel):
         le=1_048_576,
         description="a state larger than this even compressed fails as payload_too_large",
     )
+
+    @model_validator(mode="after")
+    def _state_sizes(self) -> LimitsSettings:
+        if self.state_compress_bytes > self.max_state_bytes:
+            raise ValueError(
+                "state_compress_bytes must not exceed max_state_bytes (a state that would "
+                "fit compressed would be refused)"
+            )
+        return self
 
 
 class ApiSettings(BaseModel):

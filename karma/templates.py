@@ -1,87 +1,117 @@
-"""Jinja2 templates Karma renders (TEMPLATE parameters, rules' params): one sandbox.
+"""Jinja2 templates Karma renders: TEMPLATE parameters and rules' params.
 
-Jinja2's immutable sandbox refuses attribute access to Python internals and calls that
-change values; on top of it, multiplying a string or list and raising to a power are
-bounded, so a template cannot build a huge value in one expression, and the rendered text
-is cut off (as an error) past its limit while it is produced. Undefined names are errors.
-Pure: no I/O.
+The sandbox is `karma._sandbox`. Rules' templates (written by operators) render in
+process; TEMPLATE parameters (written by whoever may request an action) render in a child
+process bounded in CPU time, memory and wall-clock time, so a template cannot stall or
+exhaust the worker. An error about a secret parameter keeps its text out of the reason.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
+from karma._sandbox import MAX_RENDERED_CHARS, SANDBOX, TemplateProblem, compile_error, render_text
 from karma.errors import FieldError, ValidationError
 
-MAX_RENDERED_CHARS = 65_536
-MAX_EXPONENT = 1024
+__all__ = ["MAX_RENDERED_CHARS", "SANDBOX", "compile_problem", "render", "render_isolated"]
+
+_CHILD = os.path.join(os.path.dirname(__file__), "_sandbox.py")
+RENDER_TIMEOUT_S = 5.0
+RENDER_CPU_S = 3
+RENDER_MEMORY_BYTES = 512 * 1024 * 1024
 
 
-class _Bounded(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for sized, times in ((left, right), (right, left)):
-                if (
-                    isinstance(sized, str | list | tuple | bytes)
-                    and isinstance(times, int)
-                    and len(sized) * times > MAX_RENDERED_CHARS
-                ):
-                    raise SecurityError(
-                        f"a value of {len(sized) * times:,} items is over the "
-                        f"{MAX_RENDERED_CHARS:,} a template may build"
-                    )
-            return left * right
-        if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
-            raise SecurityError(f"an exponent over {MAX_EXPONENT} is not allowed")
-        return left**right
-
-
-SANDBOX = _Bounded(undefined=StrictUndefined, autoescape=False)
-
-# What an expression may raise on the values it is given (a string plus a number...).
-RENDER_ERRORS = (TemplateError, ArithmeticError, TypeError, ValueError, LookupError)
-
-
-def compile_problem(text: str) -> str | None:
-    """Why `text` is not a template that compiles (with the line), or None."""
-    try:
-        SANDBOX.parse(text)
-    except TemplateSyntaxError as exc:
-        return f"does not compile (line {exc.lineno}): {exc.message}"
-    except TemplateError as exc:
-        return f"does not compile: {exc}"
-    return None
+def compile_problem(text: str, *, reveal: bool = True) -> str | None:
+    """Why `text` is not a template that compiles (with the line), or None; without
+    `reveal`, only the line (Jinja2's message may quote the text)."""
+    problem = compile_error(text)
+    if problem is None:
+        return None
+    return problem.reason if reveal else _hidden(problem)
 
 
 def render(
     field: str, text: str, context: Mapping[str, Any], limit: int = MAX_RENDERED_CHARS
 ) -> str:
-    """`text` rendered against `context`, at most `limit` characters.
+    """`text` rendered in this process (rules: operators' templates).
 
     Raises:
-        karma.errors.ValidationError: naming `field`: it does not compile, an expression
-            failed (an undefined name, a refused operation), or the text is too long.
+        karma.errors.ValidationError: naming `field`.
     """
     try:
-        produced: list[str] = []
-        size = 0
-        for chunk in SANDBOX.from_string(text).generate(dict(context)):
-            size += len(chunk)
-            if size > limit:
-                reason = f"renders to more than {limit:,} characters"
-                raise ValidationError([FieldError(field=field, reason=reason)])
-            produced.append(chunk)
-    except TemplateSyntaxError as exc:
-        reason = f"template does not compile (line {exc.lineno}): {exc.message}"
-        raise ValidationError([FieldError(field=field, reason=reason)]) from exc
-    except RENDER_ERRORS as exc:
-        reason = f"template: {type(exc).__name__}: {exc}"
-        raise ValidationError([FieldError(field=field, reason=reason)]) from exc
-    return "".join(produced)
+        return render_text(text, dict(context), limit)
+    except TemplateProblem as exc:
+        raise ValidationError([FieldError(field=field, reason=exc.reason)]) from exc
+
+
+async def render_isolated(
+    templates: Mapping[str, str],
+    context: Mapping[str, Any],
+    *,
+    secret: frozenset[str] = frozenset(),
+    limit: int = MAX_RENDERED_CHARS,
+    timeout_s: float = RENDER_TIMEOUT_S,
+) -> dict[str, str]:
+    """Each of `templates` (field → text) rendered in a child process.
+
+    Raises:
+        karma.errors.ValidationError: naming each field that cannot be rendered, or every
+            field when the child ran out of time, CPU or memory.
+    """
+    job = json.dumps(
+        {"templates": dict(templates), "context": dict(context), "limit": limit}, default=str
+    ).encode()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-I", _CHILD, str(RENDER_CPU_S), str(RENDER_MEMORY_BYTES),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(job), timeout_s)
+    except TimeoutError:
+        _kill(process)
+        await process.wait()
+        raise _all(templates, f"took longer than {timeout_s:g} s to render") from None
+    except BaseException:
+        _kill(process)
+        raise
+    try:
+        answer = json.loads(out)
+    except ValueError:
+        reason = f"could not be rendered within {RENDER_CPU_S} s of CPU and "
+        reason += f"{RENDER_MEMORY_BYTES // 2**20} MiB (exit {process.returncode})"
+        raise _all(templates, reason) from None
+    if answer.get("errors"):
+        raise ValidationError(
+            [
+                FieldError(
+                    field=e["field"],
+                    reason=_hidden(TemplateProblem(e["reason"], e.get("line")))
+                    if e["field"] in secret
+                    else e["reason"],
+                )
+                for e in answer["errors"]
+            ]
+        )
+    return {field: str(answer["rendered"][field]) for field in templates}
+
+
+def _hidden(problem: TemplateProblem) -> str:
+    where = f" (line {problem.line})" if problem.line else ""
+    return f"the secret template cannot be used{where}"
+
+
+def _all(templates: Mapping[str, str], reason: str) -> ValidationError:
+    return ValidationError([FieldError(field=f, reason=reason) for f in templates])
+
+
+def _kill(process: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()

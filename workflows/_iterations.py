@@ -65,6 +65,8 @@ async def run(ctx: RunContext) -> Ending:
     await ctx.outbox.flush()
     run_state.started_at = run_state.started_at or workflow.info().workflow_start_time
     workflow.continue_as_new(
-        ctx.request.model_copy(update={"resume": run_state.continued()}),
+        # The params prepared first (references resolved, templates rendered, secrets
+        # sealed): the next run takes them as they are.
+        ctx.request.model_copy(update={"resume": run_state.continued(), "params": ctx.params}),
         search_attributes=workflow.info().typed_search_attributes,
     )

@@ -9,6 +9,7 @@ library is imported here: the worker's interpreter runs this file without site-p
 
 import os
 import resource
+import signal
 import sys
 
 CPU_GRACE_S = 1  # SIGXCPU at the soft limit; SIGKILL this much later if it is ignored
@@ -19,10 +20,18 @@ def main(args: list[str]) -> int:
     if separator != "--" or not argv:
         sys.stderr.write("usage: _limited.py MEMORY_BYTES CPU_SECONDS -- argv...\n")
         return 2
-    if memory != "-":
-        resource.setrlimit(resource.RLIMIT_AS, (int(memory), int(memory)))
-    if cpu != "-":
-        resource.setrlimit(resource.RLIMIT_CPU, (int(cpu), int(cpu) + CPU_GRACE_S))
+    try:
+        if memory != "-":
+            resource.setrlimit(resource.RLIMIT_AS, (int(memory), int(memory)))
+        if cpu != "-":
+            resource.setrlimit(resource.RLIMIT_CPU, (int(cpu), int(cpu) + CPU_GRACE_S))
+    except (ValueError, OSError) as exc:
+        sys.stderr.write(f"cannot set the limits (memory {memory}, cpu {cpu}): {exc}\n")
+        return 126
+    # Python ignores these at start; the program gets the defaults, as without limits.
+    for name in ("SIGPIPE", "SIGXFSZ"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
     try:
         os.execvp(argv[0], argv)
     except OSError as exc:

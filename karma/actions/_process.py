@@ -117,7 +117,7 @@ async def run(
         raise PermanentError("argv: a non-empty list of strings")
     limited = limits is not None and (limits.memory_mb or limits.cpu_seconds)
     if limited:
-        _check_runnable(argv[0], env)
+        _check_runnable(argv[0], env, cwd)
     started = time.monotonic()
     try:
         process = await asyncio.create_subprocess_exec(
@@ -134,7 +134,8 @@ async def run(
     secret = [str(x) for x in secrets]
     # Kept a little longer than asked, so that a secret cut at the edge is still masked.
     margin = max((len(x.encode()) for x in secret), default=0)
-    out, err = _Tail(max_output_bytes + margin), _Tail(max_output_bytes + margin)
+    # stderr keeps at least 4 KiB: how a program ended (out of memory?) is read there.
+    out, err = _Tail(max_output_bytes + margin), _Tail(max(max_output_bytes, 4096) + margin)
     readers = asyncio.gather(_drain(process.stdout, out), _drain(process.stderr, err))
     timed_out = False
     try:
@@ -174,15 +175,14 @@ def _under_limits(argv: Sequence[str], limits: ExecutorLimits) -> list[str]:
     return [sys.executable, "-I", "-S", _LIMITED, memory, cpu, "--", *argv]
 
 
-def _check_runnable(program: str, env: Mapping[str, str]) -> None:
-    """The error a direct start would give, before the wrapper hides it behind exit 127."""
-    found = (
-        program
-        if os.sep in program and os.access(program, os.X_OK)
-        else shutil.which(program, path=env.get("PATH", ""))
-        if os.sep not in program
-        else None
-    )
+def _check_runnable(program: str, env: Mapping[str, str], cwd: str | None) -> None:
+    """The error a direct start would give, before the wrapper hides it behind exit 127.
+    A path with a slash is relative to `cwd`, as exec would take it."""
+    if os.sep in program:
+        path = os.path.join(cwd or "", program)
+        found = path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+    else:
+        found = shutil.which(program, path=env.get("PATH", ""))
     if found is None:
         raise PermanentError(f"cannot run {program!r}: not found or not executable")
 
@@ -192,7 +192,7 @@ def _exceeded(finished: Finished, limits: ExecutorLimits, stderr: str) -> str:
     after using its CPU time) for CPU, a failure saying it could not allocate for memory."""
     code = finished.exit_code
     if limits.cpu_seconds and (
-        code == -signal.SIGXCPU
+        code in (-signal.SIGXCPU, 128 + signal.SIGXCPU)  # the signal, or a shell's report
         or (code == -signal.SIGKILL and finished.duration_ms >= limits.cpu_seconds * 1000)
     ):
         return f"cpu_seconds={limits.cpu_seconds}"

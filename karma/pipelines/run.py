@@ -128,11 +128,13 @@ def child_request(
     )
     if step.retry is not None and step.retry.max_attempts is not None:
         child = child.model_copy(update={"max_attempts": step.retry.max_attempts})
+    # Only the steps its params name: a child's input stays small in a large pipeline.
+    written = " ".join(str(v) for v in step.params.values())
     needed = ancestors(request.spec).get(step.id, set()) if done else set()
     outputs = {
         n: {"outputs": done[n].outputs}
         for n in sorted(needed)
-        if done and n in done and done[n].state is StepState.SUCCEEDED
+        if done and n in done and done[n].state is StepState.SUCCEEDED and n in written
     }
     if outputs:
         child = child.model_copy(update={"template_context": {"steps": outputs}})

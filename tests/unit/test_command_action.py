@@ -197,3 +197,21 @@ def test_outputs_past_the_types_max_output_bytes_are_refused_by_name() -> None:
     with pytest.raises(LimitExceededError, match=r"max_output_bytes.*over the 100.*big \("):
         check_output_limit(meta, {"small": "x", "big": "y" * 500})
     check_output_limit(ActionMeta(type="t.free", name="free"), {"big": "y" * 10_000})
+
+
+async def test_under_limits_a_program_starts_as_it_would_without(tmp_path: Path) -> None:
+    script = tmp_path / "hello.sh"
+    script.write_text("#!/bin/sh\nyes | head -n 1\ngrep SigIgn /proc/self/status\n")
+    script.chmod(0o755)
+    env = _process.environment({}, inherit=False)
+    plain = await _process.run(
+        ["./hello.sh"], cwd=str(tmp_path), env=env, timeout_s=10.0, max_output_bytes=4096
+    )
+    limited = await _process.run(
+        ["./hello.sh"], cwd=str(tmp_path), env=env, timeout_s=10.0, max_output_bytes=4096,
+        limits=ExecutorLimits(cpu_seconds=5, memory_mb=1024),
+    )  # fmt: skip
+    # Relative to cwd; SIGPIPE not ignored (no "Broken pipe" from yes), the same signals.
+    assert limited.exit_code == plain.exit_code == 0
+    assert limited.stdout == plain.stdout and limited.stdout.startswith("y\nSigIgn:")
+    assert limited.stderr == plain.stderr == ""

@@ -25,6 +25,7 @@ async def test_the_cache_key_ignores_param_order_and_hides_secrets() -> None:
         SecretSealer(Fernet.generate_key()), meta, {"host": "a", "token": "s3cret"}
     )
     assert "s3cret" not in key and len(key) == 64
+    assert key != cache_key(sealer, meta, {"host": "a", "token": "s3cret"}, tenant="other")
     newer = meta.model_copy(update={"version": "2"})
     assert key != cache_key(sealer, newer, {"host": "a", "token": "s3cret"})
 

@@ -54,15 +54,15 @@ def test_a_template_that_does_not_compile_is_refused_with_its_line() -> None:
         validate_params(META, {"cluster": "x", "note": 5})
 
 
-def test_a_template_sees_params_and_context_but_no_secret() -> None:
+async def test_a_template_sees_params_and_context_but_no_secret() -> None:
     params = validate_params(META, {"cluster": "cls-1", "token": "s3cret"})
     context = {"entity_id": "svc", "steps": {"a": {"outputs": {"v": 2}}}}
     note = {"note": "{{ params.cluster }}/{{ entity_id }}/{{ steps.a.outputs.v * 2 }}"}
-    assert render_templates(META, {**params, **note}, context)["note"] == "cls-1/svc/4"
-    assert render_templates(META, params, context)["note"] == "3 nodes"  # the default
+    assert (await render_templates(META, {**params, **note}, context))["note"] == "cls-1/svc/4"
+    assert (await render_templates(META, params, context))["note"] == "3 nodes"  # the default
     for template in ("{{ params.token }}", "{{ params.note }}", "{{ nowhere }}"):
         with pytest.raises(ValidationError) as caught:
-            render_templates(META, {**params, "note": template}, context)
+            await render_templates(META, {**params, "note": template}, context)
         assert caught.value.errors[0].field == "params.note"
 
 
@@ -75,12 +75,41 @@ def test_a_template_sees_params_and_context_but_no_secret() -> None:
         ("{{ [1] * 70000 }}", "over the 65,536"),
         ("{{ 10 ** 100000 }}", "exponent"),
         ("{% for i in range(30000) %}{{ i }}{% endfor %}", "more than 65,536 characters"),
+        ("{{ " + "(" * 200 + "1" + ")" * 200 + " }}", "does not compile"),
+        ("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "RecursionError"),
+        # What only the child process's bounds stop: time, CPU, memory.
+        (
+            "{% set r = range(99999) %}{% for a in r %}{% for b in r %}{% endfor %}{% endfor %}",
+            "within 3 s of CPU",
+        ),
+        ("{{ 'x' | center(300000000) }}", "ran out of memory"),
+        (
+            "{% set a = 'ab' * 30000 %}" + "{% set a = a ~ a %}" * 14 + "{{ a | length }}",
+            "ran out of memory",
+        ),
     ],
 )
-def test_the_sandbox_refuses_internals_and_huge_values(template: str, reason: str) -> None:
+async def test_the_sandbox_refuses_internals_huge_values_and_long_work(
+    template: str, reason: str
+) -> None:
     with pytest.raises(ValidationError) as caught:
-        render_templates(META, {"cluster": "c", "size": 3, "note": template}, {})
-    assert reason in caught.value.errors[0].reason
+        await render_templates(META, {"cluster": "c", "size": 3, "note": template}, {})
+    [error] = caught.value.errors
+    assert error.field == "params.note" and reason in error.reason, error.reason
+
+
+async def test_errors_about_a_secret_template_do_not_quote_it() -> None:
+    meta = ActionMeta(
+        type="t.hook",
+        name="hook",
+        params=(ParamDefinition(name="url", type=ParamType.TEMPLATE, secret=True),),
+    )
+    with pytest.raises(ValidationError) as caught:
+        validate_params(meta, {"url": "https://h/T0KEN/{{ entity_id foo-SECRET }}"})
+    assert caught.value.errors[0].reason == "the secret template cannot be used (line 1)"
+    with pytest.raises(ValidationError) as caught:
+        await render_templates(meta, {"url": "https://h/{{ SECRET_NAME }}"}, {})
+    assert "SECRET" not in caught.value.errors[0].reason
 
 
 async def test_references_resolve_to_canonical_ids_or_fail_by_name() -> None:
