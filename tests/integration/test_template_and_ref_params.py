@@ -126,3 +126,20 @@ async def test_the_schema_offers_each_reference_s_choices(karma: EmbeddedKarma) 
     assert cluster["x-karma-choices"][0] == {"id": "cls-eu-1", "label": "prod-eu"}
     assert properties["model"]["examples"] == ["mdl-7f3a", "mdl-91c2"]
     assert properties["message"]["x-karma-template"] == "jinja2"
+
+
+async def test_a_continued_run_keeps_what_the_first_run_prepared(karma: EmbeddedKarma) -> None:
+    service = karma.reference_service
+    assert service is not None
+    handle = await karma.client.request("test.placed", {"cluster": "prod-us"})
+    async for transition in handle.transitions(poll_interval=0.05):
+        if transition.event_type is EventType.PROGRESS:  # accepted: the reference checked
+            break
+    removed = service.inventory["cluster"].pop("cls-us-1")
+    try:
+        outcome = await asyncio.wait_for(handle.result(), TIMEOUT_S)
+    finally:
+        service.inventory["cluster"]["cls-us-1"] = removed
+    # Three runs, one canonical id, and the rendered text never rendered again.
+    assert outcome.state is ActionState.SUCCEEDED, outcome.error
+    assert outcome.outputs == {"clusters": ["cls-us-1"], "notes": ["{{ raw"]}

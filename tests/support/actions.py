@@ -340,6 +340,38 @@ TEST_EXECUTORS.append(RefsExecutor)
 
 @register_action(
     ActionMeta(
+        type="test.placed",
+        name="Iterates on a cluster named by reference (continues as new every 2)",
+        mode=ExecutionMode.STATEFUL,
+        params=(
+            ParamDefinition(name="cluster", type=ParamType.REF, ref_kind="cluster", required=True),
+            ParamDefinition(name="note", type=ParamType.TEMPLATE, default="{{ '{{' }} raw"),
+            ParamDefinition(name="iterations", type=ParamType.NUMBER, default=5),
+        ),
+        outputs=(OutputDefinition(name="clusters"), OutputDefinition(name="notes")),
+    )
+)
+class PlacedExecutor(StatefulActionExecutor):
+    """Records the cluster and note each iteration got: a continued run must get the ones
+    the first run prepared."""
+
+    iterations_per_run = 2
+
+    async def execute_with_state(
+        self, ctx: ActionContext, state: dict[str, Any]
+    ) -> Continue | Break:
+        clusters = [*state.get("clusters", []), ctx.params["cluster"]]
+        notes = sorted({*state.get("notes", []), ctx.params["note"]})
+        if len(clusters) >= int(ctx.params["iterations"]):
+            return Break(outputs={"clusters": sorted(set(clusters)), "notes": notes})
+        return Continue(state={"clusters": clusters, "notes": notes}, delay=timedelta(seconds=0.2))
+
+
+TEST_EXECUTORS.append(PlacedExecutor)
+
+
+@register_action(
+    ActionMeta(
         type="test.big",
         name="Returns outputs of a given size",
         params=(ParamDefinition(name="output_bytes", type=ParamType.NUMBER, default=10),),
