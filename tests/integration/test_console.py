@@ -426,3 +426,29 @@ async def test_logging_out_asks_for_the_key_again(console: Console, browser: Bro
     if console.key is None:
         pytest.skip("the API has no keys: nothing to log out of")
     await asyncio.to_thread(_log_out_and_in, browser, console.key)
+
+
+def _request_with_a_reference(b: Browser, shots: Path) -> str:
+    """A reference field offers its resolver's choices; a name typed in is resolved."""
+    _visit(b, "/registry/test.refs")
+    field = b.shown(selector("param-cluster"))
+    assert field.get_attribute("list") == "param-cluster-choices"
+    options = b.driver.find_elements(By.CSS_SELECTOR, f"{selector('param-cluster-choices')} option")
+    assert [(o.get_attribute("value"), o.text or o.get_attribute("textContent")) for o in options][
+        :3
+    ] == [("cls-eu-1", "prod-eu"), ("cls-us-1", "prod-us"), ("cls-dev-1", "dev")]
+    field.send_keys("prod-eu")
+    b.screenshot(shots / "registry-reference.png")
+    b.find(selector("request-submit")).click()
+    found = b.until(lambda: ACTION_PAGE.search(b.url), "the action's page")
+    b.has_text(selector("action-state"), "SUCCEEDED")
+    _cell(b, "outputs-table", "cluster", "cls-eu-1")
+    return found.group(1)
+
+
+async def test_a_reference_field_offers_choices_and_resolves_a_name(
+    console: Console, browser: Browser, api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    action_id = await asyncio.to_thread(_request_with_a_reference, browser, tmp_path)
+    status = await until_state(api, action_id, "SUCCEEDED")
+    assert status["outputs"]["message"] == "scaling nothing on cls-eu-1"
