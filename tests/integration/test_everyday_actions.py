@@ -71,3 +71,19 @@ async def test_kafka_publish_hands_a_message_to_a_topic(karma: EmbeddedKarma) ->
         outcome.outputs["partition"],
         outcome.outputs["offset"],
     )
+
+
+async def test_kafka_publish_to_a_topic_that_is_not_there_yet(karma: EmbeddedKarma) -> None:
+    """The embedded broker (tansu) creates a topic on first use, like a Kafka broker with
+    auto.create.topics.enable: the message is there, once. (Where a broker refuses, the
+    action fails permanently naming the topic.)"""
+    topic = unique("nowhere")
+    handle = await karma.client.request("kafka_publish", {"topic": topic, "value": {"n": 1}})
+    outcome = await asyncio.wait_for(handle.result(), TIMEOUT_S)
+    assert outcome.state is ActionState.SUCCEEDED, outcome.error
+    [message] = await read_topics(karma.settings.kafka, [topic])
+    assert message.json() == {"n": 1}
+    assert (message.partition, message.offset) == (
+        outcome.outputs["partition"],
+        outcome.outputs["offset"],
+    )
