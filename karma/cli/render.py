@@ -123,6 +123,10 @@ def action_text(meta: ActionMeta) -> list[str]:
             notes.append("one of " + "|".join(p.options))
         if p.min is not None or p.max is not None:
             notes.append(_range(p.min, p.max))
+        if p.ref_kind:
+            notes.append(f"a {p.ref_kind} (name or id; checked, then its id)")
+        if p.type.value == "template":
+            notes.append("Jinja2, rendered before acceptance")
         if p.secret:
             notes.append("secret (redacted from events)")
         default = "" if p.default is None else json.dumps(p.default)
@@ -137,8 +141,15 @@ def action_text(meta: ActionMeta) -> list[str]:
 
 def _range(low: float | None, high: float | None) -> str:
     if low is not None and high is not None:
-        return f"{low:g} to {high:g}"
-    return f">= {low:g}" if low is not None else f"<= {high:g}"
+        return f"{_number(low)} to {_number(high)}"
+    return f">= {_number(low)}" if low is not None else f"<= {_number(high)}"
+
+
+def _number(value: float | None) -> str:
+    """1048576, not 1.04858e+06; 0.1 stays 0.1."""
+    if value is not None and float(value).is_integer():
+        return str(int(value))
+    return f"{value:g}"
 
 
 def _compact(value: Any, limit: int = 120) -> str:
