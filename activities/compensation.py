@@ -16,6 +16,7 @@ from activities._attempt import (
 )
 from bridge.dlq import DeadLetter, DeadLetterPublisher
 from karma import names
+from karma.credentials import CredentialManager
 from karma.errors import PermanentError
 from karma.registry import ActionRegistry
 from karma.saga import CompensationContext, TransactionalActionExecutor
@@ -27,10 +28,15 @@ STAGE = "compensation"
 
 class CompensationActivities:
     def __init__(
-        self, registry: ActionRegistry, sealer: SecretSealer, dlq: DeadLetterPublisher
+        self,
+        registry: ActionRegistry,
+        sealer: SecretSealer,
+        dlq: DeadLetterPublisher,
+        credentials: CredentialManager | None = None,
     ) -> None:
         self._registry = registry
         self._sealer = sealer
+        self._credentials = credentials
         self._dlq = dlq
 
     @activity.defn(name=names.COMPENSATE_STEP)
@@ -49,6 +55,7 @@ class CompensationActivities:
                 attempt=activity.info().attempt,
                 cause=inp.cause,
                 logger=logger_for(inp.request),
+                credentials=self._credentials,
             )
             await executor.compensate(ctx)
         except Exception as exc:

@@ -93,6 +93,15 @@ class CallbackResult(BaseModel):
         return cls(decision=CallbackDecision.IGNORE, message=message)
 
 
+async def credential_from(manager: CredentialManager | None, credential_id: str, scope: str) -> str:
+    """What the contexts' `credential()` answer (see ActionContext.credential)."""
+    if manager is None:
+        raise PermanentError(
+            f"credential {credential_id!r} (scope {scope!r}): this worker has no credential manager"
+        )
+    return await manager.get(credential_id, scope)
+
+
 def _default_logger() -> logging.LoggerAdapter[logging.Logger]:
     return logging.LoggerAdapter(logging.getLogger("karma.action"))
 
@@ -129,12 +138,7 @@ class ActionContext:
             karma.errors.PermanentError: no such credential, or no credential manager.
             karma.errors.TransientError: its token endpoint is unreachable or failing.
         """
-        if self.credentials is None:
-            raise PermanentError(
-                f"credential {credential_id!r} (scope {scope!r}): this worker has no "
-                "credential manager"
-            )
-        return await self.credentials.get(credential_id, scope)
+        return await credential_from(self.credentials, credential_id, scope)
 
     def resource(self, name: str) -> Any:
         """A resource the action type requires (`ActionMeta.required_services`).

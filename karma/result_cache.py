@@ -44,9 +44,20 @@ def cache_key(
         "tenant": tenant,
         "type": meta.type,
         "version": meta.version,
-        "params": dict(params),
+        "params": _canonical(dict(params)),
     }
     return sealer.digest(json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str))
+
+
+def _canonical(value: Any) -> Any:
+    """The same JSON for the same values: 1.0 and 1 are one number."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
 
 
 async def look_up(

@@ -21,13 +21,23 @@ from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, Field
 
 from karma.errors import ErrorInfo, PermanentError
-from karma.executor import ActionContext, ActionResult, BaseActionExecutor, Skip, _default_logger
+from karma.executor import (
+    ActionContext,
+    ActionResult,
+    BaseActionExecutor,
+    Skip,
+    _default_logger,
+    credential_from,
+)
 from karma.meta import ExecutionMode, RetryPolicy
+
+if TYPE_CHECKING:
+    from karma.credentials import CredentialManager
 
 
 class StepResult(BaseModel):
@@ -57,6 +67,11 @@ class CompensationContext:
     attempt: int
     cause: ErrorInfo | None = None  # why the action is rolled back
     logger: logging.LoggerAdapter[logging.Logger] = field(default_factory=_default_logger)
+    credentials: CredentialManager | None = None  # the worker's (see karma.credentials)
+
+    async def credential(self, credential_id: str, scope: str = "*") -> str:
+        """A credential's secret, as the step that is undone had it (ActionContext.credential)."""
+        return await credential_from(self.credentials, credential_id, scope)
 
 
 class TransactionalActionExecutor(BaseActionExecutor, kind=ExecutionMode.TRANSACTIONAL):

@@ -88,7 +88,8 @@ class ActionWorker(Component):
             kafka=settings.kafka,
         )
         sealer = SecretSealer.from_settings(settings)
-        compensation = CompensationActivities(registry, sealer, self._dlq)
+        credentials = CredentialManager.of(settings)  # one token cache for steps and undos
+        compensation = CompensationActivities(registry, sealer, self._dlq, credentials)
         activities = ActionActivities(
             registry,
             self._publisher,
@@ -102,7 +103,7 @@ class ActionWorker(Component):
             cache=past if isinstance(past, ResultCache) else None,
             resources=self.resources,
             stream=self._stream,
-            credentials=CredentialManager.of(settings),
+            credentials=credentials,
         )
         self._worker = Worker(
             client,

@@ -31,6 +31,7 @@ from karma.credentials import (
 from karma.errors import PermanentError, TransientError
 from karma.executor import ActionContext
 from karma.reference_oauth import TokenIssuer
+from karma.saga import CompensationContext
 from karma.settings import CodecSettings, Settings, get_settings
 
 VALUE = "s3cr3t-static-VALUE-7f1e"
@@ -344,6 +345,17 @@ async def test_static_values_and_missing_credentials(tmp_path: Path) -> None:
     bare = ActionContext(action_id="a", action_type="t", params={}, attempt=1)
     with pytest.raises(PermanentError, match=r"'jobs-api' \(scope 'jobs'\): this worker has no"):
         await bare.credential("jobs-api", "jobs")
+    # A compensation authenticates as the step it undoes did.
+    undo = CompensationContext(
+        action_id="a", action_type="t", params={}, step="s", compensation={}, attempt=1,
+        credentials=manager,
+    )  # fmt: skip
+    assert await undo.credential("jobs-api", "jobs") == VALUE
+    bare_undo = CompensationContext(
+        action_id="a", action_type="t", params={}, step="s", compensation={}, attempt=1
+    )
+    with pytest.raises(PermanentError, match="this worker has no credential manager"):
+        await bare_undo.credential("jobs-api", "jobs")
 
 
 async def test_token_endpoint_failures_are_classified_without_secrets(

@@ -26,6 +26,9 @@ async def test_the_cache_key_ignores_param_order_and_hides_secrets() -> None:
     )
     assert "s3cret" not in key and len(key) == 64
     assert key != cache_key(sealer, meta, {"host": "a", "token": "s3cret"}, tenant="other")
+    sized = cache_key(sealer, meta, {"size": 2, "labels": {"n": [1.0]}})
+    assert sized == cache_key(sealer, meta, {"size": 2.0, "labels": {"n": [1]}})
+    assert sized != cache_key(sealer, meta, {"size": 2.5, "labels": {"n": [1]}})
     newer = meta.model_copy(update={"version": "2"})
     assert key != cache_key(sealer, newer, {"host": "a", "token": "s3cret"})
 
