@@ -9,9 +9,7 @@ what it sealed after a keyring is configured, until everything is sealed again.
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
-import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from karma.errors import PermanentError
+from karma.private_files import create_once
 
 # The key made in the data dir; ids in KARMA_CODEC__KEYS cannot hold ':', so never this.
 LOCAL_KEY_ID = "file:credentials.key"
@@ -29,16 +28,7 @@ def local_key(path: Path) -> bytes:
     """The data dir's key, made once (0600, written whole, then linked into place, so a
     reader never sees part of it)."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f"{path.name}.{secrets.token_hex(4)}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(base64.b64encode(AESGCM.generate_key(bit_length=256)).decode())
-            out.flush()
-            os.fsync(out.fileno())
-        with contextlib.suppress(FileExistsError):  # another process made it first
-            os.link(temporary, path)
-        temporary.unlink()
+        create_once(path, base64.b64encode(AESGCM.generate_key(bit_length=256)).decode())
     try:
         key = base64.b64decode(path.read_text().strip(), validate=True)
     except ValueError:

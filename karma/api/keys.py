@@ -23,6 +23,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from karma.envelope import Id, Name
+from karma.private_files import create_once
 from karma.settings import Settings
 
 PREFIX = "karma"
@@ -223,17 +224,7 @@ class Sessions:
         never sees a part of it); one that is not 32 bytes is refused, never used."""
         if self._secret is None:
             path = self._store.path.with_name("session.key")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.exists():
-                temporary = path.with_name(f"session.key.{secrets.token_hex(4)}")
-                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as out:
-                    out.write(secrets.token_hex(SESSION_SECRET_BYTES))
-                    out.flush()
-                    os.fsync(out.fileno())
-                with contextlib.suppress(FileExistsError):  # another process made it first
-                    os.link(temporary, path)
-                temporary.unlink()
+            create_once(path, secrets.token_hex(SESSION_SECRET_BYTES))
             try:
                 secret = bytes.fromhex(path.read_text().strip())
             except ValueError:
