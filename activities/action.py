@@ -168,15 +168,15 @@ class ActionActivities:
                 error=ErrorInfo.from_exception(error),
             )
         try:
-            params = validate_params(
-                meta, self._sealer.unseal(request.params), rendered=request.resume is not None
-            )
-            if request.resume is None:  # a continued run carries the params prepared first
+            carried = request.resume is not None and request.params_prepared
+            params = validate_params(meta, self._sealer.unseal(request.params), rendered=carried)
+            if not carried:  # a continued run carries the params its first run prepared
                 params = await _resolved(meta, params, self._services)
                 params = await render_templates(meta, params, template_context(request))
         except TransientError as exc:
-            # A resolver's system cannot answer: retried with this local activity a few
-            # times, then the action fails (it must not sit unseen before REQUESTED).
+            # A resolver's system cannot answer, or the template renderer cannot run now:
+            # retried with this local activity a few times, then the action fails (it
+            # must not sit unseen before REQUESTED).
             if activity.info().attempt < REF_CHECK_ATTEMPTS:
                 raise
             return PreparedAction(

@@ -449,11 +449,16 @@ class PastActions:
     async def cached(
         self, action_type: str, cache_key: str, since: datetime
     ) -> tuple[str, dict[str, Any]] | None:
-        """The result cache's entry (`Ledger.cached_result`)."""
+        """The result cache's entry (`Ledger.cached_result`). A read still running counts as
+        busy (a miss), not as one more thread waiting for it."""
 
         def read() -> tuple[str, dict[str, Any]] | None:
-            with self._lock:
+            if not self._lock.acquire(timeout=1.0):
+                raise TimeoutError("the ledger is busy answering another read")
+            try:
                 return self._open().cached_result(action_type, cache_key, since)
+            finally:
+                self._lock.release()
 
         return await asyncio.to_thread(read)
 

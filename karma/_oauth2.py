@@ -87,8 +87,7 @@ class TokenCache:
             form["audience"] = client.audience
         parts = urlsplit(client.token_url)
         # No user:password@ and no query in messages.
-        port = f":{parts.port}" if parts.port else ""
-        endpoint = f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
+        endpoint = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
         try:
             async with httpx.AsyncClient(timeout=self._timeout_s) as http:
                 response = await http.post(

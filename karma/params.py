@@ -18,7 +18,8 @@ def validate_params(
     """Return the parameters with defaults applied, or raise listing every bad field.
 
     A `None` value counts as absent. Unknown names are errors, so a typo never goes unnoticed.
-    `rendered`: TEMPLATE values are already rendered text (a continued run's), not templates.
+    `rendered`: the params a first run prepared (a continued run's): TEMPLATE values are
+    rendered text, not templates, and REF values canonical ids, of any length.
     """
     errors: list[FieldError] = []
     result: dict[str, Any] = {}
@@ -38,8 +39,8 @@ def validate_params(
             elif definition.default is not None:
                 result[definition.name] = definition.default
             continue
-        if rendered and definition.type is ParamType.TEMPLATE:
-            problem = None if isinstance(value, str) else "must be a string"
+        if rendered and definition.type in (ParamType.TEMPLATE, ParamType.REF):
+            problem = None if isinstance(value, str) and value else "must be a string"
         else:
             problem = definition.problem_with(value)
         if problem:

@@ -69,6 +69,11 @@ class ActionRequest(BaseModel):
     max_attempts: int | None = Field(
         default=None, ge=1, le=100, description="overrides the action type's retry budget"
     )
+    params_prepared: bool = Field(
+        default=False,
+        description="set by continue-as-new only: `params` are the ones the first run "
+        "prepared (references resolved, templates rendered), not to be prepared again",
+    )
     template_context: dict[str, Any] | None = Field(
         default=None,
         description="more for TEMPLATE params to read: a pipeline's step gets `steps` "

@@ -11,20 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Mapping
 from typing import Any
 
 from karma._sandbox import MAX_RENDERED_CHARS, SANDBOX, TemplateProblem, compile_error, render_text
-from karma.errors import FieldError, ValidationError
+from karma.errors import FieldError, TransientError, ValidationError
 
 __all__ = ["MAX_RENDERED_CHARS", "SANDBOX", "compile_problem", "render", "render_isolated"]
 
 _CHILD = os.path.join(os.path.dirname(__file__), "_sandbox.py")
-RENDER_TIMEOUT_S = 5.0
+RENDER_TIMEOUT_S = 10.0  # wall clock, from the child's start: past its CPU limit when busy
 RENDER_CPU_S = 3
 RENDER_MEMORY_BYTES = 512 * 1024 * 1024
+MAX_STDERR_BYTES = 2048
+# Children rendering at once in this process (each may take RENDER_MEMORY_BYTES).
+_RENDERING = asyncio.Semaphore(max(2, os.cpu_count() or 2))
+log = logging.getLogger(__name__)
 
 
 def compile_problem(text: str, *, reveal: bool = True) -> str | None:
@@ -62,32 +67,28 @@ async def render_isolated(
 
     Raises:
         karma.errors.ValidationError: naming each field that cannot be rendered, or every
-            field when the child ran out of time, CPU or memory.
+            field when the child went past its CPU time or memory.
+        karma.errors.TransientError: the child could not be started, did not end within
+            `timeout_s` (a busy worker), or failed for reasons of its own (logged).
     """
     job = json.dumps(
         {"templates": dict(templates), "context": dict(context), "limit": limit}, default=str
     ).encode()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-I", _CHILD, str(RENDER_CPU_S), str(RENDER_MEMORY_BYTES),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        out, _ = await asyncio.wait_for(process.communicate(job), timeout_s)
-    except TimeoutError:
-        _kill(process)
-        await process.wait()
-        raise _all(templates, f"took longer than {timeout_s:g} s to render") from None
-    except BaseException:
-        _kill(process)
-        raise
+    async with _RENDERING:
+        out, err, code = await _run_child(job, timeout_s)
     try:
         answer = json.loads(out)
     except ValueError:
-        reason = f"could not be rendered within {RENDER_CPU_S} s of CPU and "
-        reason += f"{RENDER_MEMORY_BYTES // 2**20} MiB (exit {process.returncode})"
-        raise _all(templates, reason) from None
+        answer = None
+    if not isinstance(answer, dict):
+        if code < 0:  # stopped by a signal: its CPU time (SIGXCPU) or memory (SIGKILL)
+            reason = f"could not be rendered within {RENDER_CPU_S} s of CPU and "
+            reason += f"{RENDER_MEMORY_BYTES // 2**20} MiB (signal {-code})"
+            raise _all(templates, reason)
+        # Only what failed, not its message: that could quote a secret template.
+        last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        log.error("the template renderer failed (exit %s): %s", code, last[0].split(":")[0])
+        raise TransientError(f"the template renderer failed (exit {code})")
     if answer.get("errors"):
         raise ValidationError(
             [
@@ -101,6 +102,27 @@ async def render_isolated(
             ]
         )
     return {field: str(answer["rendered"][field]) for field in templates}
+
+
+async def _run_child(job: bytes, timeout_s: float) -> tuple[bytes, bytes, int]:
+    """(stdout, the end of stderr, exit code) of one rendering child."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-I", _CHILD, str(RENDER_CPU_S), str(RENDER_MEMORY_BYTES),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+    except OSError as exc:  # no process to be had now (EAGAIN, EMFILE...)
+        raise TransientError(f"cannot start the template renderer: {exc}") from exc
+    try:
+        out, err = await asyncio.wait_for(process.communicate(job), timeout_s)
+    except TimeoutError:
+        raise TransientError(f"the template took longer than {timeout_s:g} s to render") from None
+    finally:
+        _kill(process)  # nothing left behind (it has ended unless something went wrong)
+        await process.wait()
+    return out, err[-MAX_STDERR_BYTES:], process.returncode or 0
 
 
 def _hidden(problem: TemplateProblem) -> str:

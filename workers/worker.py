@@ -17,13 +17,13 @@ from activities.action import ActionActivities
 from activities.compensation import CompensationActivities
 from bridge.dlq import DeadLetterPublisher
 from bridge.emit import TransitionPublisher
+from bridge.ledger import PastActions as LedgerReader
 from bridge.stream_sink import StreamSink
 from karma.breakers import BREAKERS
 from karma.component import Component
 from karma.credentials import CredentialManager
 from karma.registry import ActionRegistry, default_registry
 from karma.resources import ResourceManager
-from karma.result_cache import ResultCache
 from karma.secrets import SecretSealer
 from karma.settings import Settings
 from karma.status import PastActions
@@ -100,7 +100,8 @@ class ActionWorker(Component):
             max_payload_bytes=settings.limits.max_payload_bytes,
             limits=settings.limits,
             past=past,
-            cache=past if isinstance(past, ResultCache) else None,
+            # Its own reader: a slow cache lookup never holds up the idempotency check.
+            cache=past.sibling() if isinstance(past, LedgerReader) else None,
             resources=self.resources,
             stream=self._stream,
             credentials=credentials,

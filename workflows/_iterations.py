@@ -67,6 +67,13 @@ async def run(ctx: RunContext) -> Ending:
     workflow.continue_as_new(
         # The params prepared first (references resolved, templates rendered, secrets
         # sealed): the next run takes them as they are.
-        ctx.request.model_copy(update={"resume": run_state.continued(), "params": ctx.params}),
+        ctx.request.model_copy(
+            update={
+                "resume": run_state.continued(),
+                "params": ctx.params,
+                "params_prepared": True,
+                "template_context": None,  # read once, by the first run
+            }
+        ),
         search_attributes=workflow.info().typed_search_attributes,
     )

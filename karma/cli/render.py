@@ -8,7 +8,7 @@ from typing import Any
 
 from karma.envelope import Transition
 from karma.errors import ErrorInfo
-from karma.meta import ActionMeta
+from karma.meta import ActionMeta, ParamType
 from karma.status import ActionStatus
 
 
@@ -125,7 +125,7 @@ def action_text(meta: ActionMeta) -> list[str]:
             notes.append(_range(p.min, p.max))
         if p.ref_kind:
             notes.append(f"a {p.ref_kind} (name or id; checked, then its id)")
-        if p.type.value == "template":
+        if p.type is ParamType.TEMPLATE:
             notes.append("Jinja2, rendered before acceptance")
         if p.secret:
             notes.append("secret (redacted from events)")

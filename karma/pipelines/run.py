@@ -129,7 +129,7 @@ def child_request(
     if step.retry is not None and step.retry.max_attempts is not None:
         child = child.model_copy(update={"max_attempts": step.retry.max_attempts})
     # Only the steps its params name: a child's input stays small in a large pipeline.
-    written = " ".join(str(v) for v in step.params.values())
+    written = " ".join(str(v) for v in [*step.params.values(), *params.values()])
     needed = ancestors(request.spec).get(step.id, set()) if done else set()
     outputs = {
         n: {"outputs": done[n].outputs}

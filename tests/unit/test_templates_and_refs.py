@@ -5,14 +5,17 @@ resolver, a system that cannot answer), and the choices a schema offers."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
+from karma import templates as templates_module
 from karma.errors import TransientError, ValidationError
 from karma.meta import ActionMeta, ParamDefinition, ParamType
 from karma.params import params_json_schema, render_templates, validate_params
 from karma.refs import RefChoice, ReferenceResolver, offer_choices, resolve_refs
+from karma.templates import render_isolated
 
 META = ActionMeta(
     type="t.scale",
@@ -148,3 +151,23 @@ def test_a_reference_needs_its_kind() -> None:
         ParamDefinition(name="c", type=ParamType.STRING, ref_kind="cluster")
     with pytest.raises(ValidationError, match="must name a cluster"):
         validate_params(META, {"cluster": "  "})
+
+
+async def test_a_renderer_that_cannot_run_is_the_workers_problem_not_the_requests(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    templates = {"params.note": "{{ 'SECRET-TEXT' }}"}
+    # Too slow (a busy worker): transient, retried.
+    with pytest.raises(TransientError, match=r"longer than 0\.001 s"):
+        await render_isolated(templates, {}, timeout_s=0.001)
+    # A child that breaks by itself: transient, logged without what it was given.
+    broken = tmp_path / "broken.py"
+    broken.write_text("import sys\nraise ImportError('no jinja2 here: SECRET-TEXT')\n")
+    monkeypatch.setattr(templates_module, "_CHILD", str(broken))
+    with pytest.raises(TransientError, match=r"renderer failed \(exit 1\)"):
+        await render_isolated(templates, {})
+    assert "ImportError" in caplog.text and "SECRET" not in caplog.text
+    # No process to be had.
+    monkeypatch.setattr(templates_module.sys, "executable", str(tmp_path / "no-python"))
+    with pytest.raises(TransientError, match="cannot start the template renderer"):
+        await render_isolated(templates, {})
