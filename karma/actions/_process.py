@@ -182,7 +182,7 @@ def _check_runnable(program: str, env: Mapping[str, str], cwd: str | None) -> No
         path = os.path.join(cwd or "", program)
         found = path if os.path.isfile(path) and os.access(path, os.X_OK) else None
     else:
-        found = shutil.which(program, path=env.get("PATH", ""))
+        found = shutil.which(program, path=env.get("PATH") or os.defpath)  # as exec does
     if found is None:
         raise PermanentError(f"cannot run {program!r}: not found or not executable")
 
