@@ -107,6 +107,16 @@ def scenarios(base_url: str) -> list[Scenario]:
             ActionState.SUCCEEDED,
             approve_when_asked=True,
         ),
+        # References checked by the inventory before acceptance; the note is a template.
+        Scenario(
+            "reference",
+            "demo.scale",
+            {"cluster": "prod-eu", "model": "llama-3-8b", "replicas": 3},
+            ActionState.SUCCEEDED,
+        ),
+        Scenario(
+            "dangling", "demo.scale", {"cluster": "prod-mars", "model": "gpt-x"}, ActionState.FAILED
+        ),
         Scenario(
             "stateful",
             "demo.drain",

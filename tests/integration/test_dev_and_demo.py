@@ -123,10 +123,12 @@ async def test_demo_prints_the_ledger_exactly_once(tmp_path: Path) -> None:
     code, out = await run_karma(["demo"], env, timeout=300)
     assert code == 0, out
     scenarios = ("success", "flaky", "permanent", "validation", "cancelled", "job", "timeout")
-    for scenario in (*scenarios, "saga", "approval", "stateful"):
+    for scenario in (*scenarios, "saga", "approval", "reference", "dangling", "stateful"):
         assert f"\n{scenario}: " in out
     assert out.count("action.retrying") == 2
-    assert "Ledger check: 10 actions, 57 transitions, each exactly once" in out
+    assert "Ledger check: 12 actions, 63 transitions, each exactly once" in out
+    # References resolved by the inventory before acceptance, or refused by name.
+    assert "dangling reference: no cluster 'prod-mars'" in out
     assert "action.step_compensated step configure compensated" in out
     assert "action.compensated" in out
     assert "approve by karma-demo" in out
