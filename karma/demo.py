@@ -130,8 +130,9 @@ async def run_demo(*, keep: bool = False) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="karma-demo-"))
     report_path = get_settings().data_dir / "demo-report.html"
     settings = with_free_ports(get_settings(), data_dir)
-    # The demo's jobs run on the reference service it starts, whatever is configured.
-    services = {k: v for k, v in settings.services.items() if k != "jobs"}
+    # The demo's jobs and inventory are the reference service it starts, whatever is
+    # configured.
+    services = {k: v for k, v in settings.services.items() if k not in ("jobs", "inventory")}
     # The closed loop's rule; its scans are started by the demo, not the schedule.
     entropy = settings.entropy.model_copy(
         update={"rules_file": write_rules(data_dir), "schedule": False}
