@@ -73,7 +73,8 @@ from karma.workflow_io import (
 
 Out = TypeVar("Out", bound=AttemptOutput)
 REF_CHECK_ATTEMPTS = 4  # of prepare_action, while a resolver's system cannot answer
-REF_CHECK_TIMEOUT_S = 20.0  # for all of an action's references (prepare_action has 30 s)
+# prepare_action has 30 s: references 10 + a renderer 3 + rendering 8 + the cache 3.
+REF_CHECK_TIMEOUT_S = 10.0  # for all of an action's references
 
 
 async def _resolved(

@@ -40,7 +40,9 @@ def validate_params(
                 result[definition.name] = definition.default
             continue
         if rendered and definition.type in (ParamType.TEMPLATE, ParamType.REF):
-            problem = None if isinstance(value, str) and value else "must be a string"
+            # Rendered text may be empty; a canonical id may not (of any length).
+            empty = definition.type is ParamType.REF and not value
+            problem = None if isinstance(value, str) and not empty else "must be a string"
         else:
             problem = definition.problem_with(value)
         if problem:

@@ -24,7 +24,7 @@ from karma.secrets import SecretSealer
 from karma.workflow_io import CachedResult
 
 log = logging.getLogger(__name__)
-LOOKUP_TIMEOUT_S = 5.0
+LOOKUP_TIMEOUT_S = 3.0
 
 
 @runtime_checkable

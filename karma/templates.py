@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sys
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,12 +24,15 @@ from karma.errors import FieldError, TransientError, ValidationError
 __all__ = ["MAX_RENDERED_CHARS", "SANDBOX", "compile_problem", "render", "render_isolated"]
 
 _CHILD = os.path.join(os.path.dirname(__file__), "_sandbox.py")
-RENDER_TIMEOUT_S = 10.0  # wall clock, from the child's start: past its CPU limit when busy
+RENDER_TIMEOUT_S = 8.0  # wall clock, from the child's start: past its CPU limit when busy
+QUEUE_TIMEOUT_S = 3.0  # the longest a render waits for a free child
 RENDER_CPU_S = 3
 RENDER_MEMORY_BYTES = 512 * 1024 * 1024
 MAX_STDERR_BYTES = 2048
-# Children rendering at once in this process (each may take RENDER_MEMORY_BYTES).
-_RENDERING = asyncio.Semaphore(max(2, os.cpu_count() or 2))
+# Children rendering at once, per event loop (each may take RENDER_MEMORY_BYTES).
+_RENDERING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
 log = logging.getLogger(__name__)
 
 
@@ -74,8 +78,18 @@ async def render_isolated(
     job = json.dumps(
         {"templates": dict(templates), "context": dict(context), "limit": limit}, default=str
     ).encode()
-    async with _RENDERING:
+    slots = _RENDERING.setdefault(
+        asyncio.get_running_loop(), asyncio.Semaphore(max(2, os.cpu_count() or 2))
+    )
+    try:
+        async with asyncio.timeout(QUEUE_TIMEOUT_S):
+            await slots.acquire()
+    except TimeoutError:
+        raise TransientError("every template renderer is busy; will retry") from None
+    try:
         out, err, code = await _run_child(job, timeout_s)
+    finally:
+        slots.release()
     try:
         answer = json.loads(out)
     except ValueError:

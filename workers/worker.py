@@ -87,6 +87,9 @@ class ActionWorker(Component):
             check_interval_s=settings.resources.check_interval_s,
             kafka=settings.kafka,
         )
+        # The result cache's own ledger reader: a slow lookup never holds up the idempotency
+        # check (closed with the worker).
+        self._cache_reader = past.sibling() if isinstance(past, LedgerReader) else None
         sealer = SecretSealer.from_settings(settings)
         credentials = CredentialManager.of(settings)  # one token cache for steps and undos
         compensation = CompensationActivities(registry, sealer, self._dlq, credentials)
@@ -100,8 +103,7 @@ class ActionWorker(Component):
             max_payload_bytes=settings.limits.max_payload_bytes,
             limits=settings.limits,
             past=past,
-            # Its own reader: a slow cache lookup never holds up the idempotency check.
-            cache=past.sibling() if isinstance(past, LedgerReader) else None,
+            cache=self._cache_reader,
             resources=self.resources,
             stream=self._stream,
             credentials=credentials,
@@ -131,6 +133,8 @@ class ActionWorker(Component):
                 await self._task
             self._task = None
         await self.resources.close()
+        if self._cache_reader is not None:
+            await asyncio.to_thread(self._cache_reader.close)
         await self._stream.stop()
         await self._publisher.stop()
         await self._dlq.stop()

@@ -171,3 +171,14 @@ async def test_a_renderer_that_cannot_run_is_the_workers_problem_not_the_request
     monkeypatch.setattr(templates_module.sys, "executable", str(tmp_path / "no-python"))
     with pytest.raises(TransientError, match="cannot start the template renderer"):
         await render_isolated(templates, {})
+
+
+def test_a_continued_runs_params_are_taken_as_prepared() -> None:
+    # Rendered text may be empty or look like a template; a canonical id may be long.
+    prepared = {"cluster": "arn:" + "x" * 600, "note": "", "size": 3}
+    assert validate_params(META, prepared, rendered=True)["note"] == ""
+    assert validate_params(META, {**prepared, "note": "{{ raw"}, rendered=True)["note"] == "{{ raw"
+    with pytest.raises(ValidationError, match="must be a string"):
+        validate_params(META, {**prepared, "cluster": ""}, rendered=True)
+    with pytest.raises(ValidationError, match="at most 512 characters"):
+        validate_params(META, prepared)  # a request's reference is bounded
