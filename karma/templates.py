@@ -24,6 +24,7 @@ from karma.errors import FieldError, TransientError, ValidationError
 __all__ = ["MAX_RENDERED_CHARS", "SANDBOX", "compile_problem", "render", "render_isolated"]
 
 _CHILD = os.path.join(os.path.dirname(__file__), "_sandbox.py")
+_PYTHON = sys.executable
 RENDER_TIMEOUT_S = 8.0  # wall clock, from the child's start: past its CPU limit when busy
 QUEUE_TIMEOUT_S = 3.0  # the longest a render waits for a free child
 RENDER_CPU_S = 3
@@ -122,7 +123,7 @@ async def _run_child(job: bytes, timeout_s: float) -> tuple[bytes, bytes, int]:
     """(stdout, the end of stderr, exit code) of one rendering child."""
     try:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", _CHILD, str(RENDER_CPU_S), str(RENDER_MEMORY_BYTES),
+            _PYTHON, "-I", _CHILD, str(RENDER_CPU_S), str(RENDER_MEMORY_BYTES),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

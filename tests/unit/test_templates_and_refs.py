@@ -168,7 +168,7 @@ async def test_a_renderer_that_cannot_run_is_the_workers_problem_not_the_request
         await render_isolated(templates, {})
     assert "ImportError" in caplog.text and "SECRET" not in caplog.text
     # No process to be had.
-    monkeypatch.setattr(templates_module.sys, "executable", str(tmp_path / "no-python"))
+    monkeypatch.setattr(templates_module, "_PYTHON", str(tmp_path / "no-python"))
     with pytest.raises(TransientError, match="cannot start the template renderer"):
         await render_isolated(templates, {})
 
