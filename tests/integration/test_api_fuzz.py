@@ -80,8 +80,8 @@ async def test_no_input_makes_the_api_fail_or_answer_off_schema(
         "--phases", "examples,coverage,fuzzing",
         "--max-examples", "25",
         # One worker: with two, the generator's own ast.parse calls race in CPython 3.11
-        # (python/cpython#106905, "AST constructor recursion depth mismatch"), which failed
-        # two CI runs in a row while every request Karma answered passed.
+        # (python/cpython#106905, "AST constructor recursion depth mismatch"): it hit two CI
+        # runs in a row (one failed, one needed a second run) while every request passed.
         "--workers", "1",
         "--exclude-path-regex", "/transitions$",  # an event stream does not end by itself
         "--seed", "20261125",
